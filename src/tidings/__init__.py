@@ -1,0 +1,32 @@
+"""tidings: real-time channels for Python web apps, over Socket.IO and WebSocket.
+
+>>> import tidings
+>>> @tidings.on("chat")
+... def chat(request, socket, context, text):
+...     return {"echo": text}
+>>> app = tidings.Server()
+"""
+
+from tidings.protocol import ProtocolError
+from tidings.server.app import Server
+from tidings.server.config import Settings
+from tidings.server.handlers import Handlers, Refuse, default_handlers
+from tidings.server.request import Request
+from tidings.server.socketio import Socket
+
+__version__ = "0.1.0"
+
+#: Register a handler for a Socket.IO event on the default registry: ``@tidings.on("chat")``.
+on = default_handlers.on
+
+__all__ = [
+    "Handlers",
+    "ProtocolError",
+    "Refuse",
+    "Request",
+    "Server",
+    "Settings",
+    "Socket",
+    "__version__",
+    "on",
+]

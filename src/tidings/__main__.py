@@ -1,0 +1,3 @@
+from tidings.server.cli import main
+
+main()

@@ -1,0 +1,216 @@
+"""Socket.IO protocol v5: packets, binary attachments and the stateful decoder.
+
+Spec: https://socket.io/docs/v4/socket-io-protocol/ (sections cited as "SIO §...").
+
+A packet is written ``<type>[<attachments>-][<namespace>,][<ack id>][<JSON data>]`` (SIO §"Packet
+encoding"). Binary values inside the data are replaced by ``{"_placeholder": true, "num": n}`` and sent
+as separate binary Engine.IO messages right after the text packet.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from tidings.protocol.errors import ProtocolError
+
+
+class PacketType(enum.IntEnum):
+    CONNECT = 0
+    DISCONNECT = 1
+    EVENT = 2
+    ACK = 3
+    CONNECT_ERROR = 4
+    BINARY_EVENT = 5
+    BINARY_ACK = 6
+
+
+#: Event names with a meaning of their own on either side; a client may not emit them (SIO §"EVENT").
+RESERVED_EVENTS = frozenset(
+    {"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"}
+)
+_BINARY_TYPES = (PacketType.BINARY_EVENT, PacketType.BINARY_ACK)
+_MAX_ACK_ID_DIGITS = 15  # more than any client counts to; keeps int() cheap
+_MAX_NAMESPACE_LENGTH = 256
+_BINARY = (bytes, bytearray, memoryview)
+
+
+@dataclass(slots=True)
+class Packet:
+    type: PacketType
+    namespace: str = "/"
+    data: Any = None
+    id: int | None = None
+
+
+def dumps(data: Any) -> str:
+    """JSON for the wire. Raises ``TypeError`` for values JSON cannot hold (and for bytes)."""
+    return orjson.dumps(data).decode()
+
+
+def encode(packet: Packet) -> list[str | bytes]:
+    """Encode a packet: the text part first, then its binary attachments, if any.
+
+    JSON encoding is tried first as is; only data that holds bytes (which the JSON encoder refuses)
+    pays for the walk that pulls attachments out.
+    """
+    packet_type = packet.type
+    attachments: list[bytes] = []
+    if packet.data is None:
+        payload = ""
+    else:
+        try:
+            payload = dumps(packet.data)
+        except TypeError:
+            payload = dumps(_deconstruct(packet.data, attachments))
+            if attachments and packet_type in (PacketType.EVENT, PacketType.ACK):
+                packet_type = PacketType(packet_type + 3)  # EVENT→BINARY_EVENT, ACK→BINARY_ACK
+    head = str(int(packet_type))
+    if attachments:
+        head += f"{len(attachments)}-"
+    if packet.namespace != "/":
+        head += packet.namespace + ","
+    if packet.id is not None:
+        head += str(packet.id)
+    return [head + payload, *attachments]
+
+
+def _deconstruct(data: Any, attachments: list[bytes]) -> Any:
+    if isinstance(data, _BINARY):
+        attachments.append(bytes(data))
+        return {"_placeholder": True, "num": len(attachments) - 1}
+    if isinstance(data, (list, tuple)):
+        return [_deconstruct(item, attachments) for item in data]
+    if isinstance(data, dict):
+        return {key: _deconstruct(value, attachments) for key, value in data.items()}
+    return data
+
+
+def _reconstruct(data: Any, attachments: list[bytes]) -> Any:
+    if isinstance(data, list):
+        return [_reconstruct(item, attachments) for item in data]
+    if isinstance(data, dict):
+        if data.get("_placeholder") is True:
+            num = data.get("num")
+            if type(num) is not int or not 0 <= num < len(attachments):
+                raise ProtocolError("invalid attachment placeholder")
+            return attachments[num]
+        return {key: _reconstruct(value, attachments) for key, value in data.items()}
+    return data
+
+
+def decode_text(text: str) -> tuple[Packet, int]:
+    """Parse the text part of a packet; returns it with the number of attachments still to come."""
+    if not text:
+        raise ProtocolError("empty packet")
+    try:
+        packet_type = PacketType(ord(text[0]) - 48)
+    except ValueError:
+        raise ProtocolError(f"unknown packet type {text[0]!r}") from None
+    end = len(text)
+    i = 1
+    attachments = 0
+    if packet_type in _BINARY_TYPES:
+        dash = text.find("-", i)
+        count = text[i:dash]
+        if dash == -1 or not count.isdigit() or len(count) > 3:
+            raise ProtocolError("illegal attachments")
+        attachments = int(count)
+        i = dash + 1
+    namespace = "/"
+    if i < end and text[i] == "/":
+        comma = text.find(",", i)
+        stop = end if comma == -1 else comma
+        namespace = text[i:stop]
+        i = stop + 1
+        if len(namespace) > _MAX_NAMESPACE_LENGTH:
+            raise ProtocolError("namespace too long")
+    start = i
+    while i < end and "0" <= text[i] <= "9":
+        i += 1
+    ack_id = None
+    if i > start:
+        if i - start > _MAX_ACK_ID_DIGITS:
+            raise ProtocolError("ack id too long")
+        ack_id = int(text[start:i])
+    data = None
+    if i < end:
+        try:
+            data = orjson.loads(text[i:])
+        except orjson.JSONDecodeError:
+            raise ProtocolError("invalid JSON payload") from None
+    packet = Packet(packet_type, namespace, data, ack_id)
+    _check_payload(packet)
+    return packet, attachments
+
+
+def _check_payload(packet: Packet) -> None:
+    """SIO §"Packet types": what each type may carry."""
+    data = packet.data
+    match packet.type:
+        case PacketType.CONNECT:
+            ok = data is None or isinstance(data, dict)
+        case PacketType.DISCONNECT:
+            ok = data is None
+        case PacketType.CONNECT_ERROR:
+            ok = isinstance(data, (dict, str))
+        case PacketType.EVENT | PacketType.BINARY_EVENT:
+            ok = (
+                isinstance(data, list)
+                and len(data) > 0
+                and isinstance(data[0], str)
+                and data[0] not in RESERVED_EVENTS
+            )
+        case _:  # ACK, BINARY_ACK
+            ok = isinstance(data, list) and packet.id is not None
+    if not ok:
+        raise ProtocolError(f"invalid payload for {packet.type.name}")
+
+
+class Decoder:
+    """Turns the Engine.IO messages of one connection into Socket.IO packets.
+
+    A binary packet arrives as a text part followed by its attachments as binary messages; the decoder
+    holds the partial packet until the last one is in. ``max_attachments`` bounds what one packet may
+    announce, so a peer cannot make the server wait for (or hold) an unbounded number of buffers.
+    """
+
+    def __init__(self, max_attachments: int = 10) -> None:
+        self.max_attachments = max_attachments
+        self._partial: Packet | None = None
+        self._expected = 0
+        self._attachments: list[bytes] = []
+
+    @property
+    def awaiting_attachments(self) -> bool:
+        return self._partial is not None
+
+    def receive_text(self, text: str) -> Packet | None:
+        """Feed a text message; returns the packet, or None while its attachments are due."""
+        if self._partial is not None:
+            raise ProtocolError("text message while binary attachments were expected")
+        packet, attachments = decode_text(text)
+        if packet.type in _BINARY_TYPES:
+            if attachments == 0:
+                raise ProtocolError("binary packet without attachments")
+            if attachments > self.max_attachments:
+                raise ProtocolError("too many attachments")
+            self._partial, self._expected, self._attachments = packet, attachments, []
+            return None
+        return packet
+
+    def receive_binary(self, data: bytes) -> Packet | None:
+        """Feed a binary message; returns the packet once its last attachment is in."""
+        if self._partial is None:
+            raise ProtocolError("unexpected binary message")
+        self._attachments.append(data)
+        if len(self._attachments) < self._expected:
+            return None
+        packet, attachments = self._partial, self._attachments
+        self._partial, self._expected, self._attachments = None, 0, []
+        packet.data = _reconstruct(packet.data, attachments)
+        packet.type = PacketType.EVENT if packet.type == PacketType.BINARY_EVENT else PacketType.ACK
+        return packet

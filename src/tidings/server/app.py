@@ -1,0 +1,119 @@
+"""The ASGI application: the Engine.IO endpoint under ``settings.path``, the user's app elsewhere."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from a2wsgi import WSGIMiddleware
+
+from tidings.server.config import Settings
+from tidings.server.engine import Engine, Receive, Scope, Send
+from tidings.server.handlers import Handlers, default_handlers
+from tidings.server.socketio import SocketIO
+
+ASGIApp = Any  # an ASGI 3 callable: (scope, receive, send) -> Awaitable[None]
+WSGIApp = Any  # a PEP 3333 callable: (environ, start_response) -> Iterable[bytes]
+
+
+class Server:
+    """A Socket.IO server, itself an ASGI app, that can host the user's WSGI or ASGI app beside it.
+
+    ``Server(wsgi_app=flask_app)`` serves the Engine.IO endpoint (``/socket.io/``) and hands every
+    other request to the Flask app; any ASGI server (uvicorn, hypercorn, granian) can run it, and
+    ``tidings run`` runs it on uvicorn.
+
+    Args:
+        wsgi_app: a WSGI app to serve beside the endpoint (run in a2wsgi's thread pool).
+        asgi_app: an ASGI app to serve beside the endpoint; its lifespan events are passed on.
+        handlers: the handler registry; by default the one ``tidings.on`` writes to.
+        namespaces: namespaces clients may connect to. ``None`` (default): ``/`` and every
+            namespace with a handler; ``"*"``: any; else the given ones and ``/``.
+        settings: a :class:`Settings`; or give its fields as keyword arguments.
+    """
+
+    def __init__(
+        self,
+        wsgi_app: WSGIApp | None = None,
+        asgi_app: ASGIApp | None = None,
+        *,
+        handlers: Handlers | None = None,
+        namespaces: Iterable[str] | str | None = None,
+        settings: Settings | None = None,
+        **options: Any,
+    ) -> None:
+        if wsgi_app is not None and asgi_app is not None:
+            raise ValueError("give wsgi_app or asgi_app, not both")
+        if settings is not None and options:
+            raise ValueError("give settings or keyword options, not both")
+        self.settings = settings or Settings(**options)
+        self.handlers = handlers if handlers is not None else default_handlers
+        self.socketio = SocketIO(self.settings, self.handlers, namespaces)
+        self.engine = Engine(self.settings, self.socketio)
+        self.asgi_app: ASGIApp | None = asgi_app
+        if wsgi_app is not None:
+            self.asgi_app = WSGIMiddleware(wsgi_app)
+        self._wraps_wsgi = wsgi_app is not None
+        self._endpoint = self.settings.path.rstrip("/")
+
+    def on(self, event: str, namespace: str = "/") -> Any:
+        """Register a handler on this server's registry (see :meth:`Handlers.on`)."""
+        return self.handlers.on(event, namespace)
+
+    def emit(self, event: str, *args: Any, namespace: str = "/") -> None:
+        """Send ``event`` to every socket connected to ``namespace``; safe from any thread."""
+        self.socketio.emit(event, args, namespace)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if path.startswith(self.settings.path) or path == self._endpoint:
+            self.socketio.bind_loop()
+            if kind == "http":
+                await self.engine.handle_http(scope, receive, send)
+            elif kind == "websocket":
+                await self.engine.handle_websocket(scope, receive, send)
+        elif self.asgi_app is not None:
+            await self.asgi_app(scope, receive, send)
+        elif kind == "http":
+            await _not_found(send)
+        else:
+            await send({"type": "websocket.close", "code": 1000})
+
+    def shutdown(self) -> None:
+        """Close every session (clients see a transport close and reconnect elsewhere)."""
+        self.engine.shutdown()
+        self.socketio.shutdown()
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def observed_receive() -> Any:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.socketio.bind_loop()
+            elif message["type"] == "lifespan.shutdown":
+                self.shutdown()
+            return message
+
+        if self.asgi_app is not None and not self._wraps_wsgi:
+            await self.asgi_app(scope, observed_receive, send)
+            return
+        while True:
+            message = await observed_receive()
+            await send({"type": message["type"] + ".complete"})
+            if message["type"] == "lifespan.shutdown":
+                return
+
+
+async def _not_found(send: Send) -> None:
+    body = b"Not Found"
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 404,
+            "headers": [(b"content-type", b"text/plain"), (b"content-length", b"9")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

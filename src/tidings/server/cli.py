@@ -1,0 +1,138 @@
+"""``tidings run module:attr``: serve a tidings Server, a WSGI app or an ASGI app on uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import inspect
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from tidings.server.app import Server
+
+logger = logging.getLogger("tidings")
+_TARGET_ENV = "TIDINGS_APP"
+
+
+def load_target(target: str) -> Server:
+    """Import ``module:attr`` or ``path/to/file.py:attr`` (attr defaults to ``app``) as a Server.
+
+    A WSGI callable (Flask, Django's ``get_wsgi_application()``, web.py's ``app.wsgifunc()``) or an
+    ASGI app is wrapped in a default :class:`Server` that serves it beside the Engine.IO endpoint.
+    """
+    location, _, attribute = target.partition(":")
+    if location.endswith(".py") or os.sep in location:
+        path = Path(location).resolve()
+        if not path.is_file():
+            raise SystemExit(f"tidings: no such file: {location}")
+        sys.path.insert(0, str(path.parent))
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[path.stem] = module
+        spec.loader.exec_module(module)
+    else:
+        sys.path.insert(0, os.getcwd())
+        module = importlib.import_module(location)
+    obj: Any = module
+    for name in (attribute or "app").split("."):
+        try:
+            obj = getattr(obj, name)
+        except AttributeError:
+            raise SystemExit(f"tidings: {location} has no attribute {attribute or 'app'!r}") from None
+    return as_server(obj)
+
+
+def as_server(app: Any) -> Server:
+    """``app`` itself if it is a Server, else a default Server hosting it (ASGI or WSGI)."""
+    if isinstance(app, Server):
+        return app
+    if is_asgi(app):
+        return Server(asgi_app=app)
+    if callable(app):
+        return Server(wsgi_app=app)
+    raise SystemExit(f"tidings: {app!r} is neither a tidings.Server, an ASGI app nor a WSGI app")
+
+
+def is_asgi(app: Any) -> bool:
+    """ASGI apps are coroutine functions or objects whose ``__call__`` is one; WSGI apps are not."""
+    call = getattr(type(app), "__call__", None)  # noqa: B004 - the method itself is inspected
+    return inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(call)
+
+
+def app_from_environment() -> Server:
+    """uvicorn factory used by worker processes: each imports the target itself."""
+    return load_target(os.environ[_TARGET_ENV])
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn, told to close tidings sessions before it waits for open requests.
+
+    A pending long-poll would otherwise hold the shutdown for up to a ping interval.
+    """
+
+    def __init__(self, config: uvicorn.Config, app: Server) -> None:
+        super().__init__(config)
+        self.tidings_app = app
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        self.tidings_app.shutdown()
+        await super().shutdown(sockets)
+
+
+def run(
+    target: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    log_level: str = "info",
+    access_log: bool = False,
+) -> None:
+    """Serve ``target`` on uvicorn with uvloop and httptools."""
+    os.environ[_TARGET_ENV] = target
+    app = load_target(target)  # fail early, in the parent, on a bad target
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": log_level,
+        "access_log": access_log,
+        "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        "http": "httptools",
+        "ws": "websockets",
+        # Engine.IO has its own heartbeat and size limit; WebSocket-level pings would double them,
+        # and per-message compression would cost one deflate per recipient of every broadcast.
+        "ws_ping_interval": None,
+        "ws_per_message_deflate": False,
+        "ws_max_size": app.settings.max_payload,
+        "timeout_graceful_shutdown": 5,
+    }
+    if workers > 1:
+        # Each worker imports the target itself. Without a shared broker, workers do not see each
+        # other's sockets, and long-polling clients need sticky sessions.
+        uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=workers, **options)
+        return
+    config = uvicorn.Config(app, **options)
+    _Uvicorn(config, app).run()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="tidings", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("run", help="serve an app with its real-time endpoints")
+    serve.add_argument("target", help="module:attr or path/to/file.py:attr (attr defaults to app)")
+    serve.add_argument("--host", default=os.environ.get("TIDINGS_HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("TIDINGS_PORT", "8000")))
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:%(name)s: %(message)s")
+    run(args.target, args.host, args.port, args.workers, args.log_level, args.access_log)

@@ -1,0 +1,61 @@
+"""Server settings: every limit and timing in one place, each with its default and its cost."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What a :class:`tidings.Server` is allowed to do and for how long.
+
+    Attributes:
+        path: URL prefix of the Engine.IO endpoint; official clients use ``/socket.io/``.
+        transports: the transports offered; drop ``"polling"`` for WebSocket-only deployments
+            (no sticky sessions needed behind a load balancer).
+        ping_interval: seconds between the server's pings (Engine.IO heartbeat).
+        ping_timeout: seconds a client has to answer a ping before its session is closed.
+        upgrade_timeout: seconds a polling client has to finish an upgrade to WebSocket once
+            it started one; the probe WebSocket is closed after that, polling goes on.
+        connect_timeout: seconds a new Engine.IO session has to connect a namespace; closed then.
+        max_payload: largest Engine.IO message or polling request body, in bytes. A larger
+            WebSocket message closes the connection with 1009, a larger POST gets 413; in both cases
+            the session ends. Also announced to clients in the handshake.
+        max_buffer: bytes of unsent packets one session may hold (a slow or stalled consumer).
+            Passing it closes that session with the reason "send buffer full"; memory stays
+            bounded at roughly this much per connection.
+        max_attachments: binary attachments one Socket.IO packet may announce.
+        cors_allowed_origins: ``None`` (default) allows requests without an ``Origin`` header and
+            those whose origin is the server's own host; a list allows exactly those origins;
+            ``"*"`` allows any. Others get 403 (polling and WebSocket alike).
+        cors_credentials: send ``Access-Control-Allow-Credentials: true`` to allowed origins.
+        handler_threads: worker threads for ``def`` handlers. A blocked handler holds one; a
+            connection's events wait for its previous one, other connections do not.
+    """
+
+    path: str = "/socket.io/"
+    transports: tuple[str, ...] = ("polling", "websocket")
+    ping_interval: float = 25.0
+    ping_timeout: float = 20.0
+    upgrade_timeout: float = 10.0
+    connect_timeout: float = 45.0
+    max_payload: int = 1_000_000
+    max_buffer: int = 4 * 1024 * 1024
+    max_attachments: int = 10
+    cors_allowed_origins: str | Sequence[str] | None = None
+    cors_credentials: bool = True
+    handler_threads: int = 32
+
+    def __post_init__(self) -> None:
+        if not self.path.startswith("/") or not self.path.endswith("/"):
+            raise ValueError(f"path must start and end with '/': {self.path!r}")
+        unknown = set(self.transports) - {"polling", "websocket"}
+        if unknown or not self.transports:
+            raise ValueError(f"transports must be 'polling' and/or 'websocket': {self.transports}")
+        for name in ("ping_interval", "ping_timeout", "upgrade_timeout", "connect_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        for name in ("max_payload", "max_buffer", "handler_threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")

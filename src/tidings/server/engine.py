@@ -1,0 +1,510 @@
+"""Engine.IO v4 server over ASGI: HTTP long-polling, WebSocket, the upgrade between them, heartbeat.
+
+Spec: https://socket.io/docs/v4/engine-io-protocol/. The packet rules live in
+:mod:`tidings.protocol.engineio`; this module does the I/O and the timing.
+
+Each session has one queue of outbound packets, whatever its transport: a packet encoded once (for a
+broadcast, once for all recipients) is appended as the same object to every recipient's queue. A
+pending long-poll takes the whole queue as one payload; a WebSocket writer drains it frame by frame.
+The writer is a task that exists only while there is something to write, so an idle connection costs
+no task of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import secrets
+from collections import deque
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from tidings.protocol import ProtocolError
+from tidings.protocol import engineio as eio
+from tidings.server.config import Settings
+from tidings.server.request import Headers
+
+logger = logging.getLogger("tidings.engine")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+# WebSocket close codes (RFC 6455 §7.4.1).
+NORMAL_CLOSURE = 1000
+GOING_AWAY = 1001
+PROTOCOL_ERROR = 1002
+POLICY_VIOLATION = 1008
+MESSAGE_TOO_BIG = 1009
+
+
+class State(enum.Enum):
+    OPEN = "open"
+    UPGRADING = "upgrading"  # probe answered, waiting for the client's UPGRADE packet
+    CLOSED = "closed"
+
+
+class EngineHandler(Protocol):
+    """What the layer above (Socket.IO) hears from the engine. Called on the event loop."""
+
+    def session_opened(self, session: Session) -> None: ...
+
+    def message_received(self, session: Session, data: str | bytes) -> None:
+        """May raise ProtocolError: the session is then closed with that reason."""
+
+    def session_closed(self, session: Session, reason: str) -> None: ...
+
+
+class _WebSocketClose:
+    """Queue marker: close the WebSocket once everything queued before it is written."""
+
+    __slots__ = ("code", "reason")
+
+    def __init__(self, code: int, reason: str) -> None:
+        self.code = code
+        self.reason = reason
+
+
+class Session:
+    """One Engine.IO session. All methods run on the event loop thread."""
+
+    __slots__ = (
+        "_handle",
+        "_poll",
+        "_queue",
+        "_queued_bytes",
+        "_writer",
+        "_ws_send",
+        "data",
+        "engine",
+        "scope",
+        "sid",
+        "state",
+        "transport",
+    )
+
+    def __init__(self, engine: Engine, sid: str, transport: str, scope: Scope) -> None:
+        self.engine = engine
+        self.sid = sid
+        self.transport = transport
+        self.scope = scope
+        self.state = State.OPEN
+        self.data: Any = None  # the Socket.IO layer's per-session state
+        self._queue: deque[str | bytes | _WebSocketClose] = deque()
+        self._queued_bytes = 0
+        self._poll: asyncio.Future[None] | None = None
+        self._ws_send: Send | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._handle: asyncio.TimerHandle | None = None
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    def send(self, packet: str | bytes) -> None:
+        """Queue one encoded packet (see :mod:`tidings.protocol.engineio` for the form)."""
+        if self.state is State.CLOSED:
+            return
+        self._queue.append(packet)
+        self._queued_bytes += len(packet)
+        if self._queued_bytes > self.engine.settings.max_buffer:
+            self.close("send buffer full", POLICY_VIOLATION)
+            return
+        self._wake()
+
+    def send_many(self, packets: list[str | bytes]) -> None:
+        """Queue packets that belong together (a binary packet and its attachments)."""
+        if self.state is State.CLOSED:
+            return
+        self._queue.extend(packets)
+        self._queued_bytes += sum(len(p) for p in packets)
+        if self._queued_bytes > self.engine.settings.max_buffer:
+            self.close("send buffer full", POLICY_VIOLATION)
+            return
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.transport == "websocket":
+            if self._writer is None and self._ws_send is not None:
+                self._writer = asyncio.get_running_loop().create_task(self._drain_websocket())
+        elif self._poll is not None and not self._poll.done():
+            self._poll.set_result(None)
+
+    async def _drain_websocket(self) -> None:
+        send = self._ws_send
+        assert send is not None
+        queue = self._queue
+        try:
+            while queue:
+                item = queue.popleft()
+                if isinstance(item, str):
+                    self._queued_bytes -= len(item)
+                    await send({"type": "websocket.send", "text": item})
+                elif isinstance(item, bytes):
+                    self._queued_bytes -= len(item)
+                    await send({"type": "websocket.send", "bytes": item})
+                else:
+                    queue.clear()
+                    await send({"type": "websocket.close", "code": item.code, "reason": item.reason})
+        except Exception as exc:  # the peer is gone (the server raises on send after disconnect)
+            logger.debug("session %s: write failed: %r", self.sid, exc)
+            queue.clear()
+            self.close("transport error")
+        finally:
+            self._writer = None
+
+    def _take_payload(self) -> str:
+        packets = [p for p in self._queue if not isinstance(p, _WebSocketClose)]
+        self._queue.clear()
+        self._queued_bytes = 0
+        return eio.encode_payload(packets)
+
+    # -- heartbeat (EIO §"Heartbeat") --------------------------------------------------------------
+
+    def _schedule_ping(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._handle = loop.call_later(self.engine.settings.ping_interval, self._ping)
+
+    def _ping(self) -> None:
+        if self.state is State.CLOSED:
+            return
+        self.send(eio.PING)
+        loop = asyncio.get_running_loop()
+        self._handle = loop.call_later(self.engine.settings.ping_timeout, self.close, "ping timeout")
+
+    def _pong(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._schedule_ping()
+
+    # -- closing ---------------------------------------------------------------------------------
+
+    def close(self, reason: str, code: int = NORMAL_CLOSURE) -> None:
+        """End the session: flush what is queued, then close the transport. Idempotent."""
+        if self.state is State.CLOSED:
+            return
+        self.state = State.CLOSED
+        if self._handle is not None:
+            self._handle.cancel()
+        self.engine.sessions.pop(self.sid, None)
+        if self.transport == "websocket":
+            self._queue.append(_WebSocketClose(code, reason))
+            if self._writer is None and self._ws_send is not None:
+                self._writer = asyncio.get_running_loop().create_task(self._drain_websocket())
+        else:
+            self._queue.append(eio.CLOSE)
+            if self._poll is not None and not self._poll.done():
+                self._poll.set_result(None)
+        logger.debug("session %s closed: %s", self.sid, reason)
+        self.engine.handler.session_closed(self, reason)
+
+
+class Engine:
+    """Serves the Engine.IO endpoint; one per :class:`tidings.Server`."""
+
+    def __init__(self, settings: Settings, handler: EngineHandler) -> None:
+        self.settings = settings
+        self.handler = handler
+        self.sessions: dict[str, Session] = {}
+
+    def _open(self, transport: str, scope: Scope) -> Session:
+        sid = secrets.token_urlsafe(15)
+        session = Session(self, sid, transport, scope)
+        self.sessions[sid] = session
+        upgrades = ["websocket"] if transport == "polling" and self._offers("websocket") else []
+        settings = self.settings
+        session.send(
+            eio.open_packet(
+                sid, upgrades, settings.ping_interval, settings.ping_timeout, settings.max_payload
+            )
+        )
+        session._schedule_ping()
+        self.handler.session_opened(session)
+        return session
+
+    def _offers(self, transport: str) -> bool:
+        return transport in self.settings.transports
+
+    def receive_packet(self, session: Session, packet: eio.Packet) -> None:
+        """Act on one packet from the client (either transport)."""
+        match packet.type:
+            case eio.PacketType.MESSAGE:
+                self.handler.message_received(session, packet.data)
+            case eio.PacketType.PONG:
+                session._pong()
+            case eio.PacketType.CLOSE:
+                session.close("client close")
+            case eio.PacketType.NOOP:
+                pass
+            case _:
+                raise ProtocolError(f"unexpected {packet.type.name} packet")
+
+    def shutdown(self) -> None:
+        for session in list(self.sessions.values()):
+            session.close("server shutdown", GOING_AWAY)
+
+    # -- origin checks and CORS ----------------------------------------------------------------
+
+    def _allowed_origin(self, headers: Headers) -> tuple[bool, str | None]:
+        origin = headers.get("origin")
+        if origin is None:
+            return True, None
+        allowed = self.settings.cors_allowed_origins
+        if allowed == "*":
+            return True, origin
+        if allowed is None:
+            return urlsplit(origin).netloc == headers.get("host"), origin
+        return origin in allowed, origin
+
+    def _cors_headers(self, origin: str | None) -> list[tuple[bytes, bytes]]:
+        if origin is None:
+            return []
+        headers = [(b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"Origin")]
+        if self.settings.cors_credentials:
+            headers.append((b"access-control-allow-credentials", b"true"))
+        return headers
+
+    # -- HTTP long-polling (EIO §"HTTP long-polling") ------------------------------------------------
+
+    async def handle_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = Headers(scope.get("headers", []))
+        allowed, origin = self._allowed_origin(headers)
+        if not allowed:
+            await _respond(send, 403, eio.ErrorCode.FORBIDDEN.body(), b"application/json")
+            return
+        cors = self._cors_headers(origin)
+        method = scope["method"]
+        if method == "OPTIONS":
+            await _preflight(send, headers, cors)
+            return
+        try:
+            info = eio.parse_query(scope.get("query_string", b""))
+            if info.transport != "polling" or not self._offers("polling"):
+                raise eio.RequestError(eio.ErrorCode.UNKNOWN_TRANSPORT)
+            if info.sid is None:
+                if method != "GET":
+                    raise eio.RequestError(eio.ErrorCode.BAD_HANDSHAKE_METHOD)
+                session = self._open("polling", scope)
+                await _respond(send, 200, session._take_payload().encode(), _TEXT, cors)
+                return
+            session = self.sessions.get(info.sid)
+            if session is None:
+                raise eio.RequestError(eio.ErrorCode.UNKNOWN_SID)
+            if session.transport != "polling" or method not in ("GET", "POST"):
+                raise eio.RequestError(eio.ErrorCode.BAD_REQUEST)
+        except eio.RequestError as error:
+            await _respond(send, 400, error.code.body(), b"application/json", cors)
+            return
+        if method == "GET":
+            await self._poll_get(session, send, cors)
+        else:
+            await self._poll_post(session, receive, send, cors)
+
+    async def _poll_get(self, session: Session, send: Send, cors: list[tuple[bytes, bytes]]) -> None:
+        if session._poll is not None:
+            # EIO: a second concurrent GET is a client error; the session cannot go on.
+            session.close("overlapping polling requests")
+            await _respond(send, 400, eio.ErrorCode.BAD_REQUEST.body(), b"application/json", cors)
+            return
+        if not session._queue and session.state is State.OPEN:
+            session._poll = asyncio.get_running_loop().create_future()
+            try:
+                await session._poll
+            finally:
+                session._poll = None
+        # While an upgrade is under way, the poll is answered with a NOOP so that the client can
+        # pause polling; queued packets wait for the WebSocket (EIO §"Upgrade").
+        body = eio.NOOP if session.state is State.UPGRADING else session._take_payload()
+        await _respond(send, 200, body.encode(), _TEXT, cors)
+
+    async def _poll_post(
+        self, session: Session, receive: Receive, send: Send, cors: list[tuple[bytes, bytes]]
+    ) -> None:
+        body = await _read_body(receive, self.settings.max_payload)
+        if body is None:
+            session.close("payload too large")
+            await _respond(send, 413, b"payload too large", _TEXT, cors)
+            return
+        try:
+            packets = eio.decode_payload(body.decode("utf-8"))
+            for packet in packets:
+                if session.state is State.CLOSED:
+                    break
+                self.receive_packet(session, packet)
+        except (ProtocolError, UnicodeDecodeError) as error:
+            reason = str(error) if isinstance(error, ProtocolError) else "invalid UTF-8"
+            session.close(reason, PROTOCOL_ERROR)
+            await _respond(send, 400, reason.encode(), _TEXT, cors)
+            return
+        await _respond(send, 200, b"ok", b"text/html", cors)
+
+    # -- WebSocket --------------------------------------------------------------------------------
+
+    async def handle_websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (await receive())["type"] != "websocket.connect":
+            return
+        headers = Headers(scope.get("headers", []))
+        try:
+            if not self._allowed_origin(headers)[0]:
+                raise eio.RequestError(eio.ErrorCode.FORBIDDEN)
+            info = eio.parse_query(scope.get("query_string", b""))
+            if info.transport != "websocket" or not self._offers("websocket"):
+                raise eio.RequestError(eio.ErrorCode.UNKNOWN_TRANSPORT)
+            session = None
+            if info.sid is not None:
+                session = self.sessions.get(info.sid)
+                if session is None:
+                    raise eio.RequestError(eio.ErrorCode.UNKNOWN_SID)
+                if session.transport != "polling" or session.state is not State.OPEN:
+                    raise eio.RequestError(eio.ErrorCode.BAD_REQUEST)
+        except eio.RequestError as error:
+            await _reject_websocket(scope, send, error.code)
+            return
+        await send({"type": "websocket.accept"})
+        if session is None:
+            session = self._open("websocket", scope)
+            session._ws_send = send
+            session._wake()
+        elif not await self._upgrade(session, receive, send):
+            return
+        await self._websocket_loop(session, receive)
+
+    async def _upgrade(self, session: Session, receive: Receive, send: Send) -> bool:
+        """Take a polling session over to this WebSocket (EIO §"Upgrade"); False if it failed."""
+        try:
+            await asyncio.wait_for(self._probe(session, receive, send), self.settings.upgrade_timeout)
+        except (ProtocolError, asyncio.TimeoutError, _Disconnected) as error:
+            if session.state is State.UPGRADING:
+                session.state = State.OPEN
+                session._wake()
+            logger.debug("session %s: upgrade failed: %r", session.sid, error)
+            if not isinstance(error, _Disconnected):
+                await send({"type": "websocket.close", "code": PROTOCOL_ERROR})
+            return False
+        if session.state is State.CLOSED:
+            await send({"type": "websocket.close", "code": NORMAL_CLOSURE})
+            return False
+        session.state = State.OPEN
+        session.transport = "websocket"
+        session._ws_send = send
+        session._wake()
+        return True
+
+    @staticmethod
+    async def _probe(session: Session, receive: Receive, send: Send) -> None:
+        if await _receive_text(receive) != eio.PING + eio.PROBE:
+            raise ProtocolError("expected a probe")
+        await send({"type": "websocket.send", "text": eio.PONG_PROBE})
+        if session.state is not State.OPEN:
+            raise ProtocolError("session closed during upgrade")
+        session.state = State.UPGRADING
+        if session._poll is not None and not session._poll.done():
+            session._poll.set_result(None)
+        if await _receive_text(receive) != str(int(eio.PacketType.UPGRADE)):
+            raise ProtocolError("expected an upgrade packet")
+
+    async def _websocket_loop(self, session: Session, receive: Receive) -> None:
+        max_payload = self.settings.max_payload
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                session.close("transport close")
+                return
+            if session.state is State.CLOSED:
+                continue  # closing: wait for the disconnect that follows our close frame
+            data = message.get("text")
+            if data is None:
+                data = message.get("bytes") or b""
+            if len(data) > max_payload:
+                session.close("message too big", MESSAGE_TOO_BIG)
+                continue
+            try:
+                self.receive_packet(session, eio.decode_packet(data))
+            except ProtocolError as error:
+                logger.info("session %s: protocol error: %s", session.sid, error)
+                session.close(str(error), PROTOCOL_ERROR)
+
+
+class _Disconnected(Exception):
+    """The WebSocket peer left while we waited for a message."""
+
+
+_TEXT = b"text/plain; charset=UTF-8"
+
+
+async def _receive_text(receive: Receive) -> str | None:
+    message = await receive()
+    if message["type"] == "websocket.disconnect":
+        raise _Disconnected
+    return message.get("text")
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The request body, or None if it is larger than ``limit`` bytes."""
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return b""
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _respond(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: bytes,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", content_type),
+                (b"content-length", str(len(body)).encode()),
+                (b"cache-control", b"no-store"),
+                *(headers or ()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _preflight(send: Send, headers: Headers, cors: list[tuple[bytes, bytes]]) -> None:
+    allow = [(b"access-control-allow-methods", b"GET, POST, OPTIONS"), *cors]
+    requested = headers.get("access-control-request-headers")
+    if requested:
+        allow.append((b"access-control-allow-headers", requested.encode("latin-1")))
+    await _respond(send, 204, b"", _TEXT, allow)
+
+
+async def _reject_websocket(scope: Scope, send: Send, code: eio.ErrorCode) -> None:
+    """Refuse an upgrade with the HTTP status and JSON body the polling transport would give."""
+    status = 403 if code is eio.ErrorCode.FORBIDDEN else 400
+    if "websocket.http.response" in scope.get("extensions", {}):
+        await _respond_websocket_http(send, status, code.body())
+    else:  # without the extension the server answers 403 with no body
+        await send({"type": "websocket.close", "code": POLICY_VIOLATION})
+
+
+async def _respond_websocket_http(send: Send, status: int, body: bytes) -> None:
+    await send(
+        {
+            "type": "websocket.http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "websocket.http.response.body", "body": body})

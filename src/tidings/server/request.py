@@ -1,0 +1,104 @@
+"""A read-only view of the HTTP request that opened a connection."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from functools import cached_property
+from http.cookies import SimpleCookie
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+
+class Headers(Mapping[str, str]):
+    """Request headers, looked up case-insensitively; repeated headers are joined with ``, ``."""
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        headers: dict[str, str] = {}
+        for name, value in raw:
+            key = name.decode("latin-1").lower()
+            text = value.decode("latin-1")
+            headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        self._headers = headers
+
+    def __getitem__(self, key: str) -> str:
+        return self._headers[key.lower()]
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key.lower() in self._headers
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._headers)
+
+    def __len__(self) -> int:
+        return len(self._headers)
+
+    def __repr__(self) -> str:
+        return f"Headers({self._headers!r})"
+
+
+class Request:
+    """The HTTP request (polling handshake or WebSocket upgrade) behind a connection.
+
+    Handlers get it as their first argument, as the seeds' handlers got the framework's request.
+    """
+
+    def __init__(self, scope: Mapping[str, Any]) -> None:
+        self.scope = scope
+
+    @property
+    def path(self) -> str:
+        return self.scope["path"]
+
+    @property
+    def query_string(self) -> str:
+        return self.scope.get("query_string", b"").decode("latin-1")
+
+    @cached_property
+    def query(self) -> dict[str, str]:
+        """Query parameters; for a repeated name, the last value."""
+        return dict(parse_qsl(self.query_string, keep_blank_values=True))
+
+    @cached_property
+    def headers(self) -> Headers:
+        return Headers(self.scope.get("headers", []))
+
+    @cached_property
+    def cookies(self) -> dict[str, str]:
+        cookie = SimpleCookie()
+        cookie.load(self.headers.get("cookie", ""))
+        return {name: morsel.value for name, morsel in cookie.items()}
+
+    @property
+    def client(self) -> tuple[str, int] | None:
+        """The peer's ``(host, port)`` as the server saw it (the proxy's, behind one)."""
+        client = self.scope.get("client")
+        return (client[0], client[1]) if client else None
+
+    @cached_property
+    def environ(self) -> dict[str, Any]:
+        """A WSGI-style environ (PEP 3333 keys, ``HTTP_*`` headers), for code written for WSGI."""
+        scope = self.scope
+        server = scope.get("server") or ("localhost", 80)
+        client = self.client
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": scope.get("method", "GET"),
+            "SCRIPT_NAME": scope.get("root_path", ""),
+            "PATH_INFO": unquote(scope["path"]),
+            "QUERY_STRING": self.query_string,
+            "SERVER_NAME": server[0],
+            "SERVER_PORT": str(server[1]),
+            "SERVER_PROTOCOL": f"HTTP/{scope.get('http_version', '1.1')}",
+            "REMOTE_ADDR": client[0] if client else "",
+            "REMOTE_PORT": str(client[1]) if client else "",
+            "wsgi.url_scheme": scope.get("scheme", "http"),
+        }
+        for name, value in self.headers.items():
+            key = name.upper().replace("-", "_")
+            if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                environ[key] = value
+            else:
+                environ["HTTP_" + key] = value
+        return environ
+
+    def __repr__(self) -> str:
+        return f"<Request {self.path}?{self.query_string}>"
