@@ -1,0 +1,123 @@
+"""Session lifetime over real sockets: heartbeat, slow consumers, upgrade failures, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+import tidings
+from tests.serving import ThreadedServer
+
+handlers = tidings.Handlers()
+
+
+@handlers.on("flood")
+async def flood(request, socket, context, count, size):
+    for _ in range(count):
+        socket.emit("chunk", "x" * size)
+
+
+@handlers.on("echo")
+def echo(request, socket, context, *args):
+    return args
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ThreadedServer]:
+    app = tidings.Server(
+        handlers=handlers, ping_interval=0.3, ping_timeout=0.3, upgrade_timeout=0.5, max_buffer=64_000
+    )
+    with ThreadedServer(app) as running:
+        yield running
+
+
+def ws_url(server: ThreadedServer, query: str = "") -> str:
+    return f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket{query}"
+
+
+async def open_session(ws) -> str:
+    opened = await ws.recv()
+    assert opened.startswith("0{")
+    await ws.send("40")
+    assert (await ws.recv()).startswith("40{")
+    return opened
+
+
+async def test_silent_client_is_closed_after_ping_timeout(server: ThreadedServer) -> None:
+    async with connect(ws_url(server)) as ws:
+        await open_session(ws)
+        assert await ws.recv() == "2"  # the server's ping, which we leave unanswered
+        with pytest.raises(ConnectionClosed):
+            while True:
+                assert await asyncio.wait_for(ws.recv(), 3) == "2"
+        assert ws.close_code == 1000
+        assert ws.close_reason == "ping timeout"
+
+
+async def test_answering_pings_keeps_the_session(server: ThreadedServer) -> None:
+    async with connect(ws_url(server)) as ws:
+        await open_session(ws)
+        for _ in range(4):  # four ping intervals: well past one ping timeout
+            assert await asyncio.wait_for(ws.recv(), 3) == "2"
+            await ws.send("3")
+        await ws.send('421["echo","alive"]')
+        while (reply := await ws.recv()) == "2":
+            await ws.send("3")
+        assert reply == '431["alive"]'
+
+
+async def test_stalled_consumer_is_dropped_not_buffered(server: ThreadedServer) -> None:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
+        handshake = await http.get("/socket.io/", params={"EIO": "4", "transport": "polling"})
+        sid = handshake.text.split('"sid":"')[1].split('"')[0]
+        params = {"EIO": "4", "transport": "polling", "sid": sid}
+        await http.post("/socket.io/", params=params, content="40")
+        assert (await http.get("/socket.io/", params=params)).text.startswith("40{")
+        # 100 kB queued for a client that does not poll: more than max_buffer (64 kB).
+        await http.post("/socket.io/", params=params, content='42["flood",100,1000]')
+        await asyncio.sleep(0.2)
+        closed = await http.get("/socket.io/", params=params)
+        assert closed.status_code == 400
+        assert closed.json() == {"code": 1, "message": "Session ID unknown"}
+
+
+async def test_upgrade_without_probe_times_out_and_polling_goes_on(server: ThreadedServer) -> None:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
+        handshake = await http.get("/socket.io/", params={"EIO": "4", "transport": "polling"})
+        sid = handshake.text.split('"sid":"')[1].split('"')[0]
+        params = {"EIO": "4", "transport": "polling", "sid": sid}
+        await http.post("/socket.io/", params=params, content="40")
+        assert (await http.get("/socket.io/", params=params)).text.startswith("40{")
+        async with connect(ws_url(server, f"&sid={sid}")) as ws:
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 3)  # we never send the probe
+            assert ws.close_code == 1002
+        await http.post("/socket.io/", params=params, content='421["echo","still polling"]')
+        reply = await http.get("/socket.io/", params=params)
+        assert '31["still polling"]' in reply.text
+
+
+async def test_shutdown_closes_every_session() -> None:
+    app = tidings.Server(handlers=handlers)
+    with ThreadedServer(app) as running:
+        async with (
+            connect(ws_url(running)) as ws,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{running.port}") as http,
+        ):
+            await open_session(ws)
+            handshake = await http.get("/socket.io/", params={"EIO": "4", "transport": "polling"})
+            sid = handshake.text.split('"sid":"')[1].split('"')[0]
+            params = {"EIO": "4", "transport": "polling", "sid": sid}
+            pending_poll = asyncio.ensure_future(http.get("/socket.io/", params=params))
+            await asyncio.sleep(0.1)
+            assert app.socketio.loop is not None
+            app.socketio.loop.call_soon_threadsafe(app.shutdown)
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 5)
+            assert (ws.close_code, ws.close_reason) == (1001, "server shutdown")
+            assert (await pending_poll).text == "1"  # the Engine.IO CLOSE packet
