@@ -9,6 +9,7 @@ import inspect
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,10 @@ def run(
         "ws_max_size": app.settings.max_payload,
         "timeout_graceful_shutdown": 5,
     }
+    # uvicorn deprecates its "websockets" protocol for "websockets-sansio", which cannot answer a
+    # refused upgrade with an HTTP status (the Engine.IO errors need 400 and 403). Until tidings has
+    # its own WebSocket protocol class, keep the one that can, and keep the warning out of the log.
+    warnings.filterwarnings("ignore", message="The `websockets` implementation is deprecated")
     if workers > 1:
         # Each worker imports the target itself. Without a shared broker, workers do not see each
         # other's sockets, and long-polling clients need sticky sessions.
