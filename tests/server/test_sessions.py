@@ -73,11 +73,7 @@ async def test_answering_pings_keeps_the_session(server: ThreadedServer) -> None
 
 async def test_stalled_consumer_is_dropped_not_buffered(server: ThreadedServer) -> None:
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
-        handshake = await http.get("/socket.io/", params={"EIO": "4", "transport": "polling"})
-        sid = handshake.text.split('"sid":"')[1].split('"')[0]
-        params = {"EIO": "4", "transport": "polling", "sid": sid}
-        await http.post("/socket.io/", params=params, content="40")
-        assert (await http.get("/socket.io/", params=params)).text.startswith("40{")
+        params = await polling_session(http)
         # 100 kB queued for a client that does not poll: more than max_buffer (64 kB).
         await http.post("/socket.io/", params=params, content='42["flood",100,1000]')
         await asyncio.sleep(0.2)
@@ -86,14 +82,34 @@ async def test_stalled_consumer_is_dropped_not_buffered(server: ThreadedServer) 
         assert closed.json() == {"code": 1, "message": "Session ID unknown"}
 
 
+async def polling_session(http: httpx.AsyncClient) -> dict[str, str]:
+    """Handshake and connect "/" over polling; returns the query parameters of the session."""
+    handshake = await http.get("/socket.io/", params={"EIO": "4", "transport": "polling"})
+    sid = handshake.text.split('"sid":"')[1].split('"')[0]
+    params = {"EIO": "4", "transport": "polling", "sid": sid}
+    await http.post("/socket.io/", params=params, content="40")
+    assert (await http.get("/socket.io/", params=params)).text.startswith("40{")
+    return params
+
+
+async def test_dropped_poll_does_not_lose_packets(server: ThreadedServer) -> None:
+    base_url = f"http://127.0.0.1:{server.port}"
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        params = await polling_session(http)
+        async with httpx.AsyncClient(base_url=base_url) as doomed:
+            abandoned = asyncio.ensure_future(doomed.get("/socket.io/", params=params))
+            await asyncio.sleep(0.1)
+            abandoned.cancel()  # the client gives up on the pending poll: its connection closes
+        await asyncio.sleep(0.1)
+        await http.post("/socket.io/", params=params, content='42["flood",1,10]')
+        reply = await http.get("/socket.io/", params=params)
+        assert '42["chunk","xxxxxxxxxx"]' in reply.text
+
+
 async def test_upgrade_without_probe_times_out_and_polling_goes_on(server: ThreadedServer) -> None:
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
-        handshake = await http.get("/socket.io/", params={"EIO": "4", "transport": "polling"})
-        sid = handshake.text.split('"sid":"')[1].split('"')[0]
-        params = {"EIO": "4", "transport": "polling", "sid": sid}
-        await http.post("/socket.io/", params=params, content="40")
-        assert (await http.get("/socket.io/", params=params)).text.startswith("40{")
-        async with connect(ws_url(server, f"&sid={sid}")) as ws:
+        params = await polling_session(http)
+        async with connect(ws_url(server, f"&sid={params['sid']}")) as ws:
             with pytest.raises(ConnectionClosed):
                 await asyncio.wait_for(ws.recv(), 3)  # we never send the probe
             assert ws.close_code == 1002
@@ -121,3 +137,19 @@ async def test_shutdown_closes_every_session() -> None:
                 await asyncio.wait_for(ws.recv(), 5)
             assert (ws.close_code, ws.close_reason) == (1001, "server shutdown")
             assert (await pending_poll).text == "1"  # the Engine.IO CLOSE packet
+
+
+async def test_sessions_beyond_max_sessions_are_refused() -> None:
+    app = tidings.Server(handlers=handlers, max_sessions=2)
+    with ThreadedServer(app) as running:
+        async with (
+            connect(ws_url(running)) as first,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{running.port}") as http,
+        ):
+            await open_session(first)
+            await polling_session(http)
+            refused = await http.get("/socket.io/", params={"EIO": "4", "transport": "polling"})
+            assert refused.status_code == 503
+            assert refused.json() == {"code": 3, "message": "Server at capacity"}
+            await first.send('421["echo","unaffected"]')
+            assert await first.recv() == '431["unaffected"]'

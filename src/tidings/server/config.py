@@ -26,6 +26,9 @@ class Settings:
             Passing it closes that session with the reason "send buffer full"; memory stays
             bounded at roughly this much per connection.
         max_attachments: binary attachments one Socket.IO packet may announce.
+        max_sessions: Engine.IO sessions this process holds at once. A handshake beyond it gets
+            HTTP 503 ("Server at capacity"); existing sessions are not affected. Each idle session
+            costs a few KiB, so the default bounds that memory to a few hundred MiB.
         cors_allowed_origins: ``None`` (default) allows requests without an ``Origin`` header and
             those whose origin is the server's own host; a list allows exactly those origins;
             ``"*"`` allows any. Others get 403 (polling and WebSocket alike).
@@ -43,6 +46,7 @@ class Settings:
     max_payload: int = 1_000_000
     max_buffer: int = 4 * 1024 * 1024
     max_attachments: int = 10
+    max_sessions: int = 100_000
     cors_allowed_origins: str | Sequence[str] | None = None
     cors_credentials: bool = True
     handler_threads: int = 32
@@ -56,6 +60,6 @@ class Settings:
         for name in ("ping_interval", "ping_timeout", "upgrade_timeout", "connect_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
-        for name in ("max_payload", "max_buffer", "handler_threads"):
+        for name in ("max_payload", "max_buffer", "max_attachments", "max_sessions", "handler_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

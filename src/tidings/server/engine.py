@@ -223,6 +223,12 @@ class Engine:
         self.handler.session_opened(session)
         return session
 
+    def _at_capacity(self) -> bool:
+        if len(self.sessions) < self.settings.max_sessions:
+            return False
+        logger.warning("refusing a new session: max_sessions (%d) reached", self.settings.max_sessions)
+        return True
+
     def _offers(self, transport: str) -> bool:
         return transport in self.settings.transports
 
@@ -285,6 +291,9 @@ class Engine:
             if info.sid is None:
                 if method != "GET":
                     raise eio.RequestError(eio.ErrorCode.BAD_HANDSHAKE_METHOD)
+                if self._at_capacity():
+                    await _respond(send, 503, _AT_CAPACITY, b"application/json", cors)
+                    return
                 session = self._open("polling", scope)
                 await _respond(send, 200, session._take_payload().encode(), _TEXT, cors)
                 return
@@ -297,22 +306,31 @@ class Engine:
             await _respond(send, 400, error.code.body(), b"application/json", cors)
             return
         if method == "GET":
-            await self._poll_get(session, send, cors)
+            await self._poll_get(session, receive, send, cors)
         else:
             await self._poll_post(session, receive, send, cors)
 
-    async def _poll_get(self, session: Session, send: Send, cors: list[tuple[bytes, bytes]]) -> None:
+    async def _poll_get(
+        self, session: Session, receive: Receive, send: Send, cors: list[tuple[bytes, bytes]]
+    ) -> None:
         if session._poll is not None:
             # EIO: a second concurrent GET is a client error; the session cannot go on.
             session.close("overlapping polling requests")
             await _respond(send, 400, eio.ErrorCode.BAD_REQUEST.body(), b"application/json", cors)
             return
         if not session._queue and session.state is State.OPEN:
-            session._poll = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            poll = session._poll = loop.create_future()
+            # A client that drops the request (page closed, network change) must not take queued
+            # packets with it: wait for its disconnect too, and then leave the queue for the next GET.
+            gone = loop.create_task(_wait_for_disconnect(receive))
             try:
-                await session._poll
+                await asyncio.wait((poll, gone), return_when=asyncio.FIRST_COMPLETED)
             finally:
                 session._poll = None
+                gone.cancel()
+            if not poll.done():
+                return
         # While an upgrade is under way, the poll is answered with a NOOP so that the client can
         # pause polling; queued packets wait for the WebSocket (EIO §"Upgrade").
         body = eio.NOOP if session.state is State.UPGRADING else session._take_payload()
@@ -358,8 +376,12 @@ class Engine:
                     raise eio.RequestError(eio.ErrorCode.UNKNOWN_SID)
                 if session.transport != "polling" or session.state is not State.OPEN:
                     raise eio.RequestError(eio.ErrorCode.BAD_REQUEST)
+            if session is None and self._at_capacity():
+                await _reject_websocket(scope, send, 503, _AT_CAPACITY)
+                return
         except eio.RequestError as error:
-            await _reject_websocket(scope, send, error.code)
+            status = 403 if error.code is eio.ErrorCode.FORBIDDEN else 400
+            await _reject_websocket(scope, send, status, error.code.body())
             return
         await send({"type": "websocket.accept"})
         if session is None:
@@ -431,6 +453,7 @@ class _Disconnected(Exception):
 
 
 _TEXT = b"text/plain; charset=UTF-8"
+_AT_CAPACITY = b'{"code":3,"message":"Server at capacity"}'
 
 
 async def _receive_text(receive: Receive) -> str | None:
@@ -438,6 +461,11 @@ async def _receive_text(receive: Receive) -> str | None:
     if message["type"] == "websocket.disconnect":
         raise _Disconnected
     return message.get("text")
+
+
+async def _wait_for_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
@@ -487,11 +515,10 @@ async def _preflight(send: Send, headers: Headers, cors: list[tuple[bytes, bytes
     await _respond(send, 204, b"", _TEXT, allow)
 
 
-async def _reject_websocket(scope: Scope, send: Send, code: eio.ErrorCode) -> None:
+async def _reject_websocket(scope: Scope, send: Send, status: int, body: bytes) -> None:
     """Refuse an upgrade with the HTTP status and JSON body the polling transport would give."""
-    status = 403 if code is eio.ErrorCode.FORBIDDEN else 400
     if "websocket.http.response" in scope.get("extensions", {}):
-        await _respond_websocket_http(send, status, code.body())
+        await _respond_websocket_http(send, status, body)
     else:  # without the extension the server answers 403 with no body
         await send({"type": "websocket.close", "code": POLICY_VIOLATION})
 

@@ -207,7 +207,10 @@ class Connection:
     async def _work(self) -> None:
         try:
             while self._jobs:
-                await self._jobs.popleft()()
+                try:
+                    await self._jobs.popleft()()
+                except Exception:  # handlers' own errors are caught inside jobs; this is a bug
+                    logger.exception("connection job failed")
         finally:
             self._worker = None
 
@@ -411,7 +414,10 @@ class SocketIO:
                 result = value
         if packet.id is not None and socket._state is SocketState.CONNECTED:
             ack = sio.Packet(sio.PacketType.ACK, socket.namespace, _ack_args(result), packet.id)
-            socket.connection.session.send_many(encode(ack))
+            try:
+                socket.connection.session.send_many(encode(ack))
+            except TypeError as error:
+                logger.error("handler for %r returned an ack that JSON cannot hold: %s", event, error)
 
     # -- fan-out ---------------------------------------------------------------------------------
 
