@@ -9,4 +9,5 @@ python=${PYTHON:-python3}
 (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
 .venv/bin/ruff check src tests examples
 .venv/bin/ruff format --check src tests examples
+.venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

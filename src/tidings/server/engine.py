@@ -294,12 +294,13 @@ class Engine:
                 if self._at_capacity():
                     await _respond(send, 503, _AT_CAPACITY, b"application/json", cors)
                     return
-                session = self._open("polling", scope)
-                await _respond(send, 200, session._take_payload().encode(), _TEXT, cors)
+                opened = self._open("polling", scope)
+                await _respond(send, 200, opened._take_payload().encode(), _TEXT, cors)
                 return
-            session = self.sessions.get(info.sid)
-            if session is None:
+            found = self.sessions.get(info.sid)
+            if found is None:
                 raise eio.RequestError(eio.ErrorCode.UNKNOWN_SID)
+            session = found
             if session.transport != "polling" or method not in ("GET", "POST"):
                 raise eio.RequestError(eio.ErrorCode.BAD_REQUEST)
         except eio.RequestError as error:

@@ -47,11 +47,13 @@ class Request:
 
     @property
     def path(self) -> str:
-        return self.scope["path"]
+        path: str = self.scope["path"]
+        return path
 
     @property
     def query_string(self) -> str:
-        return self.scope.get("query_string", b"").decode("latin-1")
+        raw: bytes = self.scope.get("query_string", b"")
+        return raw.decode("latin-1")
 
     @cached_property
     def query(self) -> dict[str, str]:

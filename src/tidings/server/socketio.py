@@ -39,9 +39,9 @@ AckCallback = Callable[[list[Any] | None], None]  # None: the socket went before
 
 def encode(packet: sio.Packet) -> list[str | bytes]:
     """A Socket.IO packet as the Engine.IO packets that carry it (text MESSAGE, then attachments)."""
-    parts = sio.encode(packet)
-    parts[0] = eio.message(parts[0])  # type: ignore[arg-type]  # the first part is always text
-    return parts
+    text, *attachments = sio.encode(packet)
+    assert isinstance(text, str)
+    return [eio.message(text), *attachments]
 
 
 def _ack_args(result: Any) -> list[Any]:
@@ -223,7 +223,13 @@ class SocketIO:
     ) -> None:
         self.settings = settings
         self.handlers = handlers
-        self._namespaces = namespaces if namespaces in (None, "*") else {"/", *namespaces}  # type: ignore[misc]
+        self._namespaces: set[str] | str | None
+        if namespaces is None or namespaces == "*":
+            self._namespaces = namespaces
+        elif isinstance(namespaces, str):
+            self._namespaces = {"/", namespaces}
+        else:
+            self._namespaces = {"/", *namespaces}
         #: Connected sockets by namespace, then by session id.
         self.sockets: dict[str, dict[str, Socket]] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
