@@ -7,7 +7,10 @@
 >>> app = tidings.Server()
 """
 
+from tidings import events
+from tidings.hub import NoSocket
 from tidings.protocol import ProtocolError
+from tidings.sending import broadcast, broadcast_channel, send
 from tidings.server.app import Server
 from tidings.server.config import Settings
 from tidings.server.handlers import Handlers, Refuse, default_handlers
@@ -21,6 +24,7 @@ on = default_handlers.on
 
 __all__ = [
     "Handlers",
+    "NoSocket",
     "ProtocolError",
     "Refuse",
     "Request",
@@ -28,5 +32,9 @@ __all__ = [
     "Settings",
     "Socket",
     "__version__",
+    "broadcast",
+    "broadcast_channel",
+    "events",
     "on",
+    "send",
 ]

@@ -71,7 +71,7 @@ class Server:
             return
         path: str = scope["path"]
         if path.startswith(self.settings.path) or path == self._endpoint:
-            self.socketio.bind_loop()
+            self.socketio.hub.bind_loop()
             if kind == "http":
                 await self.engine.handle_http(scope, receive, send)
             elif kind == "websocket":
@@ -92,7 +92,7 @@ class Server:
         async def observed_receive() -> Any:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                self.socketio.bind_loop()
+                self.socketio.hub.bind_loop()
             elif message["type"] == "lifespan.shutdown":
                 self.shutdown()
             return message

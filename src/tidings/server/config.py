@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+
+def _message_log_format() -> str | None:
+    return os.environ.get("TIDINGS_MESSAGE_LOG_FORMAT") or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +41,14 @@ class Settings:
         cors_credentials: send ``Access-Control-Allow-Credentials: true`` to allowed origins.
         handler_threads: worker threads for ``def`` handlers. A blocked handler holds one; a
             connection's events wait for its previous one, other connections do not.
+        max_channels: channels one socket may be subscribed to at once. A subscription beyond it
+            is refused ("too many channels"); each membership costs about 200 bytes.
+        max_channel_length: longest channel name, in characters; a longer one is refused.
+        message_log_format: ``%``-style format logged (logger ``tidings.messages``, level INFO) for
+            each message a client sends, over the request's WSGI environ keys plus ``TIME``,
+            ``MESSAGE``, ``CHANNEL`` and ``SESSION_ID``; e.g. ``"%(TIME)s %(REMOTE_ADDR)s
+            %(MESSAGE)s"``. ``None`` turns it off and costs nothing. Defaults to the environment
+            variable ``TIDINGS_MESSAGE_LOG_FORMAT``.
     """
 
     path: str = "/socket.io/"
@@ -50,6 +64,9 @@ class Settings:
     cors_allowed_origins: str | Sequence[str] | None = None
     cors_credentials: bool = True
     handler_threads: int = 32
+    max_channels: int = 100
+    max_channel_length: int = 200
+    message_log_format: str | None = field(default_factory=_message_log_format)
 
     def __post_init__(self) -> None:
         if not self.path.startswith("/") or not self.path.endswith("/"):
@@ -60,6 +77,20 @@ class Settings:
         for name in ("ping_interval", "ping_timeout", "upgrade_timeout", "connect_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
-        for name in ("max_payload", "max_buffer", "max_attachments", "max_sessions", "handler_threads"):
+        limits = (
+            "max_payload",
+            "max_buffer",
+            "max_attachments",
+            "max_sessions",
+            "handler_threads",
+            "max_channels",
+            "max_channel_length",
+        )
+        for name in limits:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.message_log_format is not None:
+            try:
+                self.message_log_format % defaultdict(str)
+            except ValueError as error:  # a broken format: say so now, not at the first message
+                raise ValueError(f"message_log_format: {error}") from None

@@ -1,24 +1,43 @@
-"""Handler registry: which function runs for which Socket.IO event in which namespace."""
+"""Handler registry: which function runs for which event, in which namespace, for which channels.
+
+Two kinds of events share one registry:
+
+- the client's own Socket.IO events (``emit("chat", ...)`` on the client), registered with
+  :meth:`Handlers.on`;
+- the seeds' lifecycle events ``connect``, ``message``, ``subscribe``, ``unsubscribe``, ``error``,
+  ``disconnect`` and ``finish``, registered with :meth:`Handlers.on_connect` and its siblings (or
+  ``on("connect")`` etc.). All but ``connect`` can be bound to channels by a regular expression.
+"""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 HandlerFunc = TypeVar("HandlerFunc", bound=Callable[..., Any])
 
-#: Lifecycle events a handler can be registered for besides the client's own event names.
 CONNECT = "connect"
+MESSAGE = "message"
+SUBSCRIBE = "subscribe"
+UNSUBSCRIBE = "unsubscribe"
+ERROR = "error"
 DISCONNECT = "disconnect"
+FINISH = "finish"
+#: Events the server raises itself. A client cannot trigger ``error`` or ``finish`` by emitting them.
+LIFECYCLE = frozenset({CONNECT, MESSAGE, SUBSCRIBE, UNSUBSCRIBE, ERROR, DISCONNECT, FINISH})
+
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 
 class Refuse(Exception):
-    """Raised by a ``connect`` handler to refuse the connection.
+    """Raised by a ``connect`` or ``subscribe`` handler to refuse the connection or subscription.
 
-    The client receives a CONNECT_ERROR with ``reason`` as its message (and ``data``, if given, as
-    its data): the official clients raise it as a ``connect_error`` with that message.
+    A refused connect reaches the client as a CONNECT_ERROR with ``reason`` as its message (and
+    ``data``, if given, as its data): the official clients raise it as ``connect_error``. A refused
+    subscription is acked with ``{"ok": false, "error": reason}`` and the socket is not subscribed.
     """
 
     def __init__(self, reason: str = "Not authorized", data: Any = None) -> None:
@@ -31,13 +50,41 @@ class Refuse(Exception):
 class Handler:
     func: Callable[..., Any]
     is_async: bool
+    #: Fire only for channels this pattern matches (``re.match``, as the seeds did).
+    channel: re.Pattern[str] | None = None
+    #: A ``message`` handler with room for a fifth argument gets the message's channel there.
+    takes_channel: bool = False
+
+    @classmethod
+    def of(cls, func: Callable[..., Any], channel: str | None = None) -> Handler:
+        return cls(
+            func,
+            inspect.iscoroutinefunction(func),
+            re.compile(channel) if channel is not None else None,
+            _takes_fifth_argument(func),
+        )
+
+    def matches(self, channels: Collection[str]) -> bool:
+        """Unbound handlers always fire; bound ones when any of ``channels`` matches."""
+        pattern = self.channel
+        return pattern is None or any(pattern.match(channel) for channel in channels)
+
+
+def _takes_fifth_argument(func: Callable[..., Any]) -> bool:
+    try:
+        parameters = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature
+        return False
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters):
+        return True
+    return sum(p.kind in _POSITIONAL for p in parameters) >= 5
 
 
 class Handlers:
     """Event handlers by namespace and event name.
 
-    Several handlers may be registered for one event; they run in registration order and an ack, if
-    the client asked for one, carries the first result that is not None.
+    Several handlers may be registered for one event; they all run, in registration order, and an
+    ack, if the client asked for one, carries the first result that is not None.
     """
 
     def __init__(self) -> None:
@@ -47,8 +94,8 @@ class Handlers:
         """Decorator: run the function for ``event`` in ``namespace``.
 
         The function is called as ``func(request, socket, context, *args)`` with the event's
-        arguments; ``connect`` and ``disconnect`` handlers get no further arguments (the connect
-        payload of the client is ``socket.auth``).
+        arguments. Lifecycle names (``connect``, ``message``, ...) register lifecycle handlers, as
+        the ``on_*`` decorators do.
         """
 
         def register(func: HandlerFunc) -> HandlerFunc:
@@ -57,11 +104,14 @@ class Handlers:
 
         return register
 
-    def add(self, event: str, func: Callable[..., Any], namespace: str = "/") -> None:
+    def add(
+        self, event: str, func: Callable[..., Any], namespace: str = "/", channel: str | None = None
+    ) -> None:
         if not namespace.startswith("/"):
             raise ValueError(f"namespace must start with '/': {namespace!r}")
-        handler = Handler(func, inspect.iscoroutinefunction(func))
-        self._handlers.setdefault((namespace, event), []).append(handler)
+        if channel is not None and event not in LIFECYCLE - {CONNECT}:
+            raise ValueError(f"only lifecycle events other than connect bind to channels, not {event!r}")
+        self._handlers.setdefault((namespace, event), []).append(Handler.of(func, channel))
 
     def get(self, namespace: str, event: str) -> list[Handler]:
         return self._handlers.get((namespace, event), [])
@@ -71,6 +121,65 @@ class Handlers:
         """Namespaces with at least one handler; ``/`` is always served."""
         return {"/"} | {namespace for namespace, _ in self._handlers}
 
+    # -- the seeds' events: ``@on_message`` or ``@on_message(channel="^room-")`` --------------------
 
-#: The registry module-level decorators (``tidings.on``) write to and servers read by default.
+    def on_connect(self, func: HandlerFunc | None = None, *, namespace: str = "/") -> Any:
+        """``(request, socket, context)`` once the client connects; raise :class:`Refuse` to refuse."""
+        return self._lifecycle(CONNECT, func, None, namespace)
+
+    def on_message(
+        self, func: HandlerFunc | None = None, *, channel: str | None = None, namespace: str = "/"
+    ) -> Any:
+        """``(request, socket, context, message[, channel])`` for each message the client sends.
+
+        A message addressed to a channel (``emit("message", message, channel)``) fires handlers
+        bound to a pattern matching that channel; one addressed to no channel fires handlers bound
+        to a pattern matching any channel the socket is in. Unbound handlers fire for every message.
+        """
+        return self._lifecycle(MESSAGE, func, channel, namespace)
+
+    def on_subscribe(
+        self, func: HandlerFunc | None = None, *, channel: str | None = None, namespace: str = "/"
+    ) -> Any:
+        """``(request, socket, context, channel)`` before the socket joins; :class:`Refuse` refuses."""
+        return self._lifecycle(SUBSCRIBE, func, channel, namespace)
+
+    def on_unsubscribe(
+        self, func: HandlerFunc | None = None, *, channel: str | None = None, namespace: str = "/"
+    ) -> Any:
+        """``(request, socket, context, channel)`` after the socket left a channel (also on disconnect)."""
+        return self._lifecycle(UNSUBSCRIBE, func, channel, namespace)
+
+    def on_error(
+        self, func: HandlerFunc | None = None, *, channel: str | None = None, namespace: str = "/"
+    ) -> Any:
+        """``(request, socket, context, exception)`` when another handler raised."""
+        return self._lifecycle(ERROR, func, channel, namespace)
+
+    def on_disconnect(
+        self, func: HandlerFunc | None = None, *, channel: str | None = None, namespace: str = "/"
+    ) -> Any:
+        """``(request, socket, context)`` once the socket is gone (client left, timeout, server)."""
+        return self._lifecycle(DISCONNECT, func, channel, namespace)
+
+    def on_finish(
+        self, func: HandlerFunc | None = None, *, channel: str | None = None, namespace: str = "/"
+    ) -> Any:
+        """``(request, socket, context)`` once, last, when the connection is over (also if refused)."""
+        return self._lifecycle(FINISH, func, channel, namespace)
+
+    def _lifecycle(self, event: str, func: HandlerFunc | None, channel: str | None, namespace: str) -> Any:
+        if func is not None:  # used bare: @on_message
+            self.add(event, func, namespace, channel)
+            return func
+
+        def register(func: HandlerFunc) -> HandlerFunc:
+            self.add(event, func, namespace, channel)
+            return func
+
+        return register
+
+
+#: The registry module-level decorators (``tidings.on``, ``tidings.events``) write to and servers
+#: read by default.
 default_handlers = Handlers()

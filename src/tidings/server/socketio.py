@@ -1,11 +1,17 @@
-"""Socket.IO v5 server over Engine.IO sessions: namespaces, events, acks both ways, fan-out.
+"""Socket.IO v5 server over Engine.IO sessions: namespaces, events, acks, channels, lifecycle events.
 
 Spec: https://socket.io/docs/v4/socket-io-protocol/. Packet rules live in
-:mod:`tidings.protocol.socketio`; this module keeps the state of connections and runs handlers.
+:mod:`tidings.protocol.socketio`; who is in which channel lives in :mod:`tidings.hub`; this module keeps
+the state of connections and runs handlers.
 
 Handlers of one connection run one after another, in the order their packets arrived, from a
 per-connection job queue whose worker task exists only while there is work. ``def`` handlers run in a
 thread pool, ``async def`` handlers on the event loop.
+
+Channels on the wire are ordinary events, so any Socket.IO client can use them:
+``emit("subscribe", channel)`` / ``emit("unsubscribe", channel)`` (acked with ``{"ok": true}`` or
+``{"ok": false, "error": reason}``), ``emit("message", message[, channel])`` to send, and the
+``message`` event with ``(message[, channel])`` to receive.
 """
 
 from __future__ import annotations
@@ -13,25 +19,38 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import datetime
 import enum
-import inspect
 import itertools
 import logging
 import secrets
-import threading
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Any
 
+from tidings.hub import Hub, Outgoing
 from tidings.protocol import ProtocolError
 from tidings.protocol import engineio as eio
 from tidings.protocol import socketio as sio
 from tidings.server.config import Settings
 from tidings.server.engine import Session
-from tidings.server.handlers import CONNECT, DISCONNECT, Handler, Handlers, Refuse
+from tidings.server.handlers import (
+    CONNECT,
+    DISCONNECT,
+    ERROR,
+    FINISH,
+    LIFECYCLE,
+    MESSAGE,
+    SUBSCRIBE,
+    UNSUBSCRIBE,
+    Handler,
+    Handlers,
+    Refuse,
+)
 from tidings.server.request import Request
 
 logger = logging.getLogger("tidings.socketio")
+message_logger = logging.getLogger("tidings.messages")
 
 Job = Callable[[], Awaitable[None]]
 AckCallback = Callable[[list[Any] | None], None]  # None: the socket went before the ack came
@@ -42,6 +61,28 @@ def encode(packet: sio.Packet) -> list[str | bytes]:
     text, *attachments = sio.encode(packet)
     assert isinstance(text, str)
     return [eio.message(text), *attachments]
+
+
+def wire_form(namespace: str) -> tuple[str, str]:
+    """The key under which an :class:`Outgoing` caches its Socket.IO encoding for ``namespace``."""
+    return ("socket.io", namespace)
+
+
+def _message_packets(outgoing: Outgoing, namespace: str) -> list[str | bytes]:
+    args = [MESSAGE, outgoing.message]
+    if outgoing.channel is not None:
+        args.append(outgoing.channel)
+    return encode(sio.Packet(sio.PacketType.EVENT, namespace, args))
+
+
+def prepare(outgoing: Outgoing, namespace: str) -> Outgoing:
+    """Encode ``outgoing`` for ``namespace`` now, in the calling thread.
+
+    A message JSON cannot hold raises ``TypeError`` here, at the caller, and the event loop is left
+    only the writes for the (usual) case that every recipient is in that namespace.
+    """
+    outgoing.encoded(wire_form(namespace), _message_packets, namespace)
+    return outgoing
 
 
 def _ack_args(result: Any) -> list[Any]:
@@ -68,6 +109,7 @@ class Socket:
     __slots__ = (
         "_ack_ids",
         "_acks",
+        "_form",
         "_pending",
         "_state",
         "auth",
@@ -78,6 +120,7 @@ class Socket:
         "namespace",
         "request",
         "session_id",
+        "subscriptions",
     )
 
     def __init__(self, io: SocketIO, connection: Connection, namespace: str, auth: Any) -> None:
@@ -91,6 +134,9 @@ class Socket:
         #: Lives as long as this connection; handlers keep their per-connection state here.
         self.context: dict[str, Any] = {}
         self.disconnect_reason: str | None = None
+        #: Written by the hub only (see :attr:`channels`).
+        self.subscriptions: dict[str, None] = {}
+        self._form = wire_form(namespace)
         self._state = SocketState.CONNECTING
         self._pending: list[list[str | bytes]] = []
         self._acks: dict[int, AckCallback] = {}
@@ -100,6 +146,13 @@ class Socket:
     def connected(self) -> bool:
         return self._state is SocketState.CONNECTED
 
+    @property
+    def channels(self) -> frozenset[str]:
+        """The channels this socket is subscribed to."""
+        return frozenset(self.subscriptions)
+
+    # -- to this socket ----------------------------------------------------------------------------
+
     def emit(self, event: str, *args: Any, callback: Callable[..., Any] | None = None) -> None:
         """Send the Socket.IO event ``event`` with ``args``; bytes anywhere in them go as binary.
 
@@ -108,13 +161,13 @@ class Socket:
         """
         ack_id = None
         if callback is not None:
-            handler = Handler(callback, inspect.iscoroutinefunction(callback))
+            handler = Handler.of(callback)
             ack_id = self._add_ack(lambda args: self._run_callback(handler, args))
         self._post(encode(sio.Packet(sio.PacketType.EVENT, self.namespace, [event, *args], ack_id)))
 
     def send(self, message: Any) -> None:
-        """Send ``message`` as the ``message`` event (what ``socket.on("message")`` receives)."""
-        self.emit("message", message)
+        """Send ``message`` (any JSON value or bytes) as the ``message`` event."""
+        self.emit(MESSAGE, message)
 
     def call(self, event: str, *args: Any, timeout: float = 30.0) -> Any:
         """Emit ``event`` and block until the client acks it; returns the ack's argument.
@@ -123,7 +176,7 @@ class Socket:
         arguments come back as a tuple, none as None. Raises ``TimeoutError`` after ``timeout``
         seconds and ``ConnectionError`` if the socket disconnects first.
         """
-        if self.io.in_loop_thread():
+        if self.io.hub.in_loop_thread():
             raise RuntimeError("Socket.call() blocks; use 'await socket.acall()' on the event loop")
         future: concurrent.futures.Future[list[Any] | None] = concurrent.futures.Future()
         self._emit_with_ack(event, args, future.set_result)
@@ -148,7 +201,65 @@ class Socket:
 
     def disconnect(self) -> None:
         """Disconnect this socket from its namespace; the client is told and will not reconnect."""
-        self.io.run_in_loop(self.io.disconnect, self, "server namespace disconnect", True)
+        self.io.hub.post(self.io.disconnect, self, "server namespace disconnect", True)
+
+    # -- to other sockets (the seeds' methods) ----------------------------------------------------
+
+    def broadcast(self, message: Any) -> None:
+        """Send ``message`` to every other socket of this namespace."""
+        self._to_namespace(message, self)
+
+    def send_and_broadcast(self, message: Any) -> None:
+        """Send ``message`` to every socket of this namespace, this one included."""
+        self._to_namespace(message, None)
+
+    def broadcast_channel(self, message: Any, channel: str | None = None) -> None:
+        """Send ``message`` to the other sockets in ``channel``, or in each channel this socket is in.
+
+        Recipients get the ``message`` event with the channel as its second argument.
+        """
+        self._to_channels(message, channel, self)
+
+    def send_and_broadcast_channel(self, message: Any, channel: str | None = None) -> None:
+        """:meth:`broadcast_channel`, this socket included (if it is in the channel)."""
+        self._to_channels(message, channel, None)
+
+    def _to_namespace(self, message: Any, exclude: Socket | None) -> None:
+        hub = self.io.hub
+        hub.post(hub.broadcast, prepare(Outgoing(message), self.namespace), self.namespace, exclude)
+
+    def _to_channels(self, message: Any, channel: str | None, exclude: Socket | None) -> None:
+        hub = self.io.hub
+        for name in [channel] if channel is not None else list(self.subscriptions):
+            hub.post(hub.publish, prepare(Outgoing(message, name), self.namespace), exclude)
+
+    # -- channels, server side --------------------------------------------------------------------
+
+    def subscribe(self, channel: str) -> None:
+        """Subscribe this socket to ``channel`` (no ``subscribe`` handlers run: the server decided).
+
+        Raises ``ValueError`` for a channel name over the limits or a socket at ``max_channels``.
+        """
+        refusal = self.io.hub.call(self.io.subscribe, self, channel)
+        if refusal is not None:
+            raise ValueError(refusal)
+
+    def unsubscribe(self, channel: str) -> None:
+        """Take this socket out of ``channel`` (no ``unsubscribe`` handlers run)."""
+        self.io.hub.call(self.io.hub.unsubscribe, self, channel)
+
+    # -- the hub's side ----------------------------------------------------------------------------
+
+    def deliver(self, outgoing: Outgoing) -> None:
+        """Queue a hub message on this connection (event loop thread)."""
+        if self._state is not SocketState.CONNECTED:
+            return
+        packets = outgoing.encoded(self._form, _message_packets, self.namespace)
+        session = self.connection.session
+        if len(packets) == 1:
+            session.send(packets[0])
+        else:
+            session.send_many(packets)
 
     def _emit_with_ack(self, event: str, args: tuple[Any, ...], resolve: AckCallback) -> None:
         ack_id = self._add_ack(resolve)
@@ -161,10 +272,10 @@ class Socket:
 
     def _run_callback(self, handler: Handler, args: list[Any] | None) -> None:
         if args is not None:
-            self.connection.schedule(lambda: self.io.invoke_logged(handler, *args))
+            self.connection.schedule(lambda: self.io.run_handler(self, handler, args, self.channels))
 
     def _post(self, packets: list[str | bytes]) -> None:
-        self.io.run_in_loop(self._deliver, packets)
+        self.io.hub.post(self._deliver, packets)
 
     def _deliver(self, packets: list[str | bytes]) -> None:
         if self._state is SocketState.CONNECTED:
@@ -216,7 +327,7 @@ class Connection:
 
 
 class SocketIO:
-    """Socket.IO state of a server: connections, sockets by namespace, handler execution."""
+    """Socket.IO state of a server: connections, namespaces, handler execution."""
 
     def __init__(
         self, settings: Settings, handlers: Handlers, namespaces: Iterable[str] | str | None
@@ -230,29 +341,10 @@ class SocketIO:
             self._namespaces = {"/", namespaces}
         else:
             self._namespaces = {"/", *namespaces}
-        #: Connected sockets by namespace, then by session id.
-        self.sockets: dict[str, dict[str, Socket]] = {}
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: int | None = None
+        self.hub = Hub()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
 
-    # -- event loop and threads ----------------------------------------------------------------
-
-    def bind_loop(self) -> None:
-        """Remember the running loop: sends from other threads are handed to it."""
-        if self.loop is None:
-            self.loop = asyncio.get_running_loop()
-            self._loop_thread = threading.get_ident()
-
-    def in_loop_thread(self) -> bool:
-        return threading.get_ident() == self._loop_thread
-
-    def run_in_loop(self, func: Callable[..., None], *args: Any) -> None:
-        """Call ``func`` on the event loop: now if this is the loop's thread, soon otherwise."""
-        if self.in_loop_thread():
-            func(*args)
-        elif self.loop is not None and not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(func, *args)
+    # -- running handlers --------------------------------------------------------------------------
 
     async def invoke(self, handler: Handler, *args: Any) -> Any:
         if handler.is_async:
@@ -261,19 +353,41 @@ class SocketIO:
             self._executor = concurrent.futures.ThreadPoolExecutor(
                 self.settings.handler_threads, thread_name_prefix="tidings-handler"
             )
-        assert self.loop is not None
+        loop = asyncio.get_running_loop()
         context = contextvars.copy_context()
-        return await self.loop.run_in_executor(self._executor, context.run, handler.func, *args)
+        return await loop.run_in_executor(self._executor, context.run, handler.func, *args)
 
-    async def invoke_logged(self, handler: Handler, *args: Any) -> Any:
-        """Run a handler; an exception is logged with its traceback and the connection goes on."""
+    async def run_handler(
+        self, socket: Socket, handler: Handler, args: Iterable[Any], channels: Collection[str]
+    ) -> Any:
+        """Run one handler as ``func(request, socket, context, *args)``.
+
+        An exception is logged with its traceback and handed to the ``error`` handlers that match
+        ``channels``; the connection goes on and the result is None.
+        """
         try:
-            return await self.invoke(handler, *args)
-        except Exception:
-            logger.exception("handler %s raised", getattr(handler.func, "__qualname__", handler))
+            return await self.invoke(handler, socket.request, socket, socket.context, *args)
+        except Exception as error:
+            logger.exception("handler %s raised", _name(handler))
+            await self._run_error_handlers(socket, error, channels)
             return None
 
+    async def _run_error_handlers(self, socket: Socket, error: Exception, channels: Collection[str]) -> None:
+        for handler in self.handlers.get(socket.namespace, ERROR):
+            if handler.matches(channels):
+                try:
+                    await self.invoke(handler, socket.request, socket, socket.context, error)
+                except Exception:  # not handed to error handlers again: that could loop
+                    logger.exception("error handler %s raised", _name(handler))
+
+    async def _fire(self, socket: Socket, event: str, channels: Collection[str], *args: Any) -> None:
+        """Run the lifecycle handlers of ``event`` that match ``channels``."""
+        for handler in self.handlers.get(socket.namespace, event):
+            if handler.matches(channels):
+                await self.run_handler(socket, handler, args, channels)
+
     def shutdown(self) -> None:
+        self.hub.unbind()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
@@ -281,11 +395,10 @@ class SocketIO:
     # -- engine events ---------------------------------------------------------------------------
 
     def session_opened(self, session: Session) -> None:
-        self.bind_loop()
+        self.hub.bind_loop()
         connection = Connection(session, self.settings.max_attachments)
         session.data = connection
-        assert self.loop is not None
-        connection._connect_timer = self.loop.call_later(
+        connection._connect_timer = asyncio.get_running_loop().call_later(
             self.settings.connect_timeout, self._connect_timed_out, connection
         )
 
@@ -351,22 +464,27 @@ class SocketIO:
         connection.schedule(lambda: self._run_connect(socket))
 
     async def _run_connect(self, socket: Socket) -> None:
-        connection = socket.connection
         try:
             for handler in self.handlers.get(socket.namespace, CONNECT):
                 await self.invoke(handler, socket.request, socket, socket.context)
         except Refuse as refusal:
             self._refuse(socket, refusal.reason, refusal.data)
-            return
-        except Exception:
+        except Exception as error:
             logger.exception("connect handler raised; connection refused")
             self._refuse(socket, "Internal server error", None)
-            return
-        if socket._state is not SocketState.CONNECTING:  # the session ended meanwhile
-            return
+            await self._run_error_handlers(socket, error, ())
+        else:
+            if socket._state is SocketState.CONNECTING:
+                self._connected(socket)
+                return
+        # Refused, or the session ended while the connect handlers ran: the socket is over.
+        socket._state = SocketState.DISCONNECTED
+        await self._fire(socket, FINISH, ())
+
+    def _connected(self, socket: Socket) -> None:
         socket._state = SocketState.CONNECTED
-        self.sockets.setdefault(socket.namespace, {})[socket.session_id] = socket
-        session = connection.session
+        self.hub.join(socket, socket.namespace)
+        session = socket.connection.session
         reply = sio.Packet(sio.PacketType.CONNECT, socket.namespace, {"sid": socket.session_id})
         session.send_many(encode(reply))
         for packets in socket._pending:
@@ -385,45 +503,133 @@ class SocketIO:
         )
 
     def disconnect(self, socket: Socket, reason: str, notify_client: bool) -> None:
-        """Take a connected socket out of its namespace and run its disconnect handlers."""
+        """Take a connected socket out of its namespace and channels; run its ending handlers."""
         if socket._state is not SocketState.CONNECTED:
             return
         socket._state = SocketState.DISCONNECTED
         socket.disconnect_reason = reason
         socket.connection.sockets.pop(socket.namespace, None)
-        namespace_sockets = self.sockets.get(socket.namespace, {})
-        namespace_sockets.pop(socket.session_id, None)
+        channels = self.hub.leave(socket, socket.namespace)
         acks, socket._acks = socket._acks, {}
         for callback in acks.values():
             callback(None)
         if notify_client:
             packet = sio.Packet(sio.PacketType.DISCONNECT, socket.namespace)
             socket.connection.session.send_many(encode(packet))
-        socket.connection.schedule(lambda: self._run_lifecycle(socket, DISCONNECT))
+        socket.connection.schedule(lambda: self._run_ending(socket, channels))
 
-    async def _run_lifecycle(self, socket: Socket, event: str) -> None:
-        for handler in self.handlers.get(socket.namespace, event):
-            await self.invoke_logged(handler, socket.request, socket, socket.context)
+    async def _run_ending(self, socket: Socket, channels: list[str]) -> None:
+        """The seeds' order: disconnect, then unsubscribe from each channel it was in, then finish."""
+        await self._fire(socket, DISCONNECT, channels)
+        for channel in channels:
+            await self._fire(socket, UNSUBSCRIBE, (channel,), channel)
+        await self._fire(socket, FINISH, channels)
 
     # -- events ----------------------------------------------------------------------------------
 
     async def _run_event(self, socket: Socket, packet: sio.Packet) -> None:
         event, *args = packet.data
-        handlers = self.handlers.get(socket.namespace, event)
-        if not handlers:
-            logger.debug("no handler for event %r in %s", event, socket.namespace)
-            return
-        result = None
-        for handler in handlers:
-            value = await self.invoke_logged(handler, socket.request, socket, socket.context, *args)
-            if result is None:
-                result = value
+        if event == MESSAGE:
+            result = await self._run_message(socket, args)
+        elif event == SUBSCRIBE:
+            result = await self._run_subscribe(socket, args)
+        elif event == UNSUBSCRIBE:
+            result = await self._run_unsubscribe(socket, args)
+        else:
+            handlers = [] if event in LIFECYCLE else self.handlers.get(socket.namespace, event)
+            if not handlers:
+                logger.debug("no handler for event %r in %s", event, socket.namespace)
+                return
+            result = None
+            for handler in handlers:
+                value = await self.run_handler(socket, handler, args, socket.channels)
+                if result is None:
+                    result = value
         if packet.id is not None and socket._state is SocketState.CONNECTED:
             ack = sio.Packet(sio.PacketType.ACK, socket.namespace, _ack_args(result), packet.id)
             try:
                 socket.connection.session.send_many(encode(ack))
             except TypeError as error:
                 logger.error("handler for %r returned an ack that JSON cannot hold: %s", event, error)
+
+    async def _run_message(self, socket: Socket, args: list[Any]) -> Any:
+        """``emit("message", message[, channel])``: the ``message`` handlers that match, in order."""
+        if len(args) not in (1, 2) or (len(args) == 2 and not isinstance(args[1], str)):
+            logger.info("socket %s: malformed message event ignored", socket.session_id)
+            return {"ok": False, "error": "expected (message) or (message, channel)"}
+        message = args[0]
+        channel: str | None = args[1] if len(args) == 2 else None
+        if self.settings.message_log_format is not None:
+            self._log_message(socket, message, channel)
+        channels: Collection[str] = (channel,) if channel is not None else socket.channels
+        result = None
+        for handler in self.handlers.get(socket.namespace, MESSAGE):
+            if handler.matches(channels):
+                handler_args = (message, channel) if handler.takes_channel else (message,)
+                value = await self.run_handler(socket, handler, handler_args, channels)
+                if result is None:
+                    result = value
+        return result
+
+    async def _run_subscribe(self, socket: Socket, args: list[Any]) -> dict[str, Any]:
+        """The client asks to join a channel: the ``subscribe`` handlers may refuse it first."""
+        channel, refusal = self._channel_argument(args)
+        if channel is None or channel in socket.subscriptions:
+            return _answer(refusal)
+        try:
+            for handler in self.handlers.get(socket.namespace, SUBSCRIBE):
+                if handler.matches((channel,)):
+                    await self.invoke(handler, socket.request, socket, socket.context, channel)
+        except Refuse as refused:
+            return _answer(refused.reason)
+        except Exception as error:
+            logger.exception("subscribe handler raised; subscription refused")
+            await self._run_error_handlers(socket, error, (channel,))
+            return _answer("Internal server error")
+        if socket._state is not SocketState.CONNECTED:
+            return _answer("disconnected")
+        return _answer(self.subscribe(socket, channel))
+
+    async def _run_unsubscribe(self, socket: Socket, args: list[Any]) -> dict[str, Any]:
+        """The client leaves a channel; the ``unsubscribe`` handlers run once it is out."""
+        channel, refusal = self._channel_argument(args)
+        if channel is not None and self.hub.unsubscribe(socket, channel):
+            await self._fire(socket, UNSUBSCRIBE, (channel,), channel)
+        return _answer(refusal)
+
+    def _channel_argument(self, args: list[Any]) -> tuple[str | None, str | None]:
+        """The channel of a subscribe/unsubscribe event, or None and why it is not acceptable."""
+        if not args or not isinstance(args[0], str):
+            return None, "channel must be a string"
+        return args[0], _check_channel(args[0], self.settings.max_channel_length)
+
+    def subscribe(self, socket: Socket, channel: str) -> str | None:
+        """Add ``socket`` to ``channel`` on the hub (event loop thread); the refusal reason, if any."""
+        refusal = _check_channel(channel, self.settings.max_channel_length)
+        if refusal is not None:
+            return refusal
+        if socket._state is not SocketState.CONNECTED:
+            return "disconnected"
+        if channel not in socket.subscriptions and len(socket.subscriptions) >= self.settings.max_channels:
+            return f"too many channels (max_channels={self.settings.max_channels})"
+        self.hub.subscribe(socket, channel)
+        return None
+
+    def _log_message(self, socket: Socket, message: Any, channel: str | None) -> None:
+        """One line per message a client sends, in ``message_log_format`` (the seeds' setting)."""
+        fields = {
+            **socket.request.environ,
+            "TIME": datetime.datetime.now().replace(microsecond=0),
+            "MESSAGE": message,
+            "CHANNEL": channel,
+            "SESSION_ID": socket.session_id,
+        }
+        try:
+            line = self.settings.message_log_format % fields  # type: ignore[operator]
+        except (KeyError, TypeError, ValueError) as error:
+            logger.error("message_log_format cannot be applied: %r", error)
+            return
+        message_logger.info(line)
 
     # -- fan-out ---------------------------------------------------------------------------------
 
@@ -433,18 +639,23 @@ class SocketIO:
         Safe from any thread: the encoding happens in the caller's thread, the writes on the loop.
         """
         packets = encode(sio.Packet(sio.PacketType.EVENT, namespace, [event, *args]))
-        self.run_in_loop(self._fan_out, namespace, packets)
+        outgoing = Outgoing(None)
+        outgoing.encoded(wire_form(namespace), lambda _: packets)  # every recipient shares this form
+        self.hub.post(self.hub.broadcast, outgoing, namespace)
 
-    def _fan_out(self, namespace: str, packets: list[str | bytes]) -> None:
-        recipients = self.sockets.get(namespace)
-        if not recipients:
-            return
-        # A send can close a session whose buffer is full, which takes its socket out of
-        # ``recipients``: iterate over a copy.
-        if len(packets) == 1:
-            packet = packets[0]
-            for socket in list(recipients.values()):
-                socket.connection.session.send(packet)
-        else:
-            for socket in list(recipients.values()):
-                socket.connection.session.send_many(packets)
+
+def _check_channel(channel: str, max_length: int) -> str | None:
+    if not channel:
+        return "channel must not be empty"
+    if len(channel) > max_length:
+        return f"channel name longer than {max_length} characters"
+    return None
+
+
+def _answer(refusal: str | None) -> dict[str, Any]:
+    """The ack of a subscribe or unsubscribe request."""
+    return {"ok": True} if refusal is None else {"ok": False, "error": refusal}
+
+
+def _name(handler: Handler) -> str:
+    return getattr(handler.func, "__qualname__", repr(handler.func))

@@ -1,0 +1,207 @@
+"""The hub: who is connected, who is in which channel, and the fan-out of one message to many.
+
+The hub knows nothing of wire protocols. A :class:`Subscriber` (a Socket.IO socket; later a plain
+WebSocket) is handed an :class:`Outgoing` message and asks it for the bytes of its own wire form,
+which the message encodes once and caches, so a broadcast to any number of sockets costs one encode
+per wire form, not one per recipient.
+
+Its state belongs to the event loop that serves the connections. Code on other threads (``def``
+handlers, WSGI views, background threads) reaches it through :meth:`Hub.call` and :meth:`Hub.post`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import weakref
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
+
+#: How long a call from another thread waits for the event loop before it gives up.
+CALL_TIMEOUT = 10.0
+
+
+class NoSocket(Exception):
+    """Nobody could receive the message: no connected socket, no such session, an empty channel,
+    or no server running in this process."""
+
+
+class Outgoing:
+    """One message on its way to many subscribers: ``message`` in ``channel`` (None: no channel).
+
+    :meth:`encoded` encodes it at most once per wire form; every recipient that shares the form gets
+    the same objects.
+    """
+
+    __slots__ = ("_encoded", "channel", "message")
+
+    def __init__(self, message: Any, channel: str | None = None) -> None:
+        self.message = message
+        self.channel = channel
+        self._encoded: dict[Hashable, Any] = {}
+
+    def encoded(self, form: Hashable, encode: Callable[..., T], *args: Any) -> T:
+        """The message in wire form ``form``: ``encode(self, *args)`` the first time, then cached."""
+        try:
+            value: T = self._encoded[form]
+        except KeyError:
+            value = self._encoded[form] = encode(self, *args)
+        return value
+
+
+class Subscriber(Protocol):
+    """What the hub holds: a connection that can be handed messages (on the event loop thread)."""
+
+    session_id: str
+    #: The channels this subscriber is in, in join order (a dict used as an ordered set); written by
+    #: the hub only.
+    subscriptions: dict[str, None]
+
+    def deliver(self, outgoing: Outgoing) -> None: ...
+
+
+_running: weakref.WeakSet[Hub] = weakref.WeakSet()
+
+
+def running_hubs() -> list[Hub]:
+    """The hubs of this process whose event loop runs: what module-level sends go through."""
+    return [hub for hub in list(_running) if hub.loop is not None and hub.loop.is_running()]
+
+
+class Hub:
+    """Connections by session id, by group (a Socket.IO namespace), and by channel."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, Subscriber] = {}
+        self.groups: dict[str, dict[str, Subscriber]] = {}
+        # Channel members as dict keys: a set that keeps join order, so fan-out order is stable.
+        self.channels: dict[str, dict[Subscriber, None]] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+
+    # -- the event loop and other threads -------------------------------------------------------
+
+    def bind_loop(self) -> None:
+        """Remember the running loop: calls from other threads are handed to it."""
+        if self.loop is None or self.loop.is_closed():
+            self.loop = asyncio.get_running_loop()
+            self._loop_thread = threading.get_ident()
+        _running.add(self)
+
+    def unbind(self) -> None:
+        _running.discard(self)
+
+    def in_loop_thread(self) -> bool:
+        return threading.get_ident() == self._loop_thread
+
+    def post(self, func: Callable[..., Any], *args: Any) -> None:
+        """Run ``func`` on the loop: now on the loop's thread, soon from another one."""
+        if self.in_loop_thread():
+            func(*args)
+        elif self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(func, *args)
+
+    def call(self, func: Callable[..., T], *args: Any) -> T:
+        """Run ``func`` on the loop and return its result; from another thread, wait for it.
+
+        Calls from one thread run in the order they were made, after what that thread posted before.
+        Raises :class:`NoSocket` if the loop is gone.
+        """
+        if self.in_loop_thread():
+            return func(*args)
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            raise NoSocket("the server is not running")
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                future.set_result(func(*args))
+            except BaseException as error:
+                future.set_exception(error)
+
+        try:
+            loop.call_soon_threadsafe(run)
+        except RuntimeError:  # closed between the check and the call
+            raise NoSocket("the server is not running") from None
+        try:
+            return future.result(CALL_TIMEOUT)
+        except concurrent.futures.TimeoutError:
+            raise NoSocket(f"the server's event loop did not answer within {CALL_TIMEOUT}s") from None
+
+    # -- membership (event loop thread) -----------------------------------------------------------
+
+    def join(self, subscriber: Subscriber, group: str) -> None:
+        self.sessions[subscriber.session_id] = subscriber
+        self.groups.setdefault(group, {})[subscriber.session_id] = subscriber
+
+    def leave(self, subscriber: Subscriber, group: str) -> list[str]:
+        """Take a subscriber out of everything; returns the channels it was in, in join order."""
+        self.sessions.pop(subscriber.session_id, None)
+        members = self.groups.get(group)
+        if members is not None:
+            members.pop(subscriber.session_id, None)
+            if not members:
+                del self.groups[group]
+        channels = list(subscriber.subscriptions)
+        for channel in channels:
+            self._remove(subscriber, channel)
+        subscriber.subscriptions.clear()
+        return channels
+
+    def subscribe(self, subscriber: Subscriber, channel: str) -> bool:
+        """Add to ``channel``; False if it was in already."""
+        if channel in subscriber.subscriptions:
+            return False
+        subscriber.subscriptions[channel] = None
+        self.channels.setdefault(channel, {})[subscriber] = None
+        return True
+
+    def unsubscribe(self, subscriber: Subscriber, channel: str) -> bool:
+        """Take out of ``channel``; False if it was not in it."""
+        if channel not in subscriber.subscriptions:
+            return False
+        del subscriber.subscriptions[channel]
+        self._remove(subscriber, channel)
+        return True
+
+    def _remove(self, subscriber: Subscriber, channel: str) -> None:
+        members = self.channels.get(channel)
+        if members is not None:
+            members.pop(subscriber, None)
+            if not members:
+                del self.channels[channel]
+
+    # -- fan-out (event loop thread) --------------------------------------------------------------
+
+    def publish(self, outgoing: Outgoing, exclude: Subscriber | None = None) -> int:
+        """Hand ``outgoing`` to every member of its channel but ``exclude``; returns how many."""
+        assert outgoing.channel is not None
+        return _deliver(self.channels.get(outgoing.channel), outgoing, exclude)
+
+    def broadcast(self, outgoing: Outgoing, group: str, exclude: Subscriber | None = None) -> int:
+        """Hand ``outgoing`` to every subscriber of ``group`` but ``exclude``; returns how many."""
+        members = self.groups.get(group)
+        return _deliver(members.values() if members else None, outgoing, exclude)
+
+    def send(self, outgoing: Outgoing, session_id: str) -> int:
+        """Hand ``outgoing`` to one subscriber; returns 1, or 0 if there is none by that id."""
+        subscriber = self.sessions.get(session_id)
+        if subscriber is None:
+            return 0
+        subscriber.deliver(outgoing)
+        return 1
+
+
+def _deliver(members: Iterable[Subscriber] | None, outgoing: Outgoing, exclude: Subscriber | None) -> int:
+    if not members:
+        return 0
+    # A delivery can close a session whose send buffer is full, which takes it out of ``members``
+    # while we iterate: iterate over a copy.
+    recipients = [member for member in members if member is not exclude]
+    for member in recipients:
+        member.deliver(outgoing)
+    return len(recipients)

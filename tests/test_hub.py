@@ -1,0 +1,94 @@
+"""The hub on its own: membership, fan-out, encode-once caching, and sends with no server running."""
+
+from __future__ import annotations
+
+import pytest
+
+import tidings
+from tidings.hub import Hub, Outgoing
+
+
+class Recorder:
+    """A subscriber that keeps what it is handed, in the wire form "text"."""
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        self.subscriptions: dict[str, None] = {}
+        self.got: list[str] = []
+
+    def deliver(self, outgoing: Outgoing) -> None:
+        self.got.append(outgoing.encoded("text", lambda o: f"{o.message}@{o.channel}"))
+
+
+def test_publish_reaches_members_but_the_excluded_one() -> None:
+    hub = Hub()
+    a, b, c = Recorder("a"), Recorder("b"), Recorder("c")
+    for subscriber in (a, b, c):
+        hub.join(subscriber, "/")
+    assert hub.subscribe(a, "room") and hub.subscribe(b, "room")
+    assert not hub.subscribe(a, "room")  # already in
+    assert hub.publish(Outgoing("hi", "room"), exclude=a) == 1
+    assert (a.got, b.got, c.got) == ([], ["hi@room"], [])
+    assert hub.broadcast(Outgoing("all"), "/") == 3
+    assert hub.send(Outgoing("you"), "c") == 1
+    assert hub.send(Outgoing("nobody"), "zz") == 0
+    assert c.got == ["all@None", "you@None"]
+
+
+def test_leave_takes_a_subscriber_out_of_everything_in_join_order() -> None:
+    hub = Hub()
+    a = Recorder("a")
+    hub.join(a, "/")
+    for channel in ("z", "a", "m"):
+        hub.subscribe(a, channel)
+    assert hub.leave(a, "/") == ["z", "a", "m"]
+    assert (hub.sessions, hub.groups, hub.channels, a.subscriptions) == ({}, {}, {}, {})
+    assert hub.publish(Outgoing("x", "z")) == 0
+    assert not hub.unsubscribe(a, "z")
+
+
+def test_an_outgoing_message_is_encoded_once_per_wire_form() -> None:
+    calls = []
+
+    def encode(outgoing: Outgoing, suffix: str) -> str:
+        calls.append(suffix)
+        return f"{outgoing.message}{suffix}"
+
+    outgoing = Outgoing("m")
+    assert [outgoing.encoded("form-1", encode, "!") for _ in range(3)] == ["m!"] * 3
+    assert outgoing.encoded("form-2", encode, "?") == "m?"
+    assert calls == ["!", "?"]
+
+
+def test_a_delivery_that_drops_a_member_does_not_break_the_fan_out() -> None:
+    hub = Hub()
+
+    class Dropper(Recorder):
+        def deliver(self, outgoing: Outgoing) -> None:
+            hub.leave(self, "/")  # what a full send buffer does: the session closes
+
+    members = [Dropper("d1"), Recorder("r"), Dropper("d2")]
+    for member in members:
+        hub.join(member, "/")
+        hub.subscribe(member, "room")
+    assert hub.publish(Outgoing("x", "room")) == 3
+    assert members[1].got == ["x@room"]
+    assert list(hub.channels["room"]) == [members[1]]
+
+
+@pytest.mark.parametrize(
+    "send",
+    [
+        lambda: tidings.broadcast("x"),
+        lambda: tidings.broadcast_channel("x", "room"),
+        lambda: tidings.send("some-session", "x"),
+    ],
+)
+def test_out_of_band_sends_without_a_running_server_raise_no_socket(send) -> None:
+    with pytest.raises(tidings.NoSocket, match="no tidings server is running"):
+        send()
+
+
+def test_a_message_json_cannot_hold_fails_at_the_caller() -> None:
+    with pytest.raises(TypeError):
+        tidings.broadcast_channel({1, 2}, "room")
