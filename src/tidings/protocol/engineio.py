@@ -11,7 +11,6 @@ once serves both transports.
 from __future__ import annotations
 
 import base64
-import binascii
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -111,7 +110,7 @@ def decode_payload(body: str) -> list[Packet]:
         if part.startswith("b"):
             try:
                 packets.append(Packet(PacketType.MESSAGE, base64.b64decode(part[1:], validate=True)))
-            except binascii.Error:
+            except ValueError:  # binascii.Error, or ValueError for non-ASCII characters
                 raise ProtocolError("invalid base64 in binary packet") from None
         else:
             packets.append(decode_packet(part))

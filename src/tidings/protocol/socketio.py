@@ -89,16 +89,26 @@ def _deconstruct(data: Any, attachments: list[bytes]) -> Any:
     return data
 
 
-def _reconstruct(data: Any, attachments: list[bytes]) -> Any:
-    if isinstance(data, list):
-        return [_reconstruct(item, attachments) for item in data]
-    if isinstance(data, dict):
-        if data.get("_placeholder") is True:
-            num = data.get("num")
-            if type(num) is not int or not 0 <= num < len(attachments):
-                raise ProtocolError("invalid attachment placeholder")
-            return attachments[num]
-        return {key: _reconstruct(value, attachments) for key, value in data.items()}
+def _reconstruct(data: list[Any], attachments: list[bytes]) -> list[Any]:
+    """Put the attachments in place of their placeholders, in the freshly decoded ``data``.
+
+    Iterative, so that data nested as deep as the JSON parser allows cannot exhaust the stack.
+    """
+    stack: list[list[Any] | dict[str, Any]] = [data]
+    while stack:
+        node = stack.pop()
+        items = enumerate(node) if isinstance(node, list) else node.items()
+        for key, value in items:
+            if isinstance(value, dict):
+                if value.get("_placeholder") is True:
+                    num = value.get("num")
+                    if type(num) is not int or not 0 <= num < len(attachments):
+                        raise ProtocolError("invalid attachment placeholder")
+                    node[key] = attachments[num]  # type: ignore[index]
+                else:
+                    stack.append(value)
+            elif isinstance(value, list):
+                stack.append(value)
     return data
 
 
@@ -116,7 +126,7 @@ def decode_text(text: str) -> tuple[Packet, int]:
     if packet_type in _BINARY_TYPES:
         dash = text.find("-", i)
         count = text[i:dash]
-        if dash == -1 or not count.isdigit() or len(count) > 3:
+        if dash == -1 or not (count.isascii() and count.isdigit()) or len(count) > 3:
             raise ProtocolError("illegal attachments")
         attachments = int(count)
         i = dash + 1

@@ -1,0 +1,521 @@
+"""Socket.IO v5 wire format, sans I/O: packet encoding, binary attachments and the decoder.
+
+Spec: https://socket.io/docs/v4/socket-io-protocol/
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tidings.protocol import ProtocolError
+from tidings.protocol import socketio as sio
+from tidings.protocol.socketio import Decoder, Packet, PacketType
+
+PLACEHOLDER_0 = '{"_placeholder":true,"num":0}'
+PLACEHOLDER_1 = '{"_placeholder":true,"num":1}'
+
+# -- encoding and decoding the valid packets of the spec ------------------------------------------
+
+VALID = [
+    ("0", Packet(PacketType.CONNECT)),
+    ('0{"token":"x"}', Packet(PacketType.CONNECT, "/", {"token": "x"})),
+    ("0/admin,", Packet(PacketType.CONNECT, "/admin")),
+    ('0/admin,{"token":"x"}', Packet(PacketType.CONNECT, "/admin", {"token": "x"})),
+    ('0{"sid":"oSO0OpakMV_3jnilAAAA"}', Packet(PacketType.CONNECT, "/", {"sid": "oSO0OpakMV_3jnilAAAA"})),
+    ("1", Packet(PacketType.DISCONNECT)),
+    ("1/admin,", Packet(PacketType.DISCONNECT, "/admin")),
+    ('2["hello",1]', Packet(PacketType.EVENT, "/", ["hello", 1])),
+    ('2["a"]', Packet(PacketType.EVENT, "/", ["a"])),
+    ('2/admin,["a"]', Packet(PacketType.EVENT, "/admin", ["a"])),
+    ('213["a"]', Packet(PacketType.EVENT, "/", ["a"], 13)),
+    ('20["a"]', Packet(PacketType.EVENT, "/", ["a"], 0)),
+    ('2/admin,456["project:delete",123]', Packet(PacketType.EVENT, "/admin", ["project:delete", 123], 456)),
+    ('2["",null,{"k":[1.5,true]}]', Packet(PacketType.EVENT, "/", ["", None, {"k": [1.5, True]}])),
+    ('2["héllo ✓"]', Packet(PacketType.EVENT, "/", ["héllo ✓"])),
+    ('313["ok"]', Packet(PacketType.ACK, "/", ["ok"], 13)),
+    ('3/admin,13["ok"]', Packet(PacketType.ACK, "/admin", ["ok"], 13)),
+    ("30[]", Packet(PacketType.ACK, "/", [], 0)),
+    ('4{"message":"Not authorized"}', Packet(PacketType.CONNECT_ERROR, "/", {"message": "Not authorized"})),
+    (
+        '4/admin,{"message":"Invalid namespace"}',
+        Packet(PacketType.CONNECT_ERROR, "/admin", {"message": "Invalid namespace"}),
+    ),
+    (
+        '4{"message":"refused","data":{"retry":false}}',
+        Packet(PacketType.CONNECT_ERROR, "/", {"message": "refused", "data": {"retry": False}}),
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "packet"), VALID)
+def test_encode(text: str, packet: Packet) -> None:
+    assert sio.encode(packet) == [text]
+
+
+@pytest.mark.parametrize(("text", "packet"), VALID)
+def test_decode(text: str, packet: Packet) -> None:
+    assert sio.decode_text(text) == (packet, 0)
+    assert Decoder().receive_text(text) == packet
+
+
+@pytest.mark.parametrize(
+    ("text", "packet"),
+    [
+        ("0/admin", Packet(PacketType.CONNECT, "/admin")),  # namespace without the trailing comma
+        ("0null", Packet(PacketType.CONNECT)),
+        ('4"Not authorized"', Packet(PacketType.CONNECT_ERROR, "/", "Not authorized")),  # v4 clients
+        ('2["a"]  ', Packet(PacketType.EVENT, "/", ["a"])),  # JSON whitespace
+        ('2 ["a"]', Packet(PacketType.EVENT, "/", ["a"])),
+    ],
+)
+def test_decode_lenient_forms(text: str, packet: Packet) -> None:
+    assert sio.decode_text(text) == (packet, 0)
+
+
+def test_encode_binary_event() -> None:
+    # SIO §"Sending and receiving data": bytes are replaced by placeholders and sent after the text.
+    packet = Packet(PacketType.EVENT, "/", ["hello", b"\x01\x02\x03"])
+    assert sio.encode(packet) == [f'51-["hello",{PLACEHOLDER_0}]', b"\x01\x02\x03"]
+
+
+def test_encode_binary_ack_with_namespace_and_id() -> None:
+    packet = Packet(PacketType.ACK, "/admin", [b"\x03\x02\x01"], 456)
+    assert sio.encode(packet) == [f"61-/admin,456[{PLACEHOLDER_0}]", b"\x03\x02\x01"]
+
+
+def test_encode_numbers_attachments_depth_first() -> None:
+    packet = Packet(PacketType.EVENT, "/", ["a", {"x": b"0", "y": [bytearray(b"1"), memoryview(b"2")]}], 7)
+    text, *attachments = sio.encode(packet)
+    assert attachments == [b"0", b"1", b"2"]
+    assert all(type(a) is bytes for a in attachments)
+    assert text.startswith("53-7[")
+    assert orjson.loads(text[len("53-7") :]) == [
+        "a",
+        {
+            "x": {"_placeholder": True, "num": 0},
+            "y": [{"_placeholder": True, "num": 1}, {"_placeholder": True, "num": 2}],
+        },
+    ]
+
+
+def test_encode_tuple_with_bytes() -> None:
+    assert sio.encode(Packet(PacketType.EVENT, "/", ["a", (1, b"z")])) == [
+        f'51-["a",[1,{PLACEHOLDER_0}]]',
+        b"z",
+    ]
+
+
+def test_encode_rejects_what_json_cannot_hold() -> None:
+    with pytest.raises(TypeError):
+        sio.encode(Packet(PacketType.EVENT, "/", ["a", object()]))
+    with pytest.raises(TypeError):
+        sio.encode(Packet(PacketType.EVENT, "/", ["a", b"x", {1, 2}]))
+
+
+def test_decode_binary_event_through_decoder() -> None:
+    decoder = Decoder()
+    assert sio.decode_text(f'51-["a",{PLACEHOLDER_0}]') == (
+        Packet(PacketType.BINARY_EVENT, "/", ["a", {"_placeholder": True, "num": 0}]),
+        1,
+    )
+    assert decoder.receive_text(f'51-["a",{PLACEHOLDER_0}]') is None
+    assert decoder.awaiting_attachments
+    assert decoder.receive_binary(b"\x01\x02\x03") == Packet(PacketType.EVENT, "/", ["a", b"\x01\x02\x03"])
+    assert not decoder.awaiting_attachments
+    # The decoder is ready for the next packet.
+    assert decoder.receive_text('2["b"]') == Packet(PacketType.EVENT, "/", ["b"])
+
+
+def test_decode_binary_ack_with_two_attachments() -> None:
+    decoder = Decoder()
+    text = f'62-/admin,456[{PLACEHOLDER_1},{{"inner":{PLACEHOLDER_0}}},{PLACEHOLDER_1}]'
+    assert sio.decode_text(text)[1] == 2
+    assert decoder.receive_text(text) is None
+    assert decoder.receive_binary(b"first") is None
+    assert decoder.awaiting_attachments
+    assert decoder.receive_binary(b"second") == Packet(
+        PacketType.ACK, "/admin", [b"second", {"inner": b"first"}, b"second"], 456
+    )
+
+
+def test_placeholder_in_text_packet_is_left_alone() -> None:
+    # Only binary packets have attachments; in a text packet the object is plain data.
+    packet = Decoder().receive_text(f'2["a",{PLACEHOLDER_0}]')
+    assert packet == Packet(PacketType.EVENT, "/", ["a", {"_placeholder": True, "num": 0}])
+
+
+def test_non_placeholder_objects_in_binary_packet_are_left_alone() -> None:
+    decoder = Decoder()
+    text = '51-["a",{"_placeholder":false,"num":0},{"_placeholder":1},{"num":0},' + PLACEHOLDER_0 + "]"
+    assert decoder.receive_text(text) is None
+    assert decoder.receive_binary(b"x") == Packet(
+        PacketType.EVENT,
+        "/",
+        ["a", {"_placeholder": False, "num": 0}, {"_placeholder": 1}, {"num": 0}, b"x"],
+    )
+
+
+def test_unused_attachment_is_accepted() -> None:
+    decoder = Decoder()
+    assert decoder.receive_text('51-["a"]') is None
+    assert decoder.receive_binary(b"unused") == Packet(PacketType.EVENT, "/", ["a"])
+
+
+def test_attachment_count_up_to_max_attachments() -> None:
+    decoder = Decoder(max_attachments=3)
+    placeholders = ",".join(f'{{"_placeholder":true,"num":{n}}}' for n in range(3))
+    assert decoder.receive_text(f'53-["a",{placeholders}]') is None
+    assert decoder.receive_binary(b"0") is None
+    assert decoder.receive_binary(b"1") is None
+    assert decoder.receive_binary(b"2") == Packet(PacketType.EVENT, "/", ["a", b"0", b"1", b"2"])
+
+
+def test_limits_are_inclusive() -> None:
+    namespace = "/" + "n" * 255
+    assert sio.decode_text(f'2{namespace},["a"]')[0].namespace == namespace
+    assert sio.decode_text('2999999999999999["a"]')[0].id == 999_999_999_999_999
+    assert sio.decode_text(f'5999-["a",{PLACEHOLDER_0}]')[1] == 999
+
+
+def test_deeply_nested_binary_packet() -> None:
+    # orjson accepts 1024 levels of nesting; putting the attachments back must not hit the
+    # interpreter's recursion limit on such a packet.
+    depth = 1000
+    decoder = Decoder()
+    assert decoder.receive_text('51-["a",' + "[" * depth + PLACEHOLDER_0 + "]" * depth + "]") is None
+    packet = decoder.receive_binary(b"deep")
+    assert packet is not None
+    value = packet.data[1]
+    for _ in range(depth):
+        assert type(value) is list and len(value) == 1
+        value = value[0]
+    assert value == b"deep"
+
+
+# -- malformed packets ---------------------------------------------------------------------------
+
+TOO_DEEP = "2[" + "[" * 1100 + "]" * 1100 + "]"
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("", "empty packet"),
+        ("7", "unknown packet type '7'"),
+        ("9[]", "unknown packet type '9'"),
+        ("x", "unknown packet type 'x'"),
+        ("/admin,", "unknown packet type '/'"),
+        ('["a"]', "unknown packet type '['"),
+        (" 2[]", "unknown packet type ' '"),
+        ("\u0662[]", "unknown packet type '\u0662'"),
+        # bad JSON
+        ("2{", "invalid JSON payload"),
+        ("2notjson", "invalid JSON payload"),
+        ('2["a"', "invalid JSON payload"),
+        ('2["a"]x', "invalid JSON payload"),
+        ('2["a"]["b"]', "invalid JSON payload"),
+        ("2[NaN]", "invalid JSON payload"),
+        ("2['a']", "invalid JSON payload"),
+        ('2["\ud800"]', "invalid JSON payload"),  # a lone surrogate is not UTF-8
+        ('0{"token":"x"', "invalid JSON payload"),
+        ('2admin,["a"]', "invalid JSON payload"),  # namespace without the leading slash
+        ('2/admin["a"]', "invalid payload for EVENT"),  # namespace without the comma swallows the data
+        ('213-["a"]', "invalid JSON payload"),  # attachment count on a text packet
+        (TOO_DEEP, "invalid JSON payload"),
+        # CONNECT: an object or nothing
+        ("0[]", "invalid payload for CONNECT"),
+        ('0"x"', "invalid payload for CONNECT"),
+        ("0/admin,true", "invalid payload for CONNECT"),
+        # DISCONNECT: nothing
+        ("1{}", "invalid payload for DISCONNECT"),
+        ('1/admin,"bye"', "invalid payload for DISCONNECT"),
+        # EVENT: a non-empty list whose first element is a non-reserved event name
+        ("2", "invalid payload for EVENT"),
+        ("2/admin,", "invalid payload for EVENT"),
+        ("213", "invalid payload for EVENT"),
+        ("2[]", "invalid payload for EVENT"),
+        ('2{"a":1}', "invalid payload for EVENT"),
+        ('2"a"', "invalid payload for EVENT"),
+        ("2null", "invalid payload for EVENT"),
+        ("2[1]", "invalid payload for EVENT"),
+        ("2[null]", "invalid payload for EVENT"),
+        ('2[["a"]]', "invalid payload for EVENT"),
+        ('2[{"a":1}]', "invalid payload for EVENT"),
+        ('2["connect"]', "invalid payload for EVENT"),
+        ('2["connect_error",{}]', "invalid payload for EVENT"),
+        ('2/admin,1["disconnect"]', "invalid payload for EVENT"),
+        ('2["disconnecting"]', "invalid payload for EVENT"),
+        ('2["newListener"]', "invalid payload for EVENT"),
+        ('2["removeListener"]', "invalid payload for EVENT"),
+        # ACK: a list, and an id to refer to
+        ("3", "invalid payload for ACK"),
+        ('3["ok"]', "invalid payload for ACK"),
+        ('3/admin,["ok"]', "invalid payload for ACK"),
+        ("313", "invalid payload for ACK"),
+        ('313{"ok":1}', "invalid payload for ACK"),
+        ('313"ok"', "invalid payload for ACK"),
+        # CONNECT_ERROR: an object or a string
+        ("4", "invalid payload for CONNECT_ERROR"),
+        ("4[]", "invalid payload for CONNECT_ERROR"),
+        ("41", "invalid payload for CONNECT_ERROR"),
+        # BINARY_EVENT / BINARY_ACK: same rules once the attachment count is read
+        ("51-", "invalid payload for BINARY_EVENT"),
+        ('51-{"a":1}', "invalid payload for BINARY_EVENT"),
+        ('51-["connect"]', "invalid payload for BINARY_EVENT"),
+        ("61-[]", "invalid payload for BINARY_ACK"),
+        ("61-/admin,{}", "invalid payload for BINARY_ACK"),
+        # attachment count
+        ('5-["a"]', "illegal attachments"),
+        ('5abc-["a"]', "illegal attachments"),
+        ("5999999-", "illegal attachments"),
+        ('51000-["a"]', "illegal attachments"),
+        ('5["a"]', "illegal attachments"),
+        ('51["a"]', "illegal attachments"),
+        ("5", "illegal attachments"),
+        ('6/admin,1-["a"]', "illegal attachments"),
+        ('5+1-["a"]', "illegal attachments"),
+        ('5 1-["a"]', "illegal attachments"),
+        ('5²-["a"]', "illegal attachments"),  # str.isdigit() says yes, int() says no
+        ('5\u0661-["a"]', "illegal attachments"),  # ARABIC-INDIC DIGIT ONE is no ASCII digit
+        # limits
+        ("2/" + "n" * 256 + ',["a"]', "namespace too long"),
+        ("2/" + "n" * 100_000, "namespace too long"),
+        ('21234567890123456["a"]', "ack id too long"),
+        ("3" + "9" * 1000 + "[]", "ack id too long"),
+    ],
+)
+def test_malformed_packet(text: str, reason: str) -> None:
+    with pytest.raises(ProtocolError) as error:
+        sio.decode_text(text)
+    assert str(error.value) == reason
+    with pytest.raises(ProtocolError) as error:
+        Decoder().receive_text(text)
+    assert str(error.value) == reason
+
+
+def test_binary_packet_without_attachments() -> None:
+    with pytest.raises(ProtocolError, match=r"^binary packet without attachments$"):
+        Decoder().receive_text('50-["a"]')
+    with pytest.raises(ProtocolError, match=r"^binary packet without attachments$"):
+        Decoder().receive_text("60-1[]")
+
+
+def test_more_attachments_than_max_attachments() -> None:
+    with pytest.raises(ProtocolError, match=r"^too many attachments$"):
+        Decoder(max_attachments=2).receive_text('53-["a"]')
+    with pytest.raises(ProtocolError, match=r"^too many attachments$"):
+        Decoder().receive_text('5999-["a"]')  # default: 10
+    assert Decoder().receive_text('510-["a"]') is None
+
+
+def test_unexpected_binary_message() -> None:
+    decoder = Decoder()
+    with pytest.raises(ProtocolError, match=r"^unexpected binary message$"):
+        decoder.receive_binary(b"\x01")
+    assert decoder.receive_text('2["a"]') == Packet(PacketType.EVENT, "/", ["a"])
+    with pytest.raises(ProtocolError, match=r"^unexpected binary message$"):
+        decoder.receive_binary(b"\x01")
+
+
+def test_unexpected_binary_message_after_the_last_attachment() -> None:
+    decoder = Decoder()
+    decoder.receive_text(f'51-["a",{PLACEHOLDER_0}]')
+    assert decoder.receive_binary(b"1") is not None
+    with pytest.raises(ProtocolError, match=r"^unexpected binary message$"):
+        decoder.receive_binary(b"2")
+
+
+@pytest.mark.parametrize("text", ['2["a"]', f'51-["a",{PLACEHOLDER_0}]', "0", "bogus"])
+def test_text_while_attachments_are_expected(text: str) -> None:
+    decoder = Decoder()
+    assert decoder.receive_text(f'52-["a",{PLACEHOLDER_0},{PLACEHOLDER_1}]') is None
+    assert decoder.receive_binary(b"first") is None
+    with pytest.raises(ProtocolError, match=r"^text message while binary attachments were expected$"):
+        decoder.receive_text(text)
+
+
+@pytest.mark.parametrize(
+    "placeholder",
+    [
+        '{"_placeholder":true,"num":1}',  # only one attachment
+        '{"_placeholder":true,"num":-1}',
+        '{"_placeholder":true,"num":99999999999999999999}',
+        '{"_placeholder":true,"num":"0"}',
+        '{"_placeholder":true,"num":0.5}',
+        '{"_placeholder":true,"num":true}',
+        '{"_placeholder":true,"num":false}',
+        '{"_placeholder":true,"num":null}',
+        '{"_placeholder":true,"num":[0]}',
+        '{"_placeholder":true}',
+    ],
+)
+def test_bad_placeholder(placeholder: str) -> None:
+    decoder = Decoder()
+    assert decoder.receive_text(f'51-["a",{{"nested":[{placeholder}]}}]') is None
+    with pytest.raises(ProtocolError, match=r"^invalid attachment placeholder$"):
+        decoder.receive_binary(b"\x00")
+    # The broken packet is gone: the decoder does not hold it any more.
+    assert not decoder.awaiting_attachments
+
+
+def test_bad_placeholder_in_binary_ack() -> None:
+    decoder = Decoder()
+    assert decoder.receive_text('61-1[{"_placeholder":true,"num":2}]') is None
+    with pytest.raises(ProtocolError, match=r"^invalid attachment placeholder$"):
+        decoder.receive_binary(b"\x00")
+
+
+# -- properties ----------------------------------------------------------------------------------
+
+# Text that looks like a Socket.IO packet, to get past the first checks more often than st.text().
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
+    max_leaves=10,
+)
+placeholders = st.fixed_dictionaries(
+    {"_placeholder": st.sampled_from([True, False, 1]), "num": st.integers(-2, 12) | json_values}
+)
+json_texts = st.one_of(
+    st.text(),
+    st.lists(st.one_of(st.sampled_from(["a", "connect"]), json_values, placeholders), max_size=4).map(
+        lambda items: json.dumps(items, ensure_ascii=False)
+    ),
+    json_values.map(lambda value: json.dumps(value, ensure_ascii=False)),  # NaN and big ints too
+)
+packet_like = st.builds(
+    lambda *parts: "".join(parts),
+    st.sampled_from("0123456789x"),
+    st.sampled_from(["", "1-", "2-", "0-", "-", "11-", "999-", "1"]),
+    st.sampled_from(["", "/", "/admin,", "/admin", ",", "/" + "n" * 300 + ","]),
+    st.sampled_from(["", "0", "13", "9" * 16]),
+    json_texts,
+)
+messages = st.lists(st.one_of(packet_like, st.text(), st.binary()), max_size=8)
+
+
+@settings(max_examples=500)
+@given(st.text())
+def test_any_text_decodes_or_is_a_protocol_error(text: str) -> None:
+    try:
+        packet, attachments = sio.decode_text(text)
+    except ProtocolError:
+        return
+    assert isinstance(packet.type, PacketType)
+    assert attachments >= 0
+
+
+@settings(max_examples=500)
+@given(packet_like)
+def test_any_packet_like_text_decodes_or_is_a_protocol_error(text: str) -> None:
+    try:
+        result = Decoder().receive_text(text)
+    except ProtocolError:
+        return
+    assert result is None or isinstance(result, Packet)
+
+
+@settings(max_examples=500)
+@given(messages)
+def test_any_sequence_of_messages_decodes_or_is_a_protocol_error(messages: list[str | bytes]) -> None:
+    decoder = Decoder()
+    for message in messages:
+        try:
+            result = (
+                decoder.receive_text(message) if isinstance(message, str) else decoder.receive_binary(message)
+            )
+        except ProtocolError:
+            continue
+        if result is not None:
+            # A binary packet comes out complete, as the EVENT or ACK it carries.
+            assert result.type not in (PacketType.BINARY_EVENT, PacketType.BINARY_ACK)
+            assert not decoder.awaiting_attachments
+
+
+# Round trip: JSON-able data, with bytes anywhere in it where the spec allows binary (EVENT, ACK).
+def _no_placeholder_keys(value: dict[str, Any]) -> bool:
+    return "_placeholder" not in value
+
+
+def _values(leaves: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.recursive(
+        leaves,
+        lambda children: (
+            st.lists(children, max_size=4)
+            | st.dictionaries(st.text(), children, max_size=4).filter(_no_placeholder_keys)
+        ),
+        max_leaves=12,
+    )
+
+
+json_leaves = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+)
+plain_values = _values(json_leaves)
+wire_values = _values(json_leaves | st.binary(max_size=20))
+namespaces = st.just("/") | st.text(max_size=20).filter(lambda s: "," not in s).map(lambda s: "/" + s)
+ack_ids = st.integers(0, 10**15 - 1)
+event_names = st.text().filter(lambda name: name not in sio.RESERVED_EVENTS)
+json_objects = st.dictionaries(st.text(), plain_values, max_size=4).filter(_no_placeholder_keys)
+
+packets = st.one_of(
+    st.builds(Packet, st.just(PacketType.CONNECT), namespaces, st.none() | json_objects),
+    st.builds(Packet, st.just(PacketType.DISCONNECT), namespaces),
+    st.builds(
+        Packet,
+        st.just(PacketType.EVENT),
+        namespaces,
+        st.builds(lambda name, args: [name, *args], event_names, st.lists(wire_values, max_size=4)),
+        st.none() | ack_ids,
+    ),
+    st.builds(Packet, st.just(PacketType.ACK), namespaces, st.lists(wire_values, max_size=4), ack_ids),
+    st.builds(Packet, st.just(PacketType.CONNECT_ERROR), namespaces, st.text() | json_objects),
+)
+
+
+def _decode_all(messages: list[str | bytes]) -> Packet:
+    decoder = Decoder(max_attachments=10_000)
+    text, *attachments = messages
+    assert isinstance(text, str)
+    result = decoder.receive_text(text)
+    for attachment in attachments:
+        assert result is None
+        assert isinstance(attachment, bytes)
+        result = decoder.receive_binary(attachment)
+    assert result is not None
+    assert not decoder.awaiting_attachments
+    return result
+
+
+@given(packets)
+def test_round_trip(packet: Packet) -> None:
+    original = copy.deepcopy(packet)
+    encoded = sio.encode(packet)
+    assert packet == original  # encoding leaves the packet alone
+    assert _decode_all(encoded) == original
+
+
+@given(namespaces, st.lists(st.binary(), min_size=1, max_size=5), st.none() | ack_ids)
+def test_round_trip_binary_event_and_ack(namespace: str, blobs: list[bytes], ack_id: int | None) -> None:
+    event = Packet(PacketType.EVENT, namespace, ["blobs", {"list": blobs}, blobs[0]], ack_id)
+    text, *attachments = sio.encode(event)
+    assert isinstance(text, str)
+    assert text.startswith(f"5{len(blobs) + 1}-")
+    assert attachments == [*blobs, blobs[0]]
+    assert _decode_all([text, *attachments]) == event
+    ack = Packet(PacketType.ACK, namespace, blobs, ack_id or 0)
+    text, *attachments = sio.encode(ack)
+    assert isinstance(text, str)
+    assert text.startswith(f"6{len(blobs)}-")
+    assert _decode_all([text, *attachments]) == ack
