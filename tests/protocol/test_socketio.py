@@ -519,3 +519,16 @@ def test_round_trip_binary_event_and_ack(namespace: str, blobs: list[bytes], ack
     assert isinstance(text, str)
     assert text.startswith(f"6{len(blobs)}-")
     assert _decode_all([text, *attachments]) == ack
+
+
+def test_bytes_outside_events_and_acks_cannot_be_encoded() -> None:
+    with pytest.raises(TypeError):
+        sio.encode(Packet(PacketType.CONNECT_ERROR, "/", {"message": "no", "data": b"\x00"}))
+
+
+def test_data_nested_too_deeply_is_a_type_error_not_a_recursion_error() -> None:
+    data: list[Any] = [b"\x00"]
+    for _ in range(5000):
+        data = [data]
+    with pytest.raises(TypeError, match="nested too deeply"):
+        sio.encode(Packet(PacketType.ACK, "/", data, 1))

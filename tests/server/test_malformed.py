@@ -31,6 +31,11 @@ def echo(request, socket, context, *args):
     return args
 
 
+@handlers.on("connect", namespace="/refusing")
+def refuse_with_bytes(request, socket, context):
+    raise tidings.Refuse("no binary here", data=b"\x00")  # bytes cannot go in a CONNECT_ERROR
+
+
 @handlers.on("sink")
 async def sink(request, socket, context, *args):
     return "ok"
@@ -437,4 +442,15 @@ async def test_many_bad_clients_at_once_leave_good_ones_alone(
             good_websocket(),
         ]
     await asyncio.wait_for(asyncio.gather(*jobs), 4 * TIMEOUT)
+    await assert_alive(bystander)
+
+
+async def test_refusal_whose_data_cannot_be_sent_still_refuses(
+    server: ThreadedServer, bystander: ClientConnection
+) -> None:
+    async with connect(ws_url(server)) as ws:
+        await open_session(ws)
+        await ws.send("40/refusing,")
+        assert await asyncio.wait_for(ws.recv(), TIMEOUT) == '44/refusing,{"message":"no binary here"}'
+        await ws.send('42["echo","the session goes on"]')
     await assert_alive(bystander)

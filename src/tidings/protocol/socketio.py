@@ -54,6 +54,9 @@ def dumps(data: Any) -> str:
 def encode(packet: Packet) -> list[str | bytes]:
     """Encode a packet: the text part first, then its binary attachments, if any.
 
+    Raises ``TypeError`` for data JSON cannot hold: sets, objects, data nested too deeply, and bytes
+    anywhere but in an EVENT or ACK.
+
     JSON encoding is tried first as is; only data that holds bytes (which the JSON encoder refuses)
     pays for the walk that pulls attachments out.
     """
@@ -65,8 +68,13 @@ def encode(packet: Packet) -> list[str | bytes]:
         try:
             payload = dumps(packet.data)
         except TypeError:
-            payload = dumps(_deconstruct(packet.data, attachments))
-            if attachments and packet_type in (PacketType.EVENT, PacketType.ACK):
+            if packet_type not in (PacketType.EVENT, PacketType.ACK):
+                raise  # only events and acks carry binary attachments (SIO §"Packet types")
+            try:
+                payload = dumps(_deconstruct(packet.data, attachments))
+            except RecursionError:
+                raise TypeError("data nested too deeply to encode") from None
+            if attachments:
                 packet_type = PacketType(packet_type + 3)  # EVENT→BINARY_EVENT, ACK→BINARY_ACK
     head = str(int(packet_type))
     if attachments:

@@ -498,9 +498,12 @@ class SocketIO:
         error: dict[str, Any] = {"message": reason}
         if data is not None:
             error["data"] = data
-        socket.connection.session.send_many(
-            encode(sio.Packet(sio.PacketType.CONNECT_ERROR, socket.namespace, error))
-        )
+        try:
+            packets = encode(sio.Packet(sio.PacketType.CONNECT_ERROR, socket.namespace, error))
+        except TypeError as problem:
+            logger.error("Refuse data cannot be sent (%s); refusing without it", problem)
+            packets = encode(sio.Packet(sio.PacketType.CONNECT_ERROR, socket.namespace, {"message": reason}))
+        socket.connection.session.send_many(packets)
 
     def disconnect(self, socket: Socket, reason: str, notify_client: bool) -> None:
         """Take a connected socket out of its namespace and channels; run its ending handlers."""
