@@ -3,11 +3,10 @@
 Spec: https://socket.io/docs/v4/engine-io-protocol/. The packet rules live in
 :mod:`tidings.protocol.engineio`; this module does the I/O and the timing.
 
-Each session has one queue of outbound packets, whatever its transport: a packet encoded once (for a
-broadcast, once for all recipients) is appended as the same object to every recipient's queue. A
-pending long-poll takes the whole queue as one payload; a WebSocket writer drains it frame by frame.
-The writer is a task that exists only while there is something to write, so an idle connection costs
-no task of its own.
+Each session has one :class:`~tidings.server.outbox.Outbox`, whatever its transport: a packet encoded
+once (for a broadcast, once for all recipients) is appended as the same object to every recipient's
+outbox. A pending long-poll takes the whole outbox as one payload; on a WebSocket the outbox's writer
+drains it frame by frame.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import asyncio
 import enum
 import logging
 import secrets
-from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -24,6 +22,7 @@ from urllib.parse import urlsplit
 from tidings.protocol import ProtocolError
 from tidings.protocol import engineio as eio
 from tidings.server.config import Settings
+from tidings.server.outbox import Outbox
 from tidings.server.request import Headers
 
 logger = logging.getLogger("tidings.engine")
@@ -58,33 +57,10 @@ class EngineHandler(Protocol):
     def session_closed(self, session: Session, reason: str) -> None: ...
 
 
-class _WebSocketClose:
-    """Queue marker: close the WebSocket once everything queued before it is written."""
-
-    __slots__ = ("code", "reason")
-
-    def __init__(self, code: int, reason: str) -> None:
-        self.code = code
-        self.reason = reason
-
-
 class Session:
     """One Engine.IO session. All methods run on the event loop thread."""
 
-    __slots__ = (
-        "_handle",
-        "_poll",
-        "_queue",
-        "_queued_bytes",
-        "_writer",
-        "_ws_send",
-        "data",
-        "engine",
-        "scope",
-        "sid",
-        "state",
-        "transport",
-    )
+    __slots__ = ("_handle", "_poll", "data", "engine", "outbox", "scope", "sid", "state", "transport")
 
     def __init__(self, engine: Engine, sid: str, transport: str, scope: Scope) -> None:
         self.engine = engine
@@ -93,11 +69,8 @@ class Session:
         self.scope = scope
         self.state = State.OPEN
         self.data: Any = None  # the Socket.IO layer's per-session state
-        self._queue: deque[str | bytes | _WebSocketClose] = deque()
-        self._queued_bytes = 0
+        self.outbox = Outbox(engine.settings.max_buffer, self._write_failed)
         self._poll: asyncio.Future[None] | None = None
-        self._ws_send: Send | None = None
-        self._writer: asyncio.Task[None] | None = None
         self._handle: asyncio.TimerHandle | None = None
 
     # -- sending ---------------------------------------------------------------------------------
@@ -106,59 +79,29 @@ class Session:
         """Queue one encoded packet (see :mod:`tidings.protocol.engineio` for the form)."""
         if self.state is State.CLOSED:
             return
-        self._queue.append(packet)
-        self._queued_bytes += len(packet)
-        if self._queued_bytes > self.engine.settings.max_buffer:
+        if not self.outbox.put(packet):
             self.close("send buffer full", POLICY_VIOLATION)
             return
-        self._wake()
+        self._wake_poll()
 
     def send_many(self, packets: list[str | bytes]) -> None:
         """Queue packets that belong together (a binary packet and its attachments)."""
         if self.state is State.CLOSED:
             return
-        self._queue.extend(packets)
-        self._queued_bytes += sum(len(p) for p in packets)
-        if self._queued_bytes > self.engine.settings.max_buffer:
+        if not self.outbox.put_many(packets):
             self.close("send buffer full", POLICY_VIOLATION)
             return
-        self._wake()
+        self._wake_poll()
 
-    def _wake(self) -> None:
-        if self.transport == "websocket":
-            if self._writer is None and self._ws_send is not None:
-                self._writer = asyncio.get_running_loop().create_task(self._drain_websocket())
-        elif self._poll is not None and not self._poll.done():
+    def _wake_poll(self) -> None:
+        if self._poll is not None and not self._poll.done():
             self._poll.set_result(None)
 
-    async def _drain_websocket(self) -> None:
-        send = self._ws_send
-        assert send is not None
-        queue = self._queue
-        try:
-            while queue:
-                item = queue.popleft()
-                if isinstance(item, str):
-                    self._queued_bytes -= len(item)
-                    await send({"type": "websocket.send", "text": item})
-                elif isinstance(item, bytes):
-                    self._queued_bytes -= len(item)
-                    await send({"type": "websocket.send", "bytes": item})
-                else:
-                    queue.clear()
-                    await send({"type": "websocket.close", "code": item.code, "reason": item.reason})
-        except Exception as exc:  # the peer is gone (the server raises on send after disconnect)
-            logger.debug("session %s: write failed: %r", self.sid, exc)
-            queue.clear()
-            self.close("transport error")
-        finally:
-            self._writer = None
+    def _write_failed(self) -> None:
+        self.close("transport error")
 
     def _take_payload(self) -> str:
-        packets = [p for p in self._queue if not isinstance(p, _WebSocketClose)]
-        self._queue.clear()
-        self._queued_bytes = 0
-        return eio.encode_payload(packets)
+        return eio.encode_payload(self.outbox.take())
 
     # -- heartbeat (EIO §"Heartbeat") --------------------------------------------------------------
 
@@ -189,13 +132,12 @@ class Session:
             self._handle.cancel()
         self.engine.sessions.pop(self.sid, None)
         if self.transport == "websocket":
-            self._queue.append(_WebSocketClose(code, reason))
-            if self._writer is None and self._ws_send is not None:
-                self._writer = asyncio.get_running_loop().create_task(self._drain_websocket())
+            self.outbox.close(code, reason)
         else:
-            self._queue.append(eio.CLOSE)
-            if self._poll is not None and not self._poll.done():
-                self._poll.set_result(None)
+            if not self.outbox.put(eio.CLOSE):  # full: drop what a stalled client would never read
+                self.outbox.take()
+                self.outbox.put(eio.CLOSE)
+            self._wake_poll()
         logger.debug("session %s closed: %s", self.sid, reason)
         self.engine.handler.session_closed(self, reason)
 
@@ -319,7 +261,7 @@ class Engine:
             session.close("overlapping polling requests")
             await _respond(send, 400, eio.ErrorCode.BAD_REQUEST.body(), b"application/json", cors)
             return
-        if not session._queue and session.state is State.OPEN:
+        if not session.outbox and session.state is State.OPEN:
             loop = asyncio.get_running_loop()
             poll = session._poll = loop.create_future()
             # A client that drops the request (page closed, network change) must not take queued
@@ -387,8 +329,7 @@ class Engine:
         await send({"type": "websocket.accept"})
         if session is None:
             session = self._open("websocket", scope)
-            session._ws_send = send
-            session._wake()
+            session.outbox.attach(send)
         elif not await self._upgrade(session, receive, send):
             return
         await self._websocket_loop(session, receive)
@@ -400,7 +341,7 @@ class Engine:
         except (ProtocolError, asyncio.TimeoutError, _Disconnected) as error:
             if session.state is State.UPGRADING:
                 session.state = State.OPEN
-                session._wake()
+                session._wake_poll()
             logger.debug("session %s: upgrade failed: %r", session.sid, error)
             if not isinstance(error, _Disconnected):
                 await send({"type": "websocket.close", "code": PROTOCOL_ERROR})
@@ -410,8 +351,7 @@ class Engine:
             return False
         session.state = State.OPEN
         session.transport = "websocket"
-        session._ws_send = send
-        session._wake()
+        session.outbox.attach(send)
         return True
 
     @staticmethod
