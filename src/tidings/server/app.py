@@ -8,8 +8,9 @@ from typing import Any
 from a2wsgi import WSGIMiddleware
 
 from tidings.server.config import Settings
-from tidings.server.engine import Engine, Receive, Scope, Send
+from tidings.server.engine import Engine
 from tidings.server.handlers import Handlers, default_handlers
+from tidings.server.responses import Receive, Scope, Send, respond
 from tidings.server.socketio import SocketIO
 
 ASGIApp = Any  # an ASGI 3 callable: (scope, receive, send) -> Awaitable[None]
@@ -79,7 +80,7 @@ class Server:
         elif self.asgi_app is not None:
             await self.asgi_app(scope, receive, send)
         elif kind == "http":
-            await _not_found(send)
+            await respond(send, 404, b"Not Found")
         else:
             await send({"type": "websocket.close", "code": 1000})
 
@@ -105,15 +106,3 @@ class Server:
             await send({"type": message["type"] + ".complete"})
             if message["type"] == "lifespan.shutdown":
                 return
-
-
-async def _not_found(send: Send) -> None:
-    body = b"Not Found"
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 404,
-            "headers": [(b"content-type", b"text/plain"), (b"content-length", b"9")],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

@@ -15,22 +15,26 @@ import asyncio
 import enum
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 from tidings.protocol import ProtocolError
 from tidings.protocol import engineio as eio
 from tidings.server.config import Settings
 from tidings.server.outbox import Outbox
 from tidings.server.request import Headers
+from tidings.server.responses import (
+    JSON,
+    TEXT,
+    Receive,
+    Scope,
+    Send,
+    allowed_origin,
+    reject_websocket,
+    respond,
+)
 
 logger = logging.getLogger("tidings.engine")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 # WebSocket close codes (RFC 6455 §7.4.1).
 NORMAL_CLOSURE = 1000
@@ -194,17 +198,6 @@ class Engine:
 
     # -- origin checks and CORS ----------------------------------------------------------------
 
-    def _allowed_origin(self, headers: Headers) -> tuple[bool, str | None]:
-        origin = headers.get("origin")
-        if origin is None:
-            return True, None
-        allowed = self.settings.cors_allowed_origins
-        if allowed == "*":
-            return True, origin
-        if allowed is None:
-            return urlsplit(origin).netloc == headers.get("host"), origin
-        return origin in allowed, origin
-
     def _cors_headers(self, origin: str | None) -> list[tuple[bytes, bytes]]:
         if origin is None:
             return []
@@ -217,9 +210,9 @@ class Engine:
 
     async def handle_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = Headers(scope.get("headers", []))
-        allowed, origin = self._allowed_origin(headers)
+        allowed, origin = allowed_origin(headers, self.settings.cors_allowed_origins)
         if not allowed:
-            await _respond(send, 403, eio.ErrorCode.FORBIDDEN.body(), b"application/json")
+            await respond(send, 403, eio.ErrorCode.FORBIDDEN.body(), JSON)
             return
         cors = self._cors_headers(origin)
         method = scope["method"]
@@ -234,10 +227,10 @@ class Engine:
                 if method != "GET":
                     raise eio.RequestError(eio.ErrorCode.BAD_HANDSHAKE_METHOD)
                 if self._at_capacity():
-                    await _respond(send, 503, _AT_CAPACITY, b"application/json", cors)
+                    await respond(send, 503, _AT_CAPACITY, JSON, cors)
                     return
                 opened = self._open("polling", scope)
-                await _respond(send, 200, opened._take_payload().encode(), _TEXT, cors)
+                await respond(send, 200, opened._take_payload().encode(), TEXT, cors)
                 return
             found = self.sessions.get(info.sid)
             if found is None:
@@ -246,7 +239,7 @@ class Engine:
             if session.transport != "polling" or method not in ("GET", "POST"):
                 raise eio.RequestError(eio.ErrorCode.BAD_REQUEST)
         except eio.RequestError as error:
-            await _respond(send, 400, error.code.body(), b"application/json", cors)
+            await respond(send, 400, error.code.body(), JSON, cors)
             return
         if method == "GET":
             await self._poll_get(session, receive, send, cors)
@@ -259,7 +252,7 @@ class Engine:
         if session._poll is not None:
             # EIO: a second concurrent GET is a client error; the session cannot go on.
             session.close("overlapping polling requests")
-            await _respond(send, 400, eio.ErrorCode.BAD_REQUEST.body(), b"application/json", cors)
+            await respond(send, 400, eio.ErrorCode.BAD_REQUEST.body(), JSON, cors)
             return
         if not session.outbox and session.state is State.OPEN:
             loop = asyncio.get_running_loop()
@@ -277,7 +270,7 @@ class Engine:
         # While an upgrade is under way, the poll is answered with a NOOP so that the client can
         # pause polling; queued packets wait for the WebSocket (EIO §"Upgrade").
         body = eio.NOOP if session.state is State.UPGRADING else session._take_payload()
-        await _respond(send, 200, body.encode(), _TEXT, cors)
+        await respond(send, 200, body.encode(), TEXT, cors)
 
     async def _poll_post(
         self, session: Session, receive: Receive, send: Send, cors: list[tuple[bytes, bytes]]
@@ -285,7 +278,7 @@ class Engine:
         body = await _read_body(receive, self.settings.max_payload)
         if body is None:
             session.close("payload too large")
-            await _respond(send, 413, b"payload too large", _TEXT, cors)
+            await respond(send, 413, b"payload too large", TEXT, cors)
             return
         try:
             packets = eio.decode_payload(body.decode("utf-8"))
@@ -296,9 +289,9 @@ class Engine:
         except (ProtocolError, UnicodeDecodeError) as error:
             reason = str(error) if isinstance(error, ProtocolError) else "invalid UTF-8"
             session.close(reason, PROTOCOL_ERROR)
-            await _respond(send, 400, reason.encode(), _TEXT, cors)
+            await respond(send, 400, reason.encode(), TEXT, cors)
             return
-        await _respond(send, 200, b"ok", b"text/html", cors)
+        await respond(send, 200, b"ok", b"text/html", cors)
 
     # -- WebSocket --------------------------------------------------------------------------------
 
@@ -307,7 +300,7 @@ class Engine:
             return
         headers = Headers(scope.get("headers", []))
         try:
-            if not self._allowed_origin(headers)[0]:
+            if not allowed_origin(headers, self.settings.cors_allowed_origins)[0]:
                 raise eio.RequestError(eio.ErrorCode.FORBIDDEN)
             info = eio.parse_query(scope.get("query_string", b""))
             if info.transport != "websocket" or not self._offers("websocket"):
@@ -320,11 +313,11 @@ class Engine:
                 if session.transport != "polling" or session.state is not State.OPEN:
                     raise eio.RequestError(eio.ErrorCode.BAD_REQUEST)
             if session is None and self._at_capacity():
-                await _reject_websocket(scope, send, 503, _AT_CAPACITY)
+                await reject_websocket(scope, send, 503, _AT_CAPACITY)
                 return
         except eio.RequestError as error:
             status = 403 if error.code is eio.ErrorCode.FORBIDDEN else 400
-            await _reject_websocket(scope, send, status, error.code.body())
+            await reject_websocket(scope, send, status, error.code.body())
             return
         await send({"type": "websocket.accept"})
         if session is None:
@@ -393,7 +386,6 @@ class _Disconnected(Exception):
     """The WebSocket peer left while we waited for a message."""
 
 
-_TEXT = b"text/plain; charset=UTF-8"
 _AT_CAPACITY = b'{"code":3,"message":"Server at capacity"}'
 
 
@@ -426,53 +418,9 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
             return b"".join(chunks)
 
 
-async def _respond(
-    send: Send,
-    status: int,
-    body: bytes,
-    content_type: bytes,
-    headers: list[tuple[bytes, bytes]] | None = None,
-) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", content_type),
-                (b"content-length", str(len(body)).encode()),
-                (b"cache-control", b"no-store"),
-                *(headers or ()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
 async def _preflight(send: Send, headers: Headers, cors: list[tuple[bytes, bytes]]) -> None:
     allow = [(b"access-control-allow-methods", b"GET, POST, OPTIONS"), *cors]
     requested = headers.get("access-control-request-headers")
     if requested:
         allow.append((b"access-control-allow-headers", requested.encode("latin-1")))
-    await _respond(send, 204, b"", _TEXT, allow)
-
-
-async def _reject_websocket(scope: Scope, send: Send, status: int, body: bytes) -> None:
-    """Refuse an upgrade with the HTTP status and JSON body the polling transport would give."""
-    if "websocket.http.response" in scope.get("extensions", {}):
-        await _respond_websocket_http(send, status, body)
-    else:  # without the extension the server answers 403 with no body
-        await send({"type": "websocket.close", "code": POLICY_VIOLATION})
-
-
-async def _respond_websocket_http(send: Send, status: int, body: bytes) -> None:
-    await send(
-        {
-            "type": "websocket.http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "websocket.http.response.body", "body": body})
+    await respond(send, 204, b"", TEXT, allow)
