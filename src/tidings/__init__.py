@@ -16,13 +16,17 @@ from tidings.server.config import Settings
 from tidings.server.handlers import Handlers, Refuse, default_handlers
 from tidings.server.request import Request
 from tidings.server.socketio import Socket
+from tidings.server.websocket import AsyncWebSocket, WebSocket
 
 __version__ = "0.1.0"
 
 #: Register a handler for a Socket.IO event on the default registry: ``@tidings.on("chat")``.
 on = default_handlers.on
+#: Register a plain WebSocket endpoint on the default registry: ``@tidings.websocket("/ws")``.
+websocket = default_handlers.websocket
 
 __all__ = [
+    "AsyncWebSocket",
     "Handlers",
     "NoSocket",
     "ProtocolError",
@@ -31,10 +35,12 @@ __all__ = [
     "Server",
     "Settings",
     "Socket",
+    "WebSocket",
     "__version__",
     "broadcast",
     "broadcast_channel",
     "events",
     "on",
     "send",
+    "websocket",
 ]

@@ -196,6 +196,28 @@ class Hub:
         return 1
 
 
+def check_channel_name(channel: Any, max_length: int) -> str | None:
+    """Why ``channel`` is no acceptable channel name, or None."""
+    if not isinstance(channel, str):
+        return "channel must be a string"
+    if not channel:
+        return "channel must not be empty"
+    if len(channel) > max_length:
+        return f"channel name longer than {max_length} characters"
+    return None
+
+
+def check_subscription(
+    subscriber: Subscriber, channel: Any, max_channels: int, max_length: int
+) -> str | None:
+    """Why ``subscriber`` may not join ``channel`` (a bad name, too many channels), or None."""
+    refusal = check_channel_name(channel, max_length)
+    full = len(subscriber.subscriptions) >= max_channels
+    if refusal is None and full and channel not in subscriber.subscriptions:
+        refusal = f"too many channels (max_channels={max_channels})"
+    return refusal
+
+
 def _deliver(members: Iterable[Subscriber] | None, outgoing: Outgoing, exclude: Subscriber | None) -> int:
     if not members:
         return 0

@@ -12,6 +12,7 @@ from tidings.server.engine import Engine
 from tidings.server.handlers import Handlers, default_handlers
 from tidings.server.responses import Receive, Scope, Send, respond
 from tidings.server.socketio import SocketIO
+from tidings.server.websocket import Endpoints
 
 ASGIApp = Any  # an ASGI 3 callable: (scope, receive, send) -> Awaitable[None]
 WSGIApp = Any  # a PEP 3333 callable: (environ, start_response) -> Iterable[bytes]
@@ -51,15 +52,20 @@ class Server:
         self.handlers = handlers if handlers is not None else default_handlers
         self.socketio = SocketIO(self.settings, self.handlers, namespaces)
         self.engine = Engine(self.settings, self.socketio)
+        self.endpoints = Endpoints(self.settings, self.socketio.hub)
+        self.wsgi_app = wsgi_app
         self.asgi_app: ASGIApp | None = asgi_app
         if wsgi_app is not None:
             self.asgi_app = WSGIMiddleware(wsgi_app)
-        self._wraps_wsgi = wsgi_app is not None
         self._endpoint = self.settings.path.rstrip("/")
 
     def on(self, event: str, namespace: str = "/") -> Any:
         """Register a handler on this server's registry (see :meth:`Handlers.on`)."""
         return self.handlers.on(event, namespace)
+
+    def websocket(self, path: str) -> Any:
+        """Register a plain WebSocket endpoint on this server's registry (see :meth:`Handlers.websocket`)."""
+        return self.handlers.websocket(path)
 
     def emit(self, event: str, *args: Any, namespace: str = "/") -> None:
         """Send ``event`` to every socket connected to ``namespace``; safe from any thread."""
@@ -71,12 +77,20 @@ class Server:
             await self._lifespan(scope, receive, send)
             return
         path: str = scope["path"]
-        if path.startswith(self.settings.path) or path == self._endpoint:
+        endpoint = self.handlers.endpoints.get(path)
+        if endpoint is not None:
+            if kind == "websocket":
+                await self.endpoints.serve(endpoint, scope, receive, send)
+            elif kind == "http":
+                await self.endpoints.reject_http(send)
+        elif path.startswith(self.settings.path) or path == self._endpoint:
             self.socketio.hub.bind_loop()
             if kind == "http":
                 await self.engine.handle_http(scope, receive, send)
             elif kind == "websocket":
                 await self.engine.handle_websocket(scope, receive, send)
+        elif kind == "websocket" and self.wsgi_app is not None:
+            await self.endpoints.serve_wsgi(self.wsgi_app, scope, receive, send)
         elif self.asgi_app is not None:
             await self.asgi_app(scope, receive, send)
         elif kind == "http":
@@ -85,8 +99,9 @@ class Server:
             await send({"type": "websocket.close", "code": 1000})
 
     def shutdown(self) -> None:
-        """Close every session (clients see a transport close and reconnect elsewhere)."""
+        """Close every session and WebSocket (clients see a transport close and reconnect elsewhere)."""
         self.engine.shutdown()
+        self.endpoints.shutdown()
         self.socketio.shutdown()
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -98,7 +113,7 @@ class Server:
                 self.shutdown()
             return message
 
-        if self.asgi_app is not None and not self._wraps_wsgi:
+        if self.asgi_app is not None and self.wsgi_app is None:
             await self.asgi_app(scope, observed_receive, send)
             return
         while True:

@@ -44,6 +44,11 @@ class Settings:
         max_channels: channels one socket may be subscribed to at once. A subscription beyond it
             is refused ("too many channels"); each membership costs about 200 bytes.
         max_channel_length: longest channel name, in characters; a longer one is refused.
+        max_sync_websockets: blocking (``def``) WebSocket endpoints and WSGI WebSocket views
+            running at once, each in a thread of its own (an idle one is a parked thread: about
+            40 KiB of memory, no CPU). An upgrade beyond it gets HTTP 503.
+        websocket_max_queue: messages a plain WebSocket endpoint has received but not read yet;
+            past it tidings stops reading the socket, so TCP slows the client down.
         message_log_format: ``%``-style format logged (logger ``tidings.messages``, level INFO) for
             each message a client sends, over the request's WSGI environ keys plus ``TIME``,
             ``MESSAGE``, ``CHANNEL`` and ``SESSION_ID``; e.g. ``"%(TIME)s %(REMOTE_ADDR)s
@@ -66,6 +71,8 @@ class Settings:
     handler_threads: int = 32
     max_channels: int = 100
     max_channel_length: int = 200
+    max_sync_websockets: int = 1000
+    websocket_max_queue: int = 32
     message_log_format: str | None = field(default_factory=_message_log_format)
 
     def __post_init__(self) -> None:
@@ -85,6 +92,8 @@ class Settings:
             "handler_threads",
             "max_channels",
             "max_channel_length",
+            "max_sync_websockets",
+            "websocket_max_queue",
         )
         for name in limits:
             if getattr(self, name) < 1:

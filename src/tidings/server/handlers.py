@@ -89,6 +89,8 @@ class Handlers:
 
     def __init__(self) -> None:
         self._handlers: dict[tuple[str, str], list[Handler]] = {}
+        #: Plain WebSocket endpoints by URL path.
+        self.endpoints: dict[str, Handler] = {}
 
     def on(self, event: str, namespace: str = "/") -> Callable[[HandlerFunc], HandlerFunc]:
         """Decorator: run the function for ``event`` in ``namespace``.
@@ -120,6 +122,24 @@ class Handlers:
     def namespaces(self) -> set[str]:
         """Namespaces with at least one handler; ``/`` is always served."""
         return {"/"} | {namespace for namespace, _ in self._handlers}
+
+    def websocket(self, path: str) -> Callable[[HandlerFunc], HandlerFunc]:
+        """Decorator: a plain WebSocket endpoint at ``path``, called as ``func(ws)``.
+
+        A ``def`` function runs in a thread of its own and gets a :class:`tidings.WebSocket` with a
+        blocking ``receive()`` / ``send()``; an ``async def`` one runs on the event loop and gets a
+        :class:`tidings.AsyncWebSocket`. The connection closes when the function returns.
+        """
+        if not path.startswith("/"):
+            raise ValueError(f"path must start with '/': {path!r}")
+
+        def register(func: HandlerFunc) -> HandlerFunc:
+            if path in self.endpoints:
+                raise ValueError(f"a WebSocket endpoint is registered at {path!r} already")
+            self.endpoints[path] = Handler.of(func)
+            return func
+
+        return register
 
     # -- the seeds' events: ``@on_message`` or ``@on_message(channel="^room-")`` --------------------
 

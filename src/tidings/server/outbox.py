@@ -29,6 +29,9 @@ class _Close:
         self.reason = reason
 
 
+_ACCEPT = object()  # queue marker: accept the WebSocket upgrade before the first frame
+
+
 class Outbox:
     """Frames (``str`` for text, ``bytes`` for binary) waiting to go out on one connection.
 
@@ -42,7 +45,7 @@ class Outbox:
     def __init__(self, limit: int, on_write_error: Callable[[], None]) -> None:
         self.limit = limit
         self._on_write_error = on_write_error
-        self._queue: deque[str | bytes | _Close] = deque()
+        self._queue: deque[str | bytes | _Close | object] = deque()
         self._size = 0
         self._send: Send | None = None
         self._writer: asyncio.Task[None] | None = None
@@ -78,15 +81,22 @@ class Outbox:
 
     def take(self) -> list[str | bytes]:
         """Everything queued, for a long-polling response; the outbox is empty after."""
-        frames = [frame for frame in self._queue if not isinstance(frame, _Close)]
+        frames = [frame for frame in self._queue if isinstance(frame, (str, bytes))]
         self._queue.clear()
         self._size = 0
         return frames
 
-    def attach(self, send: Send) -> None:
-        """From now on, drain to this ASGI WebSocket ``send``."""
+    def attach(self, send: Send, accept: bool = False) -> None:
+        """From now on, drain to this ASGI WebSocket ``send``; first accept the upgrade if asked."""
+        if accept:
+            self._queue.appendleft(_ACCEPT)
         self._send = send
         self._drain()
+
+    async def flush(self) -> None:
+        """Wait until everything queued is written (or the transport failed)."""
+        while self._writer is not None:
+            await asyncio.shield(self._writer)
 
     def _drain(self) -> None:
         if self._writer is None and self._send is not None and self._queue:
@@ -103,10 +113,12 @@ class Outbox:
                 elif isinstance(frame, bytes):
                     self._size -= len(frame)
                     await send({"type": "websocket.send", "bytes": frame})
-                else:
+                elif isinstance(frame, _Close):
                     queue.clear()
                     self._size = 0
                     await send({"type": "websocket.close", "code": frame.code, "reason": frame.reason})
+                else:
+                    await send({"type": "websocket.accept"})
         except Exception as error:  # the peer is gone (the server raises on send after disconnect)
             logger.debug("write failed: %r", error)
             queue.clear()

@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Any
 
-from tidings.hub import Hub, Outgoing
+from tidings.hub import Hub, Outgoing, check_channel_name, check_subscription
 from tidings.protocol import ProtocolError
 from tidings.protocol import engineio as eio
 from tidings.protocol import socketio as sio
@@ -576,9 +576,12 @@ class SocketIO:
 
     async def _run_subscribe(self, socket: Socket, args: list[Any]) -> dict[str, Any]:
         """The client asks to join a channel: the ``subscribe`` handlers may refuse it first."""
-        channel, refusal = self._channel_argument(args)
-        if channel is None or channel in socket.subscriptions:
+        channel = args[0] if args else None
+        settings = self.settings
+        refusal = check_subscription(socket, channel, settings.max_channels, settings.max_channel_length)
+        if refusal is not None or channel in socket.subscriptions:
             return _answer(refusal)
+        assert isinstance(channel, str)
         try:
             for handler in self.handlers.get(socket.namespace, SUBSCRIBE):
                 if handler.matches((channel,)):
@@ -589,34 +592,25 @@ class SocketIO:
             logger.exception("subscribe handler raised; subscription refused")
             await self._run_error_handlers(socket, error, (channel,))
             return _answer("Internal server error")
-        if socket._state is not SocketState.CONNECTED:
-            return _answer("disconnected")
         return _answer(self.subscribe(socket, channel))
 
     async def _run_unsubscribe(self, socket: Socket, args: list[Any]) -> dict[str, Any]:
         """The client leaves a channel; the ``unsubscribe`` handlers run once it is out."""
-        channel, refusal = self._channel_argument(args)
-        if channel is not None and self.hub.unsubscribe(socket, channel):
+        channel = args[0] if args else None
+        refusal = check_channel_name(channel, self.settings.max_channel_length)
+        if refusal is None and isinstance(channel, str) and self.hub.unsubscribe(socket, channel):
             await self._fire(socket, UNSUBSCRIBE, (channel,), channel)
         return _answer(refusal)
 
-    def _channel_argument(self, args: list[Any]) -> tuple[str | None, str | None]:
-        """The channel of a subscribe/unsubscribe event, or None and why it is not acceptable."""
-        if not args or not isinstance(args[0], str):
-            return None, "channel must be a string"
-        return args[0], _check_channel(args[0], self.settings.max_channel_length)
-
     def subscribe(self, socket: Socket, channel: str) -> str | None:
         """Add ``socket`` to ``channel`` on the hub (event loop thread); the refusal reason, if any."""
-        refusal = _check_channel(channel, self.settings.max_channel_length)
-        if refusal is not None:
-            return refusal
-        if socket._state is not SocketState.CONNECTED:
-            return "disconnected"
-        if channel not in socket.subscriptions and len(socket.subscriptions) >= self.settings.max_channels:
-            return f"too many channels (max_channels={self.settings.max_channels})"
-        self.hub.subscribe(socket, channel)
-        return None
+        settings = self.settings
+        refusal = check_subscription(socket, channel, settings.max_channels, settings.max_channel_length)
+        if refusal is None and socket._state is not SocketState.CONNECTED:
+            refusal = "disconnected"
+        if refusal is None:
+            self.hub.subscribe(socket, channel)
+        return refusal
 
     def _log_message(self, socket: Socket, message: Any, channel: str | None) -> None:
         """One line per message a client sends, in ``message_log_format`` (the seeds' setting)."""
@@ -645,14 +639,6 @@ class SocketIO:
         outgoing = Outgoing(None)
         outgoing.encoded(wire_form(namespace), lambda _: packets)  # every recipient shares this form
         self.hub.post(self.hub.broadcast, outgoing, namespace)
-
-
-def _check_channel(channel: str, max_length: int) -> str | None:
-    if not channel:
-        return "channel must not be empty"
-    if len(channel) > max_length:
-        return f"channel name longer than {max_length} characters"
-    return None
 
 
 def _answer(refusal: str | None) -> dict[str, Any]:

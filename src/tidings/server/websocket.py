@@ -1,0 +1,419 @@
+"""Plain WebSocket endpoints: the seed's blocking ``receive()`` / ``send()`` loop, and its async twin.
+
+RFC 6455 framing is the ASGI server's; this module runs endpoint handlers over ASGI::
+
+    @tidings.websocket("/ws")
+    def echo(ws):                                 # its own thread: blocking calls are fine
+        while (message := ws.receive()) is not None:
+            ws.send("Message received: " + message)
+
+One implementation, :class:`AsyncWebSocket`, lives on the event loop; :class:`WebSocket` is its
+blocking face for ``def`` handlers and WSGI apps (``environ["wsgi.websocket"]``, the convention of
+gevent-websocket), each call handed to the loop and waited for. A reader task takes incoming
+messages into a bounded inbox, so a handler that does not read slows its client down (TCP
+backpressure) instead of growing memory; outgoing frames, the handler's own and channel broadcasts,
+go through an :class:`~tidings.server.outbox.Outbox`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import enum
+import io
+import logging
+import secrets
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import orjson
+
+from tidings.hub import Hub, Outgoing, check_subscription
+from tidings.server.config import Settings
+from tidings.server.handlers import Handler
+from tidings.server.outbox import Outbox
+from tidings.server.request import Headers, Request
+from tidings.server.responses import TEXT, Receive, Scope, Send, allowed_origin, reject_websocket, respond
+
+logger = logging.getLogger("tidings.websocket")
+
+T = TypeVar("T")
+
+# Close codes, RFC 6455 §7.4.1.
+NORMAL_CLOSURE = 1000
+GOING_AWAY = 1001
+POLICY_VIOLATION = 1008
+MESSAGE_TOO_BIG = 1009
+INTERNAL_ERROR = 1011
+NO_STATUS = 1005
+
+_RAW = "raw"  # the wire form of hub messages on plain WebSockets (see Outgoing.encoded)
+
+
+class State(enum.Enum):
+    CONNECTING = "connecting"  # the handler has not sent or received yet: the upgrade is not answered
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+def _raw_frame(outgoing: Outgoing) -> str | bytes:
+    """A hub message as a plain WebSocket frame: text as text, bytes as binary, else JSON text."""
+    message = outgoing.message
+    if isinstance(message, str):
+        return message
+    if isinstance(message, (bytes, bytearray, memoryview)):
+        return bytes(message)
+    return orjson.dumps(message).decode()
+
+
+class AsyncWebSocket:
+    """A plain WebSocket connection as ``async def`` endpoints get it (``await ws.receive()``).
+
+    The upgrade is accepted on the first :meth:`receive` or :meth:`send`. Also a hub subscriber:
+    :meth:`subscribe` puts it in channels, whose messages arrive as frames (text as text, bytes as
+    binary, other JSON values as JSON text).
+    """
+
+    def __init__(
+        self, scope: Scope, receive: Receive, send: Send, hub: Hub, settings: Settings, group: str
+    ) -> None:
+        self.request = Request(scope)
+        #: What :func:`tidings.send` takes to reach this connection.
+        self.session_id = secrets.token_urlsafe(15)
+        #: Written by the hub only (see :attr:`channels`).
+        self.subscriptions: dict[str, None] = {}
+        #: The close code once closed (by either side), and its reason.
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.state = State.CONNECTING
+        self._receive = receive
+        self._send = send
+        self._hub = hub
+        self._settings = settings
+        self._group = group
+        self._inbox: asyncio.Queue[str | bytes | None] = asyncio.Queue(settings.websocket_max_queue)
+        self._outbox = Outbox(settings.max_buffer, lambda: self._closed(GOING_AWAY, "transport error"))
+        self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def channels(self) -> frozenset[str]:
+        """The channels this connection is subscribed to."""
+        return frozenset(self.subscriptions)
+
+    async def receive(self, timeout: float | None = None) -> str | bytes | None:
+        """The next message (``str`` or ``bytes``); None once the connection is closed.
+
+        Raises ``TimeoutError`` if nothing came within ``timeout`` seconds.
+        """
+        self._accept()
+        if self.state is State.CLOSED and self._inbox.empty():
+            return None
+        try:
+            return await asyncio.wait_for(self._inbox.get(), timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"no message within {timeout}s") from None
+
+    async def send(self, data: str | bytes) -> None:
+        """Send a text (``str``) or binary (``bytes``) message; returns once it is written.
+
+        Raises ``ConnectionError`` if the connection is closed.
+        """
+        if not isinstance(data, (str, bytes)):
+            raise TypeError(f"send() takes str or bytes, not {type(data).__name__}")
+        self._accept()
+        if self.state is State.CLOSED:
+            raise ConnectionError(f"WebSocket closed ({self.close_code})")
+        if not self._outbox.put(data):
+            self.close_soon(POLICY_VIOLATION, "send buffer full")
+            raise ConnectionError("WebSocket closed: send buffer full")
+        await self._outbox.flush()
+
+    async def close(self, code: int = NORMAL_CLOSURE, reason: str = "") -> None:
+        """Close the connection (after what is queued) and wait until the close frame is written."""
+        self.close_soon(code, reason)
+        await self._outbox.flush()
+
+    def close_soon(self, code: int = NORMAL_CLOSURE, reason: str = "") -> None:
+        """Close without waiting (event loop thread)."""
+        if self.state is State.OPEN:
+            self._outbox.close(code, reason)
+        self._closed(code, reason)
+
+    def subscribe(self, channel: str) -> None:
+        """Receive the messages broadcast to ``channel`` (event loop thread).
+
+        Raises ``ValueError`` for a channel name over the limits or a connection at ``max_channels``.
+        """
+        settings = self._settings
+        refusal = check_subscription(self, channel, settings.max_channels, settings.max_channel_length)
+        if refusal is None and self.state is State.CLOSED:
+            refusal = "the WebSocket is closed"
+        if refusal is not None:
+            raise ValueError(refusal)
+        self._accept()
+        self._hub.subscribe(self, channel)
+
+    def unsubscribe(self, channel: str) -> None:
+        self._hub.unsubscribe(self, channel)
+
+    # -- the hub's side ------------------------------------------------------------------------------
+
+    def deliver(self, outgoing: Outgoing) -> None:
+        if self.state is not State.OPEN:
+            return
+        try:
+            frame = outgoing.encoded(_RAW, _raw_frame)
+        except TypeError as error:  # bytes inside a JSON value: no plain frame can carry it
+            logger.error("channel message cannot go on a plain WebSocket: %s", error)
+            return
+        if not self._outbox.put(frame):
+            self.close_soon(POLICY_VIOLATION, "send buffer full")
+
+    # -- the connection --------------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        if self.state is not State.CONNECTING:
+            return
+        self.state = State.OPEN
+        self._outbox.attach(self._send, accept=True)
+        self._hub.join(self, self._group)
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        max_payload = self._settings.max_payload
+        while True:
+            message = await self._receive()
+            if message["type"] == "websocket.disconnect":
+                self._closed(message.get("code", NO_STATUS), message.get("reason") or "")
+                if not self._inbox.full():
+                    self._inbox.put_nowait(None)  # wakes a waiting receive()
+                return
+            data = message.get("text")
+            if data is None:
+                data = message.get("bytes") or b""
+            if self.state is State.CLOSED:
+                continue  # closing: wait for the disconnect that follows our close frame
+            if len(data) > max_payload:
+                self.close_soon(MESSAGE_TOO_BIG, "message too big")
+                continue
+            await self._inbox.put(data)
+
+    def _closed(self, code: int, reason: str) -> None:
+        if self.state is State.CLOSED:
+            return
+        self.state = State.CLOSED
+        self.close_code, self.close_reason = code, reason
+        self._hub.leave(self, self._group)
+
+    async def _finish(self) -> None:
+        """After the handler returned: close if still open, and let the reader see the disconnect."""
+        if self.state is not State.CLOSED:
+            await self.close()
+        if self._reader is not None:
+            try:
+                await asyncio.wait_for(self._reader, self._settings.ping_timeout)
+            except Exception:  # the peer never answered our close frame
+                self._reader.cancel()
+
+    def __repr__(self) -> str:
+        return f"<AsyncWebSocket {self.session_id} {self.request.path} {self.state.value}>"
+
+
+class WebSocket:
+    """The blocking face of :class:`AsyncWebSocket`, for ``def`` endpoints and WSGI apps.
+
+    Each call is handed to the event loop and waited for, so the thread that makes it just sleeps
+    meanwhile: an idle endpoint holds one parked thread and nothing runs for it.
+    """
+
+    def __init__(self, connection: AsyncWebSocket, loop: asyncio.AbstractEventLoop) -> None:
+        self.connection = connection
+        self._loop = loop
+
+    @property
+    def request(self) -> Request:
+        return self.connection.request
+
+    @property
+    def session_id(self) -> str:
+        return self.connection.session_id
+
+    @property
+    def channels(self) -> frozenset[str]:
+        return self.connection.channels
+
+    @property
+    def closed(self) -> bool:
+        return self.connection.state is State.CLOSED
+
+    def receive(self, timeout: float | None = None) -> str | bytes | None:
+        """Block for the next message (``str`` or ``bytes``); None once the connection is closed."""
+        return self._wait(self.connection.receive(timeout))
+
+    def send(self, data: str | bytes) -> None:
+        """Send a text or binary message; blocks until it is written."""
+        self._wait(self.connection.send(data))
+
+    def close(self, code: int = NORMAL_CLOSURE, reason: str = "") -> None:
+        self._wait(self.connection.close(code, reason))
+
+    def subscribe(self, channel: str) -> None:
+        """Receive the messages broadcast to ``channel``; raises ``ValueError`` past the limits."""
+        self.connection._hub.call(self.connection.subscribe, channel)
+
+    def unsubscribe(self, channel: str) -> None:
+        self.connection._hub.call(self.connection.unsubscribe, channel)
+
+    def _wait(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def __repr__(self) -> str:
+        return f"<WebSocket {self.session_id} {self.request.path} {self.connection.state.value}>"
+
+
+class Endpoints:
+    """Runs the WebSocket endpoint handlers of a server, and WSGI apps asked for an upgrade."""
+
+    def __init__(self, settings: Settings, hub: Hub) -> None:
+        self.settings = settings
+        self.hub = hub
+        self.open: set[AsyncWebSocket] = set()
+        self._threads = 0  # blocking handlers running now, each in a thread of its own
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+    async def serve(self, handler: Handler, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run ``handler(ws)`` for a WebSocket request to its path."""
+        connection = await self._open(scope, receive, send, blocking=not handler.is_async)
+        if connection is None:
+            return
+        try:
+            if handler.is_async:
+                await handler.func(connection)
+            else:
+                await self._in_thread(handler.func, WebSocket(connection, _loop()))
+        except Exception:
+            logger.exception("WebSocket endpoint %s raised", scope["path"])
+            if connection.state is State.CONNECTING:
+                await reject_websocket(scope, send, 500, b"Internal Server Error", TEXT)
+                connection.state = State.CLOSED
+            else:
+                connection.close_soon(INTERNAL_ERROR, "internal error")
+        finally:
+            await self._end(connection, scope, send, 403, b"")
+
+    async def serve_wsgi(self, wsgi_app: Any, scope: Scope, receive: Receive, send: Send) -> None:
+        """Call a WSGI app for a WebSocket request, with the connection as ``environ["wsgi.websocket"]``.
+
+        A framework's view can then hold the seed's loop (``request.websocket`` in web2py,
+        ``request.environ["wsgi.websocket"]`` in Flask, ``web.ctx.env`` in web.py). If the app
+        answers without touching the WebSocket, the upgrade is refused with the app's status.
+        """
+        connection = await self._open(scope, receive, send, blocking=True)
+        if connection is None:
+            return
+        answer: dict[str, Any] = {}
+
+        def call_app(ws: WebSocket) -> None:
+            environ = wsgi_environ(connection.request, ws)
+
+            def start_response(status: str, headers: Any, exc_info: Any = None) -> Callable[[bytes], None]:
+                answer["status"] = int(status.split(" ", 1)[0])
+                return lambda data: None
+
+            result = wsgi_app(environ, start_response)
+            try:
+                answer["body"] = b"".join(result) if connection.state is State.CONNECTING else b""
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+
+        try:
+            await self._in_thread(call_app, WebSocket(connection, _loop()))
+        except Exception:
+            logger.exception("WSGI app raised on a WebSocket request to %s", scope["path"])
+            answer = {"status": 500, "body": b"Internal Server Error"}
+            if connection.state is State.OPEN:
+                connection.close_soon(INTERNAL_ERROR, "internal error")
+        finally:
+            status = answer.get("status", 500)
+            if status < 400:  # the app answered as to a page: this path holds no WebSocket view
+                status, answer["body"] = 400, b"No WebSocket endpoint here.\n"
+            await self._end(connection, scope, send, status, answer.get("body", b""))
+
+    async def reject_http(self, send: Send) -> None:
+        """The answer to a plain HTTP request for a WebSocket endpoint (as the seed's ``HTTP(400)``)."""
+        await respond(send, 400, b"This is a WebSocket endpoint: connect with a WebSocket client.\n")
+
+    def shutdown(self) -> None:
+        for connection in list(self.open):
+            connection.close_soon(GOING_AWAY, "server shutdown")
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+
+    async def _open(
+        self, scope: Scope, receive: Receive, send: Send, blocking: bool
+    ) -> AsyncWebSocket | None:
+        """The connection for a WebSocket request, or None if it was refused (origin, capacity)."""
+        if (await receive())["type"] != "websocket.connect":
+            return None
+        headers = Headers(scope.get("headers", []))
+        if not allowed_origin(headers, self.settings.cors_allowed_origins)[0]:
+            await reject_websocket(scope, send, 403, b"Origin not allowed\n", TEXT)
+            return None
+        if blocking and self._threads >= self.settings.max_sync_websockets:
+            logger.warning("refusing a WebSocket: max_sync_websockets (%d) reached", self._threads)
+            await reject_websocket(scope, send, 503, b"Server busy: too many blocking WebSockets\n", TEXT)
+            return None
+        self.hub.bind_loop()
+        connection = AsyncWebSocket(
+            scope, receive, send, self.hub, self.settings, "websocket " + scope["path"]
+        )
+        self.open.add(connection)
+        return connection
+
+    async def _in_thread(self, func: Callable[..., Any], *args: Any) -> None:
+        """Run a blocking handler in a thread of its own (``_open`` checked there is room)."""
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                self.settings.max_sync_websockets, thread_name_prefix="tidings-websocket"
+            )
+        self._threads += 1
+        try:
+            await _loop().run_in_executor(self._executor, func, *args)
+        finally:
+            self._threads -= 1
+
+    async def _end(
+        self, connection: AsyncWebSocket, scope: Scope, send: Send, status: int, body: bytes
+    ) -> None:
+        self.open.discard(connection)
+        if connection.state is State.CONNECTING:  # the handler never accepted: refuse the upgrade
+            connection.state = State.CLOSED
+            await reject_websocket(scope, send, status, body, TEXT)
+            return
+        await connection._finish()
+
+
+def wsgi_environ(request: Request, websocket: WebSocket) -> dict[str, Any]:
+    """A PEP 3333 environ for a WebSocket request, with the connection as ``wsgi.websocket``."""
+    environ = dict(request.environ)
+    environ.update(
+        {
+            "wsgi.version": (1, 0),
+            "wsgi.input": io.BytesIO(),
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+            "wsgi.websocket": websocket,
+            "wsgi.websocket_version": "13",
+        }
+    )
+    return environ
+
+
+def _loop() -> asyncio.AbstractEventLoop:
+    return asyncio.get_running_loop()
