@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
+from importlib import resources
 from typing import Any
 
 from a2wsgi import WSGIMiddleware
@@ -13,6 +15,15 @@ from tidings.server.handlers import Handlers, default_handlers
 from tidings.server.responses import Receive, Scope, Send, respond
 from tidings.server.socketio import SocketIO
 from tidings.server.websocket import Endpoints
+
+_CACHE = b"public, max-age=3600"
+
+
+@functools.cache
+def client_script() -> bytes:
+    """The browser client, ``tidings/static/tidings.js``, read once."""
+    return resources.files("tidings").joinpath("static/tidings.js").read_bytes()
+
 
 ASGIApp = Any  # an ASGI 3 callable: (scope, receive, send) -> Awaitable[None]
 WSGIApp = Any  # a PEP 3333 callable: (environ, start_response) -> Iterable[bytes]
@@ -83,6 +94,8 @@ class Server:
                 await self.endpoints.serve(endpoint, scope, receive, send)
             elif kind == "http":
                 await self.endpoints.reject_http(send)
+        elif path == self.settings.client_path and kind == "http":
+            await respond(send, 200, client_script(), b"text/javascript; charset=utf-8", cache_control=_CACHE)
         elif path.startswith(self.settings.path) or path == self._endpoint:
             self.socketio.hub.bind_loop()
             if kind == "http":

@@ -18,6 +18,8 @@ class Settings:
 
     Attributes:
         path: URL prefix of the Engine.IO endpoint; official clients use ``/socket.io/``.
+        client_path: URL the browser client script ``tidings.js`` is served at
+            (:func:`tidings.script_tag` writes it into pages).
         transports: the transports offered; drop ``"polling"`` for WebSocket-only deployments
             (no sticky sessions needed behind a load balancer).
         ping_interval: seconds between the server's pings (Engine.IO heartbeat).
@@ -57,6 +59,7 @@ class Settings:
     """
 
     path: str = "/socket.io/"
+    client_path: str = "/tidings/tidings.js"
     transports: tuple[str, ...] = ("polling", "websocket")
     ping_interval: float = 25.0
     ping_timeout: float = 20.0

@@ -25,6 +25,7 @@ async def respond(
     body: bytes,
     content_type: bytes = TEXT,
     headers: list[tuple[bytes, bytes]] | None = None,
+    cache_control: bytes = b"no-store",
 ) -> None:
     await send(
         {
@@ -33,7 +34,7 @@ async def respond(
             "headers": [
                 (b"content-type", content_type),
                 (b"content-length", str(len(body)).encode()),
-                (b"cache-control", b"no-store"),
+                (b"cache-control", cache_control),
                 *(headers or ()),
             ],
         }
