@@ -18,12 +18,13 @@ go through an :class:`~tidings.server.outbox.Outbox`.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextvars
 import enum
 import io
 import logging
 import secrets
 import sys
+import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -280,7 +281,6 @@ class Endpoints:
         self.hub = hub
         self.open: set[AsyncWebSocket] = set()
         self._threads = 0  # blocking handlers running now, each in a thread of its own
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
 
     async def serve(self, handler: Handler, scope: Scope, receive: Receive, send: Send) -> None:
         """Run ``handler(ws)`` for a WebSocket request to its path."""
@@ -349,9 +349,6 @@ class Endpoints:
     def shutdown(self) -> None:
         for connection in list(self.open):
             connection.close_soon(GOING_AWAY, "server shutdown")
-        if self._executor is not None:
-            self._executor.shutdown(wait=False)
-            self._executor = None
 
     async def _open(
         self, scope: Scope, receive: Receive, send: Send, blocking: bool
@@ -375,14 +372,27 @@ class Endpoints:
         return connection
 
     async def _in_thread(self, func: Callable[..., Any], *args: Any) -> None:
-        """Run a blocking handler in a thread of its own (``_open`` checked there is room)."""
-        if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(
-                self.settings.max_sync_websockets, thread_name_prefix="tidings-websocket"
-            )
+        """Run a blocking handler in a thread of its own (``_open`` checked there is room).
+
+        A thread per connection, not a pool: it ends with its connection, so a burst of
+        connections leaves no parked threads behind.
+        """
+        loop = _loop()
+        done: asyncio.Future[None] = loop.create_future()
+        context = contextvars.copy_context()
+
+        def run() -> None:
+            try:
+                context.run(func, *args)
+            except BaseException as error:
+                loop.call_soon_threadsafe(_settle, done, error)
+            else:
+                loop.call_soon_threadsafe(_settle, done, None)
+
         self._threads += 1
         try:
-            await _loop().run_in_executor(self._executor, func, *args)
+            threading.Thread(target=run, name="tidings-websocket", daemon=True).start()
+            await done
         finally:
             self._threads -= 1
 
@@ -413,6 +423,15 @@ def wsgi_environ(request: Request, websocket: WebSocket) -> dict[str, Any]:
         }
     )
     return environ
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():  # the awaiting task was cancelled (server shutdown)
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
 
 
 def _loop() -> asyncio.AbstractEventLoop:
