@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tidings.server.handlers import default_handlers
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -20,6 +23,18 @@ def python_blocks() -> list[tuple[str, str]]:
     return blocks
 
 
+@pytest.fixture
+def default_registry() -> Iterator[None]:
+    """Blocks register handlers on the default registry: take them out again afterwards."""
+    handlers = default_handlers._handlers
+    saved = ({key: list(value) for key, value in handlers.items()}, dict(default_handlers.endpoints))
+    yield
+    handlers.clear()
+    handlers.update(saved[0])
+    default_handlers.endpoints.clear()
+    default_handlers.endpoints.update(saved[1])
+
+
 @pytest.mark.parametrize(("name", "code"), python_blocks(), ids=[name for name, _ in python_blocks()])
-def test_block_runs(name: str, code: str) -> None:
+def test_block_runs(name: str, code: str, default_registry: None) -> None:
     exec(compile(code, name, "exec"), {"__name__": name})
