@@ -53,6 +53,10 @@ class PythonClient:
     async def disconnect(self) -> None:
         await self._run("disconnect")
 
+    async def shutdown(self) -> None:
+        """Disconnect, and stop any reconnection attempts (left running, they outlive the test)."""
+        await self._run("shutdown")
+
     async def event(self, name: str, timeout: float = 10) -> tuple[Any, ...]:
         """Arguments of the first ``name`` event received (earlier other events stay for later)."""
         for item in self.backlog:

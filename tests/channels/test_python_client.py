@@ -39,8 +39,7 @@ async def clients(server: TidingsProcess) -> AsyncIterator[Connect]:
 
     yield open_client
     for client in opened:
-        if client.client.connected:
-            await client.disconnect()
+        await client.shutdown()
 
 
 async def publish(server: TidingsProcess, **query: str) -> dict[str, Any]:

@@ -17,8 +17,7 @@ TRANSPORTS = {"websocket": ["websocket"], "polling": ["polling"], "upgrade": ["p
 async def client(request: pytest.FixtureRequest) -> AsyncIterator[PythonClient]:
     client = PythonClient(request.param, reconnection_delay=0.1, reconnection_delay_max=0.5)
     yield client
-    if client.client.connected:
-        await client.disconnect()
+    await client.shutdown()
 
 
 @pytest.fixture(params=list(TRANSPORTS))
