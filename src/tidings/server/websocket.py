@@ -322,8 +322,8 @@ class Endpoints:
                 return lambda data: None
 
             result = wsgi_app(environ, start_response)
-            try:
-                answer["body"] = b"".join(result) if connection.state is State.CONNECTING else b""
+            try:  # iterated even when unused: some frameworks clean up as the body is consumed
+                answer["body"] = b"".join(result)
             finally:
                 close = getattr(result, "close", None)
                 if close is not None:
