@@ -56,7 +56,14 @@ def test_environ_is_wsgi_shaped() -> None:
     assert environ["HTTP_X_FORWARDED_FOR"] == "10.0.0.1"
     assert environ["CONTENT_TYPE"] == "text/plain"
     assert "HTTP_CONTENT_TYPE" not in environ
-    assert environ["wsgi.url_scheme"] == "ws"
+    assert environ["wsgi.url_scheme"] == "http"  # PEP 3333 knows no ws
+
+
+def test_environ_path_is_decoded_once_and_a_native_string() -> None:
+    scope = {"type": "http", "path": "/caf\u00e9/100%", "raw_path": b"/caf%C3%A9/100%25", "scheme": "wss"}
+    environ = Request(scope).environ
+    assert environ["PATH_INFO"] == "/caf\u00e9/100%".encode().decode("latin-1")
+    assert environ["wsgi.url_scheme"] == "https"
 
 
 def test_scope_without_client() -> None:

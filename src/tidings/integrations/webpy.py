@@ -46,9 +46,6 @@ def ctx(request: Request) -> Any:
     ``async def`` handlers and inside web.py views too.
     """
     environ = dict(request.environ)
-    # ASGI gives WebSocket requests the schemes ws and wss; web.py, like PEP 3333, knows http(s).
-    scheme: str = environ["wsgi.url_scheme"]
-    environ["wsgi.url_scheme"] = {"ws": "http", "wss": "https"}.get(scheme, scheme)
     saved = web.ctx.copy()  # web.ctx is per thread: a web.py view may be running in this one
     try:
         _loader.load(environ)

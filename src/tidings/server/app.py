@@ -12,6 +12,7 @@ from a2wsgi import WSGIMiddleware
 from tidings.server.config import Settings
 from tidings.server.engine import Engine
 from tidings.server.handlers import Handlers, default_handlers
+from tidings.server.request import route_path
 from tidings.server.responses import Receive, Scope, Send, respond
 from tidings.server.socketio import SocketIO
 from tidings.server.websocket import Endpoints
@@ -87,7 +88,7 @@ class Server:
         if kind == "lifespan":
             await self._lifespan(scope, receive, send)
             return
-        path: str = scope["path"]
+        path = route_path(scope)  # mounted (Starlette Mount, FastAPI mount): below the root_path
         endpoint = self.handlers.endpoints.get(path)
         if endpoint is not None:
             if kind == "websocket":

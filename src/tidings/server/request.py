@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping
 from functools import cached_property
 from http.cookies import SimpleCookie
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl
 
 
 class Headers(Mapping[str, str]):
@@ -34,6 +34,22 @@ class Headers(Mapping[str, str]):
 
     def __repr__(self) -> str:
         return f"Headers({self._headers!r})"
+
+
+_WSGI_SCHEMES = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
+
+
+def route_path(scope: Mapping[str, Any]) -> str:
+    """The request's path below the app's mount point.
+
+    ASGI puts the mount prefix in ``root_path`` and keeps it in ``path`` too (a framework mounting
+    tidings at ``/rt`` calls it with path ``/rt/socket.io/``): take it off to match tidings' own paths.
+    """
+    path: str = scope["path"]
+    root_path: str = scope.get("root_path", "").rstrip("/")
+    if root_path and (path == root_path or path.startswith(root_path + "/")):
+        return path[len(root_path) :] or "/"
+    return path  # not mounted, or a server that already took the prefix off
 
 
 class Request:
@@ -85,14 +101,17 @@ class Request:
         environ: dict[str, Any] = {
             "REQUEST_METHOD": scope.get("method", "GET"),
             "SCRIPT_NAME": scope.get("root_path", ""),
-            "PATH_INFO": unquote(scope["path"]),
+            # PEP 3333: SCRIPT_NAME + PATH_INFO is the path; ASGI's is decoded already, WSGI's is
+            # the same text as a "native string" of latin-1 code points.
+            "PATH_INFO": route_path(scope).encode("utf-8").decode("latin-1"),
             "QUERY_STRING": self.query_string,
             "SERVER_NAME": server[0],
             "SERVER_PORT": str(server[1]),
             "SERVER_PROTOCOL": f"HTTP/{scope.get('http_version', '1.1')}",
             "REMOTE_ADDR": client[0] if client else "",
             "REMOTE_PORT": str(client[1]) if client else "",
-            "wsgi.url_scheme": scope.get("scheme", "http"),
+            # ASGI says ws/wss for WebSocket requests; WSGI knows http and https.
+            "wsgi.url_scheme": _WSGI_SCHEMES.get(scope.get("scheme", "http"), "http"),
         }
         for name, value in self.headers.items():
             key = name.upper().replace("-", "_")

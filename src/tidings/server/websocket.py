@@ -34,7 +34,7 @@ from tidings.hub import Hub, Outgoing, check_subscription
 from tidings.server.config import Settings
 from tidings.server.handlers import Handler
 from tidings.server.outbox import Outbox
-from tidings.server.request import Headers, Request
+from tidings.server.request import Headers, Request, route_path
 from tidings.server.responses import TEXT, Receive, Scope, Send, allowed_origin, reject_websocket, respond
 
 logger = logging.getLogger("tidings.websocket")
@@ -366,7 +366,7 @@ class Endpoints:
             return None
         self.hub.bind_loop()
         connection = AsyncWebSocket(
-            scope, receive, send, self.hub, self.settings, "websocket " + scope["path"]
+            scope, receive, send, self.hub, self.settings, "websocket " + route_path(scope)
         )
         self.open.add(connection)
         return connection
