@@ -9,6 +9,7 @@
 
 from tidings import events
 from tidings.hub import NoSocket
+from tidings.integrations.templates import script_tag
 from tidings.protocol import ProtocolError
 from tidings.sending import broadcast, broadcast_channel, send
 from tidings.server.app import Server
@@ -41,6 +42,7 @@ __all__ = [
     "broadcast_channel",
     "events",
     "on",
+    "script_tag",
     "send",
     "websocket",
 ]
