@@ -67,6 +67,7 @@ def page(environ, start_response):
     where = f"{environ['SCRIPT_NAME']} {environ['PATH_INFO']}"
     websocket = environ.get("wsgi.websocket")
     if websocket is not None:
+        websocket.receive()  # answer what the client sends: closing before it sent would race it
         websocket.send(where)
         return []
     start_response("200 OK", [("Content-Type", "text/plain")])
