@@ -8,10 +8,12 @@
 """
 
 from tidings import events
+from tidings.brokers import BrokerError
 from tidings.hub import NoSocket
 from tidings.integrations.templates import script_tag
 from tidings.protocol import ProtocolError
-from tidings.sending import broadcast, broadcast_channel, send
+from tidings.publisher import AsyncPublisher, Publisher
+from tidings.sending import abroadcast, abroadcast_channel, asend, broadcast, broadcast_channel, send
 from tidings.server.app import Server
 from tidings.server.config import Settings
 from tidings.server.handlers import Handlers, Refuse, default_handlers
@@ -27,10 +29,13 @@ on = default_handlers.on
 websocket = default_handlers.websocket
 
 __all__ = [
+    "AsyncPublisher",
     "AsyncWebSocket",
+    "BrokerError",
     "Handlers",
     "NoSocket",
     "ProtocolError",
+    "Publisher",
     "Refuse",
     "Request",
     "Server",
@@ -38,6 +43,9 @@ __all__ = [
     "Socket",
     "WebSocket",
     "__version__",
+    "abroadcast",
+    "abroadcast_channel",
+    "asend",
     "broadcast",
     "broadcast_channel",
     "events",

@@ -7,6 +7,11 @@ per wire form, not one per recipient.
 
 Its state belongs to the event loop that serves the connections. Code on other threads (``def``
 handlers, WSGI views, background threads) reaches it through :meth:`Hub.call` and :meth:`Hub.post`.
+
+Messages reach the hub's members through its :class:`~tidings.brokers.Broker`: ``hub.broker.publish``
+and its siblings carry a message to the hub of every node (its own included), whose
+:meth:`Hub.publish`, :meth:`Hub.broadcast` and :meth:`Hub.send` then hand it to the local members.
+The hub tells the broker when a channel or group gets its first local member and loses its last.
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ import threading
 import weakref
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any, Protocol, TypeVar
+
+from tidings.brokers.base import Broker
+from tidings.brokers.memory import MemoryBroker
 
 T = TypeVar("T")
 
@@ -32,15 +40,17 @@ class NoSocket(Exception):
 class Outgoing:
     """One message on its way to many subscribers: ``message`` in ``channel`` (None: no channel).
 
-    :meth:`encoded` encodes it at most once per wire form; every recipient that shares the form gets
-    the same objects.
+    ``event`` names an event for protocols that have them (None: the default, ``message``); with an
+    event, ``message`` is the list of its arguments. :meth:`encoded` encodes it at most once per wire
+    form; every recipient that shares the form gets the same objects.
     """
 
-    __slots__ = ("_encoded", "channel", "message")
+    __slots__ = ("_encoded", "channel", "event", "message")
 
-    def __init__(self, message: Any, channel: str | None = None) -> None:
+    def __init__(self, message: Any, channel: str | None = None, event: str | None = None) -> None:
         self.message = message
         self.channel = channel
+        self.event = event
         self._encoded: dict[Hashable, Any] = {}
 
     def encoded(self, form: Hashable, encode: Callable[..., T], *args: Any) -> T:
@@ -72,15 +82,66 @@ def running_hubs() -> list[Hub]:
 
 
 class Hub:
-    """Connections by session id, by group (a Socket.IO namespace), and by channel."""
+    """Connections by session id, by group (a Socket.IO namespace), and by channel.
 
-    def __init__(self) -> None:
+    ``broker`` carries its messages to every node; by default a :class:`MemoryBroker` (this process).
+    """
+
+    def __init__(self, broker: Broker | None = None) -> None:
         self.sessions: dict[str, Subscriber] = {}
         self.groups: dict[str, dict[str, Subscriber]] = {}
         # Channel members as dict keys: a set that keeps join order, so fan-out order is stable.
         self.channels: dict[str, dict[Subscriber, None]] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
+        self.broker: Broker = broker if broker is not None else MemoryBroker()
+        self.broker.attach(self)
+        #: True once the broker has started (and until it stops).
+        self.started = False
+        self._starting: asyncio.Future[None] | None = None
+
+    def use_broker(self, broker: Broker) -> None:
+        """Carry messages through ``broker`` instead (before the hub starts, with no members yet)."""
+        if self.started or self.sessions:
+            raise RuntimeError("a hub's broker can only be replaced before it starts")
+        broker.attach(self)
+        self.broker = broker
+
+    def new_session_id(self) -> str:
+        """An id for a new subscriber, that the broker can route a send to."""
+        return self.broker.new_session_id()
+
+    # -- start and stop (event loop thread) --------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind the running loop and start the broker (once; concurrent callers wait for the same).
+
+        Raises :class:`~tidings.brokers.BrokerError` if the broker cannot start; a later call tries
+        again.
+        """
+        self.bind_loop()
+        if self.started:
+            return
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(self.broker.start())
+        starting = self._starting
+        try:
+            await asyncio.shield(starting)
+        except BaseException:
+            if starting.done() and self._starting is starting:
+                self._starting = None  # failed: the next caller tries again
+            raise
+        self.started = True
+
+    async def stop(self) -> None:
+        """Stop the broker (after the connections are closed)."""
+        self.unbind()
+        starting, self._starting = self._starting, None
+        if starting is not None and not starting.done():
+            starting.cancel()
+        if self.started or starting is not None:
+            self.started = False
+            await self.broker.stop()
 
     # -- the event loop and other threads -------------------------------------------------------
 
@@ -107,36 +168,39 @@ class Hub:
     def call(self, func: Callable[..., T], *args: Any) -> T:
         """Run ``func`` on the loop and return its result; from another thread, wait for it.
 
-        Calls from one thread run in the order they were made, after what that thread posted before.
-        Raises :class:`NoSocket` if the loop is gone.
+        From another thread, a result that is an ``asyncio.Future`` (a remote broker's count) is
+        waited for too; on the loop's thread it is returned as it is. Calls from one thread run in
+        the order they were made, after what that thread posted before. Raises :class:`NoSocket` if
+        the loop is gone.
         """
         if self.in_loop_thread():
             return func(*args)
-        loop = self.loop
-        if loop is None or loop.is_closed():
-            raise NoSocket("the server is not running")
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-        def run() -> None:
-            try:
-                future.set_result(func(*args))
-            except BaseException as error:
-                future.set_exception(error)
-
+        future = _submit(self, func, args)
         try:
-            loop.call_soon_threadsafe(run)
-        except RuntimeError:  # closed between the check and the call
-            raise NoSocket("the server is not running") from None
-        try:
-            return future.result(CALL_TIMEOUT)
+            result: T = future.result(CALL_TIMEOUT)
         except concurrent.futures.TimeoutError:
             raise NoSocket(f"the server's event loop did not answer within {CALL_TIMEOUT}s") from None
+        return result
+
+    async def acall(self, func: Callable[..., Any], *args: Any) -> Any:
+        """:meth:`call` for coroutines, on this hub's loop or another: waits without blocking.
+
+        A result that is an ``asyncio.Future`` (a remote broker's count) is awaited too.
+        """
+        if self.in_loop_thread():
+            result = func(*args)
+            return await result if isinstance(result, asyncio.Future) else result
+        return await asyncio.wrap_future(_submit(self, func, args))
 
     # -- membership (event loop thread) -----------------------------------------------------------
 
     def join(self, subscriber: Subscriber, group: str) -> None:
         self.sessions[subscriber.session_id] = subscriber
-        self.groups.setdefault(group, {})[subscriber.session_id] = subscriber
+        members = self.groups.get(group)
+        if members is None:
+            members = self.groups[group] = {}
+            self.broker.first_joined("group", group)
+        members[subscriber.session_id] = subscriber
 
     def leave(self, subscriber: Subscriber, group: str) -> list[str]:
         """Take a subscriber out of everything; returns the channels it was in, in join order."""
@@ -146,6 +210,7 @@ class Hub:
             members.pop(subscriber.session_id, None)
             if not members:
                 del self.groups[group]
+                self.broker.last_left("group", group)
         channels = list(subscriber.subscriptions)
         for channel in channels:
             self._remove(subscriber, channel)
@@ -157,7 +222,11 @@ class Hub:
         if channel in subscriber.subscriptions:
             return False
         subscriber.subscriptions[channel] = None
-        self.channels.setdefault(channel, {})[subscriber] = None
+        members = self.channels.get(channel)
+        if members is None:
+            members = self.channels[channel] = {}
+            self.broker.first_joined("channel", channel)
+        members[subscriber] = None
         return True
 
     def unsubscribe(self, subscriber: Subscriber, channel: str) -> bool:
@@ -174,8 +243,9 @@ class Hub:
             members.pop(subscriber, None)
             if not members:
                 del self.channels[channel]
+                self.broker.last_left("channel", channel)
 
-    # -- fan-out (event loop thread) --------------------------------------------------------------
+    # -- local fan-out (event loop thread): what the broker calls on every node ----------------------
 
     def publish(self, outgoing: Outgoing, exclude: Subscriber | None = None) -> int:
         """Hand ``outgoing`` to every member of its channel but ``exclude``; returns how many."""
@@ -227,3 +297,37 @@ def _deliver(members: Iterable[Subscriber] | None, outgoing: Outgoing, exclude: 
     for member in recipients:
         member.deliver(outgoing)
     return len(recipients)
+
+
+def _copy_outcome(source: asyncio.Future[Any], target: concurrent.futures.Future[Any]) -> None:
+    if source.cancelled():
+        target.cancel()
+    elif (error := source.exception()) is not None:
+        target.set_exception(error)
+    else:
+        target.set_result(source.result())
+
+
+def _submit(hub: Hub, func: Callable[..., Any], args: tuple[Any, ...]) -> concurrent.futures.Future[Any]:
+    """Run ``func(*args)`` on the hub's loop from another thread; its result (awaited if a future)."""
+    loop = hub.loop
+    if loop is None or loop.is_closed():
+        raise NoSocket("the server is not running")
+    future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            result = func(*args)
+        except BaseException as error:
+            future.set_exception(error)
+            return
+        if isinstance(result, asyncio.Future):
+            result.add_done_callback(lambda done: _copy_outcome(done, future))
+        else:
+            future.set_result(result)
+
+    try:
+        loop.call_soon_threadsafe(run)
+    except RuntimeError:
+        raise NoSocket("the server is not running") from None
+    return future

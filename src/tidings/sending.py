@@ -1,58 +1,173 @@
-"""Out-of-band sends: ``tidings.broadcast``, ``tidings.broadcast_channel``, ``tidings.send``.
+"""Out-of-band sends: ``tidings.broadcast``, ``tidings.broadcast_channel``, ``tidings.send``, and their
+``async`` twins ``abroadcast``, ``abroadcast_channel``, ``asend``.
 
 Callable from any code that is not a handler: a WSGI view in a worker thread, a background thread, a
-coroutine. They go through every server running in this process; from a thread other than the
-server's event loop they wait (briefly) for the loop to take the message, so that they can say how
-many sockets it reached and raise :class:`NoSocket` when nobody could receive it.
+coroutine. They go through the broker of every server running in this process (once per broker: a
+Redis broker reaches every node by itself). From a thread other than the server's event loop they wait
+(briefly) for the message to be taken, so that they can say how many took it and raise
+:class:`NoSocket` when nobody could receive it: with the memory broker, how many sockets; with the
+Redis broker, how many server processes.
+
+In a process that runs no server, they publish through a :class:`~tidings.publisher.Publisher` to the
+broker the environment variable ``TIDINGS_BROKER`` names, if it names a shared one (``redis://...``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
+from tidings.brokers import BROKER_ENV, Broker, Count, MemoryBroker
 from tidings.hub import Hub, NoSocket, Outgoing, running_hubs
+from tidings.publisher import Publisher
 from tidings.server.socketio import prepare
+
+Route = Callable[[Broker, Outgoing], Count]
 
 
 def broadcast(message: Any, namespace: str = "/") -> int:
     """Send ``message`` (any JSON value or bytes) to every socket connected to ``namespace``.
 
-    Clients get it as the ``message`` event. Returns the number of sockets it was handed to; raises
-    :class:`NoSocket` if that is none.
+    Clients get it as the ``message`` event. Returns how many took it (see the module docstring);
+    raises :class:`NoSocket` if that is none.
     """
-    outgoing = prepare(Outgoing(message), namespace)
-    reached = _each_hub(lambda hub: hub.call(hub.broadcast, outgoing, namespace))
-    if not reached:
-        raise NoSocket(f"no socket is connected to namespace {namespace!r}")
-    return reached
+    return _sync(
+        Outgoing(message),
+        namespace,
+        lambda broker, outgoing: broker.broadcast(outgoing, namespace),
+        f"no socket is connected to namespace {namespace!r}",
+        lambda publisher: publisher.broadcast(message, namespace),
+    )
 
 
 def broadcast_channel(message: Any, channel: str) -> int:
     """Send ``message`` to every socket subscribed to ``channel``, as ``message`` with the channel.
 
-    Returns the number of sockets it was handed to; raises :class:`NoSocket` if that is none.
+    Returns how many took it; raises :class:`NoSocket` if that is none.
     """
-    outgoing = prepare(Outgoing(message, channel), "/")
-    reached = _each_hub(lambda hub: hub.call(hub.publish, outgoing))
-    if not reached:
-        raise NoSocket(f"no socket is subscribed to channel {channel!r}")
-    return reached
+    return _sync(
+        Outgoing(message, channel),
+        "/",
+        lambda broker, outgoing: broker.publish(outgoing),
+        f"no socket is subscribed to channel {channel!r}",
+        lambda publisher: publisher.broadcast_channel(message, channel),
+    )
 
 
 def send(session_id: str, message: Any) -> int:
     """Send ``message`` to the one socket whose ``session_id`` this is; returns 1.
 
-    Raises :class:`NoSocket` if no such socket is connected.
+    Raises :class:`NoSocket` if no such socket is connected (with the Redis broker: if the server
+    process that held it is gone).
     """
-    outgoing = prepare(Outgoing(message), "/")
-    if not _each_hub(lambda hub: hub.call(hub.send, outgoing, session_id)):
-        raise NoSocket(f"no socket with session id {session_id!r}")
+    _sync(
+        Outgoing(message),
+        "/",
+        lambda broker, outgoing: broker.send(outgoing, session_id),
+        f"no socket with session id {session_id!r}",
+        lambda publisher: publisher.send(session_id, message),
+    )
     return 1
 
 
-def _each_hub(deliver: Callable[[Hub], int]) -> int:
-    hubs: list[Hub] = running_hubs()
+async def abroadcast(message: Any, namespace: str = "/") -> int:
+    """:func:`broadcast` for coroutines: waits for the count without blocking the event loop."""
+    return await _async(
+        Outgoing(message),
+        namespace,
+        lambda broker, outgoing: broker.broadcast(outgoing, namespace),
+        f"no socket is connected to namespace {namespace!r}",
+        lambda publisher: publisher.abroadcast(message, namespace),
+    )
+
+
+async def abroadcast_channel(message: Any, channel: str) -> int:
+    """:func:`broadcast_channel` for coroutines."""
+    return await _async(
+        Outgoing(message, channel),
+        "/",
+        lambda broker, outgoing: broker.publish(outgoing),
+        f"no socket is subscribed to channel {channel!r}",
+        lambda publisher: publisher.abroadcast_channel(message, channel),
+    )
+
+
+async def asend(session_id: str, message: Any) -> int:
+    """:func:`send` for coroutines."""
+    await _async(
+        Outgoing(message),
+        "/",
+        lambda broker, outgoing: broker.send(outgoing, session_id),
+        f"no socket with session id {session_id!r}",
+        lambda publisher: publisher.asend(session_id, message),
+    )
+    return 1
+
+
+def _sync(
+    outgoing: Outgoing, namespace: str, route: Route, nobody: str, fallback: Callable[[Publisher], int]
+) -> int:
+    hubs = _hubs()
     if not hubs:
+        return fallback(_fallback_publisher(outgoing, namespace))
+    reached = 0
+    pending = False
+    for hub in hubs:
+        count = hub.call(route, hub.broker, prepare(outgoing, namespace, hub.broker))
+        if isinstance(count, asyncio.Future):
+            # On the server's own event loop with a remote broker: the answer cannot be waited
+            # for here. The message is queued, in order; the count is not known (use the async twin).
+            pending = True
+        else:
+            reached += count
+    if not reached and not pending:
+        raise NoSocket(nobody)
+    return reached
+
+
+async def _async(
+    outgoing: Outgoing,
+    namespace: str,
+    route: Route,
+    nobody: str,
+    fallback: Callable[[Publisher], Any],
+) -> int:
+    hubs = _hubs()
+    if not hubs:
+        reached: int = await fallback(_fallback_publisher(outgoing, namespace))
+        return reached
+    reached = 0
+    for hub in hubs:
+        reached += await hub.acall(route, hub.broker, prepare(outgoing, namespace, hub.broker))
+    if not reached:
+        raise NoSocket(nobody)
+    return reached
+
+
+def _hubs() -> list[Hub]:
+    """The running hubs, one per broker reach: a shared broker reaches every node's hub by itself."""
+    hubs: dict[Any, Hub] = {}
+    for hub in running_hubs():
+        hubs.setdefault(hub.broker.reach, hub)
+    return list(hubs.values())
+
+
+_publisher: Publisher | None = None
+_UNSHARED = MemoryBroker()
+_publisher_lock = threading.Lock()
+
+
+def _fallback_publisher(outgoing: Outgoing, namespace: str) -> Publisher:
+    """A process-wide publisher to the broker ``TIDINGS_BROKER`` names; NoSocket if there is none."""
+    global _publisher
+    url = os.environ.get(BROKER_ENV, "")
+    if url in ("", "memory", "memory://"):
+        prepare(outgoing, namespace, _UNSHARED)  # a message JSON cannot hold: TypeError first
         raise NoSocket("no tidings server is running in this process")
-    return sum(deliver(hub) for hub in hubs)
+    with _publisher_lock:
+        if _publisher is None or _publisher.url != url:
+            _publisher = Publisher(url)
+        return _publisher

@@ -71,7 +71,7 @@ def encode(packet: Packet) -> list[str | bytes]:
             if packet_type not in (PacketType.EVENT, PacketType.ACK):
                 raise  # only events and acks carry binary attachments (SIO §"Packet types")
             try:
-                payload = dumps(_deconstruct(packet.data, attachments))
+                payload = dumps(deconstruct(packet.data, attachments))
             except RecursionError:
                 raise TypeError("data nested too deeply to encode") from None
             if attachments:
@@ -86,21 +86,28 @@ def encode(packet: Packet) -> list[str | bytes]:
     return [head + payload, *attachments]
 
 
-def _deconstruct(data: Any, attachments: list[bytes]) -> Any:
+def deconstruct(data: Any, attachments: list[bytes]) -> Any:
+    """``data`` with each binary value replaced by a placeholder; the values go to ``attachments``.
+
+    SIO §"Packet encoding": ``{"_placeholder": true, "num": n}`` stands for ``attachments[n]``.
+    Raises ``RecursionError`` for data nested deeper than the stack allows.
+    """
     if isinstance(data, _BINARY):
         attachments.append(bytes(data))
         return {"_placeholder": True, "num": len(attachments) - 1}
     if isinstance(data, (list, tuple)):
-        return [_deconstruct(item, attachments) for item in data]
+        return [deconstruct(item, attachments) for item in data]
     if isinstance(data, dict):
-        return {key: _deconstruct(value, attachments) for key, value in data.items()}
+        return {key: deconstruct(value, attachments) for key, value in data.items()}
     return data
 
 
-def _reconstruct(data: list[Any], attachments: list[bytes]) -> list[Any]:
+def reconstruct(data: list[Any], attachments: list[bytes]) -> list[Any]:
     """Put the attachments in place of their placeholders, in the freshly decoded ``data``.
 
-    Iterative, so that data nested as deep as the JSON parser allows cannot exhaust the stack.
+    The inverse of :func:`deconstruct`; ``data`` is changed in place and returned. Raises
+    :class:`ProtocolError` for a placeholder with no attachment. Iterative, so that data nested as
+    deep as the JSON parser allows cannot exhaust the stack.
     """
     stack: list[list[Any] | dict[str, Any]] = [data]
     while stack:
@@ -229,6 +236,6 @@ class Decoder:
             return None
         packet, attachments = self._partial, self._attachments
         self._partial, self._expected, self._attachments = None, 0, []
-        packet.data = _reconstruct(packet.data, attachments)
+        packet.data = reconstruct(packet.data, attachments)
         packet.type = PacketType.EVENT if packet.type == PacketType.BINARY_EVENT else PacketType.ACK
         return packet

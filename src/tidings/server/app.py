@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Iterable
 from importlib import resources
 from typing import Any
 
 from a2wsgi import WSGIMiddleware
 
+from tidings.brokers import Broker, BrokerError, broker_from
 from tidings.server.config import Settings
 from tidings.server.engine import Engine
 from tidings.server.handlers import Handlers, default_handlers
@@ -18,6 +20,7 @@ from tidings.server.socketio import SocketIO
 from tidings.server.websocket import Endpoints
 
 _CACHE = b"public, max-age=3600"
+logger = logging.getLogger("tidings")
 
 
 @functools.cache
@@ -44,6 +47,11 @@ class Server:
         namespaces: namespaces clients may connect to. ``None`` (default): ``/`` and every
             namespace with a handler; ``"*"``: any; else the given ones and ``/``.
         settings: a :class:`Settings`; or give its fields as keyword arguments.
+        broker: how several server processes share channels: ``"memory"`` (one process) or
+            ``"redis://host:6379/0"``, or a :class:`~tidings.brokers.Broker`. Defaults to the
+            environment variable ``TIDINGS_BROKER``, else ``"memory"``. It starts at ASGI lifespan
+            startup (under a server without lifespan: at the first request); an unreachable Redis
+            fails the startup with a message naming the URL.
     """
 
     def __init__(
@@ -54,6 +62,7 @@ class Server:
         handlers: Handlers | None = None,
         namespaces: Iterable[str] | str | None = None,
         settings: Settings | None = None,
+        broker: str | Broker | None = None,
         **options: Any,
     ) -> None:
         if wsgi_app is not None and asgi_app is not None:
@@ -62,7 +71,7 @@ class Server:
             raise ValueError("give settings or keyword options, not both")
         self.settings = settings or Settings(**options)
         self.handlers = handlers if handlers is not None else default_handlers
-        self.socketio = SocketIO(self.settings, self.handlers, namespaces)
+        self.socketio = SocketIO(self.settings, self.handlers, namespaces, broker_from(broker))
         self.engine = Engine(self.settings, self.socketio)
         self.endpoints = Endpoints(self.settings, self.socketio.hub)
         self.wsgi_app = wsgi_app
@@ -87,6 +96,8 @@ class Server:
         kind = scope["type"]
         if kind == "lifespan":
             await self._lifespan(scope, receive, send)
+            return
+        if not self.socketio.hub.started and not await self._start_for(kind, send):
             return
         path = route_path(scope)  # mounted (Starlette Mount, FastAPI mount): below the root_path
         endpoint = self.handlers.endpoints.get(path)
@@ -118,6 +129,19 @@ class Server:
         self.endpoints.shutdown()
         self.socketio.shutdown()
 
+    async def _start_for(self, kind: str, send: Send) -> bool:
+        """Start the broker at the first request (servers without lifespan); False: refused."""
+        try:
+            await self.socketio.hub.start()
+        except BrokerError as error:
+            logger.error("%s", error)
+            if kind == "http":
+                await respond(send, 503, b"Service Unavailable: the broker cannot be reached\n")
+            elif kind == "websocket":
+                await send({"type": "websocket.close", "code": 1011})
+            return False
+        return True
+
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def observed_receive() -> Any:
             message = await receive()
@@ -125,13 +149,22 @@ class Server:
                 self.socketio.hub.bind_loop()
             elif message["type"] == "lifespan.shutdown":
                 self.shutdown()
+                await self.socketio.hub.stop()
             return message
 
+        async def observed_send(message: Any) -> None:
+            if message["type"] == "lifespan.startup.complete":  # the broker starts before serving
+                try:
+                    await self.socketio.hub.start()
+                except BrokerError as error:
+                    message = {"type": "lifespan.startup.failed", "message": str(error)}
+            await send(message)
+
         if self.asgi_app is not None and self.wsgi_app is None:
-            await self.asgi_app(scope, observed_receive, send)
+            await self.asgi_app(scope, observed_receive, observed_send)
             return
         while True:
             message = await observed_receive()
-            await send({"type": message["type"] + ".complete"})
+            await observed_send({"type": message["type"] + ".complete"})
             if message["type"] == "lifespan.shutdown":
                 return

@@ -1,11 +1,16 @@
-"""``tidings run module:attr``: serve a tidings Server, a WSGI app or an ASGI app on uvicorn."""
+"""``tidings run module:attr``: serve a tidings Server, a WSGI app or an ASGI app on uvicorn.
+
+``tidings publish CHANNEL MESSAGE``: publish to a channel of the servers that share a broker.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import importlib.util
 import inspect
+import json
 import logging
 import os
 import sys
@@ -15,10 +20,15 @@ from typing import Any
 
 import uvicorn
 
+from tidings.brokers import BROKER_ENV, PREFIX_ENV, BrokerError, broker_from
+from tidings.hub import NoSocket
+from tidings.publisher import Publisher
 from tidings.server.app import Server
 
 logger = logging.getLogger("tidings")
 _TARGET_ENV = "TIDINGS_APP"
+# Set by `tidings run --broker`, for the worker processes: the flag wins over the app's own broker.
+_BROKER_FLAG_ENV = "TIDINGS_RUN_BROKER"
 
 
 def load_target(target: str) -> Server:
@@ -69,7 +79,36 @@ def is_asgi(app: Any) -> bool:
 
 def app_from_environment() -> Server:
     """uvicorn factory used by worker processes: each imports the target itself."""
-    return load_target(os.environ[_TARGET_ENV])
+    return _with_broker_flag(load_target(os.environ[_TARGET_ENV]))
+
+
+def _with_broker_flag(app: Server) -> Server:
+    """``app`` with the broker ``--broker`` named, if it was given (a new broker per process)."""
+    url = os.environ.get(_BROKER_FLAG_ENV)
+    if url:
+        app.socketio.hub.use_broker(broker_from(url))
+    return app
+
+
+def check_broker(app: Server) -> None:
+    """Exit with one line naming the broker if the app's broker cannot be reached."""
+    from tidings.brokers.redis import RedisBroker
+
+    broker = app.socketio.hub.broker
+    if not isinstance(broker, RedisBroker):
+        return
+
+    async def probe() -> None:
+        probe = RedisBroker(broker.url, broker.prefix, broker.connect_timeout)
+        try:
+            await probe.connect()
+        finally:
+            await probe.stop()
+
+    try:
+        asyncio.run(probe())
+    except BrokerError as error:
+        raise SystemExit(f"tidings: {error}") from None
 
 
 class _Uvicorn(uvicorn.Server):
@@ -94,10 +133,22 @@ def run(
     workers: int = 1,
     log_level: str = "info",
     access_log: bool = False,
+    broker: str | None = None,
+    broker_prefix: str | None = None,
 ) -> None:
-    """Serve ``target`` on uvicorn with uvloop and httptools."""
+    """Serve ``target`` on uvicorn with uvloop and httptools.
+
+    ``broker`` (a URL) replaces the app's own broker, in every worker; ``broker_prefix`` sets the
+    Redis name prefix (``TIDINGS_BROKER_PREFIX``).
+    """
     os.environ[_TARGET_ENV] = target
-    app = load_target(target)  # fail early, in the parent, on a bad target
+    if broker_prefix is not None:
+        os.environ[PREFIX_ENV] = broker_prefix
+    if broker is not None:
+        broker_from(broker)  # a bad URL: say so now
+        os.environ[BROKER_ENV] = os.environ[_BROKER_FLAG_ENV] = broker
+    app = _with_broker_flag(load_target(target))  # fail early, in the parent, on a bad target
+    check_broker(app)  # and on an unreachable broker
     options: dict[str, Any] = {
         "host": host,
         "port": port,
@@ -118,8 +169,8 @@ def run(
     # its own WebSocket protocol class, keep the one that can, and keep the warning out of the log.
     warnings.filterwarnings("ignore", message="The `websockets` implementation is deprecated")
     if workers > 1:
-        # Each worker imports the target itself. Without a shared broker, workers do not see each
-        # other's sockets, and long-polling clients need sticky sessions.
+        # Each worker imports the target itself. Without a shared broker (--broker redis://...),
+        # workers do not see each other's sockets; long-polling clients need sticky sessions.
         uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=workers, **options)
         return
     config = uvicorn.Config(app, **options)
@@ -138,6 +189,52 @@ def main(argv: list[str] | None = None) -> None:
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
+    _broker_arguments(serve, "the broker workers and nodes share channels through (default: the app's own)")
+    publish = commands.add_parser("publish", help="publish a message to a channel of the servers")
+    publish.add_argument("channel")
+    publish.add_argument("message", help="a JSON value, or else taken as a string")
+    _broker_arguments(publish, "the broker the servers share (redis://...)")
     args = parser.parse_args(argv)
+    if args.command == "publish":
+        raise SystemExit(publish_message(args.channel, args.message, args.broker, args.broker_prefix))
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:%(name)s: %(message)s")
-    run(args.target, args.host, args.port, args.workers, args.log_level, args.access_log)
+    try:
+        run(
+            args.target,
+            args.host,
+            args.port,
+            args.workers,
+            args.log_level,
+            args.access_log,
+            args.broker,
+            args.broker_prefix,
+        )
+    except ValueError as error:  # a bad broker URL
+        raise SystemExit(f"tidings: {error}") from None
+
+
+def _broker_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--broker", metavar="URL", help=f"{what}; env {BROKER_ENV}")
+    parser.add_argument(
+        "--broker-prefix", metavar="PREFIX", help=f"Redis name prefix (default tidings:); env {PREFIX_ENV}"
+    )
+
+
+def publish_message(channel: str, text: str, url: str | None, prefix: str | None) -> int:
+    """``tidings publish``: 0 when some server took the message, else 1 with one line on stderr."""
+    try:
+        message = json.loads(text)
+    except ValueError:
+        message = text
+    url = url or os.environ.get(BROKER_ENV)
+    if not url:
+        print(f"tidings: no broker: give --broker redis://... or set {BROKER_ENV}", file=sys.stderr)
+        return 2
+    try:
+        with Publisher(url, prefix) as publisher:
+            reached = publisher.broadcast_channel(message, channel)
+    except (NoSocket, BrokerError, ValueError) as error:
+        print(f"tidings: {error}", file=sys.stderr)
+        return 1
+    print(f"published to {channel!r}: {reached} server process(es) took it")
+    return 0

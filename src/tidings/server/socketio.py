@@ -23,12 +23,12 @@ import datetime
 import enum
 import itertools
 import logging
-import secrets
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Any
 
-from tidings.hub import Hub, Outgoing, check_channel_name, check_subscription
+from tidings.brokers import Broker
+from tidings.hub import CALL_TIMEOUT, Hub, Outgoing, check_channel_name, check_subscription
 from tidings.protocol import ProtocolError
 from tidings.protocol import engineio as eio
 from tidings.protocol import socketio as sio
@@ -69,19 +69,26 @@ def wire_form(namespace: str) -> tuple[str, str]:
 
 
 def _message_packets(outgoing: Outgoing, namespace: str) -> list[str | bytes]:
-    args = [MESSAGE, outgoing.message]
-    if outgoing.channel is not None:
-        args.append(outgoing.channel)
+    if outgoing.event is not None:  # Server.emit: the event with its arguments
+        args = [outgoing.event, *outgoing.message]
+    else:
+        args = [MESSAGE, outgoing.message]
+        if outgoing.channel is not None:
+            args.append(outgoing.channel)
     return encode(sio.Packet(sio.PacketType.EVENT, namespace, args))
 
 
-def prepare(outgoing: Outgoing, namespace: str) -> Outgoing:
-    """Encode ``outgoing`` for ``namespace`` now, in the calling thread.
+def prepare(outgoing: Outgoing, namespace: str, broker: Broker) -> Outgoing:
+    """Encode ``outgoing`` now, in the calling thread, for the trip ``broker`` sends it on.
 
-    A message JSON cannot hold raises ``TypeError`` here, at the caller, and the event loop is left
-    only the writes for the (usual) case that every recipient is in that namespace.
+    A message JSON cannot hold raises ``TypeError`` here, at the caller. With the memory broker the
+    Socket.IO packets for ``namespace`` are built, so the event loop is left only the writes for the
+    (usual) case that every recipient is in that namespace; a remote broker encodes its envelope.
     """
-    outgoing.encoded(wire_form(namespace), _message_packets, namespace)
+    if broker.remote:
+        broker.prepare(outgoing)
+    else:
+        outgoing.encoded(wire_form(namespace), _message_packets, namespace)
     return outgoing
 
 
@@ -129,7 +136,7 @@ class Socket:
         self.namespace = namespace
         #: The connect payload the client sent (``auth`` option of the official clients).
         self.auth: Any = auth
-        self.session_id = secrets.token_urlsafe(15)
+        self.session_id = io.hub.new_session_id()
         self.request: Request = connection.request
         #: Lives as long as this connection; handlers keep their per-connection state here.
         self.context: dict[str, Any] = {}
@@ -226,12 +233,15 @@ class Socket:
 
     def _to_namespace(self, message: Any, exclude: Socket | None) -> None:
         hub = self.io.hub
-        hub.post(hub.broadcast, prepare(Outgoing(message), self.namespace), self.namespace, exclude)
+        broker = hub.broker
+        outgoing = prepare(Outgoing(message), self.namespace, broker)
+        hub.post(broker.broadcast, outgoing, self.namespace, exclude)
 
     def _to_channels(self, message: Any, channel: str | None, exclude: Socket | None) -> None:
         hub = self.io.hub
+        broker = hub.broker
         for name in [channel] if channel is not None else list(self.subscriptions):
-            hub.post(hub.publish, prepare(Outgoing(message, name), self.namespace), exclude)
+            hub.post(broker.publish, prepare(Outgoing(message, name), self.namespace, broker), exclude)
 
     # -- channels, server side --------------------------------------------------------------------
 
@@ -240,9 +250,12 @@ class Socket:
 
         Raises ``ValueError`` for a channel name over the limits or a socket at ``max_channels``.
         """
-        refusal = self.io.hub.call(self.io.subscribe, self, channel)
+        hub = self.io.hub
+        refusal = hub.call(self.io.subscribe, self, channel)
         if refusal is not None:
             raise ValueError(refusal)
+        if hub.broker.remote and hub.loop is not None and not hub.in_loop_thread():  # in effect on return
+            asyncio.run_coroutine_threadsafe(hub.broker.ready(), hub.loop).result(CALL_TIMEOUT)
 
     def unsubscribe(self, channel: str) -> None:
         """Take this socket out of ``channel`` (no ``unsubscribe`` handlers run)."""
@@ -330,7 +343,11 @@ class SocketIO:
     """Socket.IO state of a server: connections, namespaces, handler execution."""
 
     def __init__(
-        self, settings: Settings, handlers: Handlers, namespaces: Iterable[str] | str | None
+        self,
+        settings: Settings,
+        handlers: Handlers,
+        namespaces: Iterable[str] | str | None,
+        broker: Broker | None = None,
     ) -> None:
         self.settings = settings
         self.handlers = handlers
@@ -341,7 +358,7 @@ class SocketIO:
             self._namespaces = {"/", namespaces}
         else:
             self._namespaces = {"/", *namespaces}
-        self.hub = Hub()
+        self.hub = Hub(broker)
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
 
     # -- running handlers --------------------------------------------------------------------------
@@ -592,7 +609,10 @@ class SocketIO:
             logger.exception("subscribe handler raised; subscription refused")
             await self._run_error_handlers(socket, error, (channel,))
             return _answer("Internal server error")
-        return _answer(self.subscribe(socket, channel))
+        refusal = self.subscribe(socket, channel)
+        if refusal is None and self.hub.broker.remote:
+            await self.hub.broker.ready()  # in effect on every node before the client hears so
+        return _answer(refusal)
 
     async def _run_unsubscribe(self, socket: Socket, args: list[Any]) -> dict[str, Any]:
         """The client leaves a channel; the ``unsubscribe`` handlers run once it is out."""
@@ -631,14 +651,13 @@ class SocketIO:
     # -- fan-out ---------------------------------------------------------------------------------
 
     def emit(self, event: str, args: tuple[Any, ...], namespace: str = "/") -> None:
-        """Send an event to every socket of ``namespace``, encoded once for all of them.
+        """Send an event to every socket of ``namespace`` (on every node), encoded once for all of them.
 
         Safe from any thread: the encoding happens in the caller's thread, the writes on the loop.
         """
-        packets = encode(sio.Packet(sio.PacketType.EVENT, namespace, [event, *args]))
-        outgoing = Outgoing(None)
-        outgoing.encoded(wire_form(namespace), lambda _: packets)  # every recipient shares this form
-        self.hub.post(self.hub.broadcast, outgoing, namespace)
+        broker = self.hub.broker
+        outgoing = prepare(Outgoing(list(args), event=event), namespace, broker)
+        self.hub.post(broker.broadcast, outgoing, namespace)
 
 
 def _answer(refusal: str | None) -> dict[str, Any]:

@@ -22,7 +22,6 @@ import contextvars
 import enum
 import io
 import logging
-import secrets
 import sys
 import threading
 from collections.abc import Callable, Coroutine
@@ -81,7 +80,7 @@ class AsyncWebSocket:
     ) -> None:
         self.request = Request(scope)
         #: What :func:`tidings.send` takes to reach this connection.
-        self.session_id = secrets.token_urlsafe(15)
+        self.session_id = hub.new_session_id()
         #: Written by the hub only (see :attr:`channels`).
         self.subscriptions: dict[str, None] = {}
         #: The close code once closed (by either side), and its reason.
@@ -260,8 +259,14 @@ class WebSocket:
         self._wait(self.connection.close(code, reason))
 
     def subscribe(self, channel: str) -> None:
-        """Receive the messages broadcast to ``channel``; raises ``ValueError`` past the limits."""
-        self.connection._hub.call(self.connection.subscribe, channel)
+        """Receive the messages broadcast to ``channel``; raises ``ValueError`` past the limits.
+
+        Returns once the subscription is in effect (with a remote broker: once Redis confirmed it).
+        """
+        hub = self.connection._hub
+        hub.call(self.connection.subscribe, channel)
+        if hub.broker.remote:
+            self._wait(hub.broker.ready())
 
     def unsubscribe(self, channel: str) -> None:
         self.connection._hub.call(self.connection.unsubscribe, channel)

@@ -1,0 +1,91 @@
+"""The broker interface: how the hubs of every server process (node) hand each other messages.
+
+A hub routes every channel publish, namespace broadcast and session send through its broker; the
+broker hands it, on every node that should see it, back to that node's hub for local fan-out
+(:meth:`Hub.publish`, :meth:`Hub.broadcast`, :meth:`Hub.send`). The hub tells its broker when it
+gets its first member of a channel or group and when the last one leaves, so a broker can take only
+the traffic its node has sockets for.
+
+Everything here runs on the event loop thread of the hub, except :meth:`Broker.prepare`, which runs in
+the caller's thread so that encoding costs (and ``TypeError`` for a value JSON cannot hold) stay there.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import secrets
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Literal, TypeAlias
+
+if TYPE_CHECKING:
+    from tidings.hub import Hub, Outgoing, Subscriber
+
+#: What a hub groups its members by: channels, and groups (Socket.IO namespaces, WebSocket paths).
+Kind: TypeAlias = Literal["channel", "group"]
+#: How many took a message: known now (an int), or once the broker has an answer (a future).
+Count: TypeAlias = "int | asyncio.Future[int]"
+
+
+class BrokerError(ConnectionError):
+    """The broker could not be reached, or lost the message (e.g. Redis went away)."""
+
+
+class Broker(abc.ABC):
+    """Carries the messages of a hub to every hub that shares the broker, its own included."""
+
+    #: False when messages stay objects in this process (the memory broker); True when they are
+    #: encoded (:meth:`prepare`) and travel through a server such as Redis.
+    remote = False
+
+    def __init__(self) -> None:
+        self.hub: Hub | None = None
+
+    def attach(self, hub: Hub) -> None:
+        """Deliver to ``hub``; a broker serves one hub (one server) of its process."""
+        if self.hub is not None and self.hub is not hub:
+            raise ValueError(f"{self!r} already serves another server; give each its own broker")
+        self.hub = hub
+
+    @property
+    def reach(self) -> Hashable:
+        """Equal for brokers that reach the same sockets: a message goes through only one of them."""
+        return id(self)
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Connect (at server start); raises :class:`BrokerError`, naming the broker, if it cannot."""
+
+    async def stop(self) -> None:  # noqa: B027 - optional hook
+        """Disconnect (at server shutdown)."""
+
+    def new_session_id(self) -> str:
+        """A new session id: what :meth:`send` can route to the node that holds the session."""
+        return secrets.token_urlsafe(15)
+
+    def prepare(self, outgoing: Outgoing) -> None:  # noqa: B027 - optional hook, nothing to do here
+        """Encode what the broker carries of ``outgoing``, in the caller's thread (remote brokers)."""
+
+    # -- local membership: the hub calls these (event loop thread) ---------------------------------
+
+    def first_joined(self, kind: Kind, name: str) -> None:  # noqa: B027 - optional hook
+        """The hub's first member of channel or group ``name`` joined: start taking its messages."""
+
+    def last_left(self, kind: Kind, name: str) -> None:  # noqa: B027 - optional hook
+        """The hub's last member of ``name`` left: stop taking its messages."""
+
+    async def ready(self) -> None:  # noqa: B027 - optional hook
+        """Return once the subscriptions asked for so far are in effect everywhere."""
+
+    # -- routing (event loop thread) ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    def publish(self, outgoing: Outgoing, exclude: Subscriber | None = None) -> Count:
+        """Hand ``outgoing`` to every member of its channel, on every node, but ``exclude``."""
+
+    @abc.abstractmethod
+    def broadcast(self, outgoing: Outgoing, group: str, exclude: Subscriber | None = None) -> Count:
+        """Hand ``outgoing`` to every member of ``group``, on every node, but ``exclude``."""
+
+    @abc.abstractmethod
+    def send(self, outgoing: Outgoing, session_id: str) -> Count:
+        """Hand ``outgoing`` to the one subscriber ``session_id``, wherever it is connected."""

@@ -1,0 +1,88 @@
+"""The envelope a message travels in between nodes: sans-I/O bytes in, bytes out.
+
+One envelope is built per publish (in the publisher's thread) and decoded once per receiving node::
+
+    1:<session id>\\n<header JSON>[\\n<attachment><attachment>...]
+
+- ``1:`` is the format version; ``<session id>`` is the sender to leave out of a channel or namespace
+  broadcast, or the recipient of a send, or empty.
+- ``<header JSON>`` is ``[channel, event, message, [attachment lengths]]``: ``channel`` is the channel
+  of a channel message (else null), ``event`` the Socket.IO event of ``Server.emit`` (null: the
+  ``message`` event), ``message`` any JSON value.
+- Bytes anywhere in ``message`` are carried as Socket.IO's binary placeholders
+  (``{"_placeholder": true, "num": n}``, :func:`tidings.protocol.socketio.deconstruct`), their bytes
+  appended back to back after a newline. JSON text never holds a raw newline, so the first newline
+  after the header ends it.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from tidings.hub import Outgoing
+from tidings.protocol.errors import ProtocolError
+from tidings.protocol.socketio import deconstruct, reconstruct
+
+VERSION = b"1:"
+#: The key under which an :class:`Outgoing` caches its envelope body (see :meth:`Outgoing.encoded`).
+FORM = "envelope"
+
+
+class EnvelopeError(ProtocolError):
+    """Bytes that are no envelope of this version."""
+
+
+def body(outgoing: Outgoing) -> bytes:
+    """The session-independent part of the envelope of ``outgoing``.
+
+    Raises ``TypeError`` for a message JSON cannot hold (as Socket.IO encoding would).
+    """
+    header = [outgoing.channel, outgoing.event, outgoing.message, []]
+    try:
+        return orjson.dumps(header)
+    except TypeError:
+        attachments: list[bytes] = []
+        try:
+            header[2] = deconstruct(outgoing.message, attachments)
+        except RecursionError:
+            raise TypeError("data nested too deeply to encode") from None
+        header[3] = [len(attachment) for attachment in attachments]
+        return b"\n".join((orjson.dumps(header), b"".join(attachments)))
+
+
+def seal(session_id: str | None, body: bytes) -> bytes:
+    """The envelope: ``body`` addressed with ``session_id`` (excluded sender or recipient)."""
+    return b"%s%s\n%s" % (VERSION, session_id.encode() if session_id else b"", body)
+
+
+def open_envelope(data: bytes) -> tuple[str | None, Outgoing]:
+    """The session id and the message of an envelope; raises :class:`EnvelopeError`."""
+    line, newline, rest = data.partition(b"\n")
+    if not newline or not line.startswith(VERSION):
+        raise EnvelopeError("not a tidings envelope (version 1)")
+    header_end = rest.find(b"\n")
+    try:
+        session_id = line[len(VERSION) :].decode() or None
+        channel, event, message, lengths = orjson.loads(rest if header_end == -1 else rest[:header_end])
+    except (orjson.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError):
+        raise EnvelopeError("malformed envelope header") from None
+    if not (_str_or_none(channel) and _str_or_none(event) and isinstance(lengths, list)):
+        raise EnvelopeError("malformed envelope header")
+    if lengths:
+        blob = rest[header_end + 1 :] if header_end != -1 else b""
+        if not all(type(n) is int and n >= 0 for n in lengths) or sum(lengths) != len(blob):
+            raise EnvelopeError("envelope attachments do not match their lengths")
+        attachments, start = [], 0
+        for length in lengths:
+            attachments.append(blob[start : start + length])
+            start += length
+        try:
+            message = reconstruct([message], attachments)[0]
+        except ProtocolError as error:
+            raise EnvelopeError(str(error)) from None
+    outgoing = Outgoing(message, channel, event)
+    return session_id, outgoing
+
+
+def _str_or_none(value: object) -> bool:
+    return value is None or isinstance(value, str)

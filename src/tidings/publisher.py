@@ -1,0 +1,159 @@
+"""Publishing from a process that serves no sockets: a worker, a cron job, a script, a shell.
+
+::
+
+    publisher = tidings.Publisher("redis://127.0.0.1:6379/0")
+    publisher.broadcast_channel({"price": 101.5}, "ticker")  # or: await publisher.abroadcast_channel(...)
+
+The servers that share the broker deliver the message as if one of them had sent it. One
+implementation, :class:`AsyncPublisher`, for asyncio code; :class:`Publisher` is its blocking face (and
+has the ``a``-prefixed async twins too), running it on an event loop in a thread of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from tidings.brokers import BROKER_ENV, broker_from
+from tidings.hub import NoSocket, Outgoing
+
+T = TypeVar("T")
+
+
+class AsyncPublisher:
+    """Publish to the servers that share a Redis broker, from asyncio code (one event loop).
+
+    Args:
+        url: the broker's URL (``redis://...``); defaults to the environment variable
+            ``TIDINGS_BROKER``.
+        prefix: the Redis name prefix the servers use; defaults to ``TIDINGS_BROKER_PREFIX``, else
+            ``"tidings:"``.
+
+    Each method returns how many server processes took the message and raises :class:`NoSocket`
+    when none did, :class:`~tidings.brokers.BrokerError` when Redis cannot be reached, and
+    ``TypeError`` for a message JSON cannot hold. The connection opens on first use.
+    """
+
+    def __init__(self, url: str | None = None, prefix: str | None = None) -> None:
+        from tidings.brokers.redis import RedisBroker
+
+        url = url or os.environ.get(BROKER_ENV)
+        if not url:
+            raise ValueError(f"give the broker URL, or set {BROKER_ENV}")
+        broker = broker_from(url, prefix)
+        if not isinstance(broker, RedisBroker):
+            raise ValueError(f"a publisher needs a shared broker (redis://...), not {url!r}")
+        self.url = url
+        self._broker = broker
+
+    async def broadcast_channel(self, message: Any, channel: str) -> int:
+        """Send ``message`` to every socket in ``channel``, on every server."""
+        outgoing = Outgoing(message, channel)
+        self._broker.prepare(outgoing)
+        await self._broker.connect()
+        count = await self._broker.publish(outgoing)
+        return _reached(count, f"no server has a socket in channel {channel!r}")
+
+    async def broadcast(self, message: Any, namespace: str = "/") -> int:
+        """Send ``message`` to every socket connected to ``namespace``, on every server."""
+        outgoing = Outgoing(message)
+        self._broker.prepare(outgoing)
+        await self._broker.connect()
+        count = await self._broker.broadcast(outgoing, namespace)
+        return _reached(count, f"no server has a socket in namespace {namespace!r}")
+
+    async def send(self, session_id: str, message: Any) -> int:
+        """Send ``message`` to the socket ``session_id``; NoSocket if its server process is gone."""
+        outgoing = Outgoing(message)
+        self._broker.prepare(outgoing)
+        await self._broker.connect()
+        count = self._broker.send(outgoing, session_id)
+        if isinstance(count, asyncio.Future):
+            count = await count
+        return _reached(count, f"no server holds session {session_id!r}")
+
+    async def aclose(self) -> None:
+        await self._broker.stop()
+
+
+class Publisher:
+    """The blocking face of :class:`AsyncPublisher` (same arguments), with ``a``-prefixed async twins.
+
+    Safe from any thread. Its connection lives on an event loop in a daemon thread of its own,
+    started on first use; :meth:`close` (or ``with Publisher(...) as publisher:``, or
+    ``async with``) ends it.
+    """
+
+    def __init__(self, url: str | None = None, prefix: str | None = None) -> None:
+        self._publisher = AsyncPublisher(url, prefix)
+        self.url = self._publisher.url
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def broadcast_channel(self, message: Any, channel: str) -> int:
+        return self._run(self._publisher.broadcast_channel(message, channel)).result()
+
+    def broadcast(self, message: Any, namespace: str = "/") -> int:
+        return self._run(self._publisher.broadcast(message, namespace)).result()
+
+    def send(self, session_id: str, message: Any) -> int:
+        return self._run(self._publisher.send(session_id, message)).result()
+
+    async def abroadcast_channel(self, message: Any, channel: str) -> int:
+        return await asyncio.wrap_future(self._run(self._publisher.broadcast_channel(message, channel)))
+
+    async def abroadcast(self, message: Any, namespace: str = "/") -> int:
+        return await asyncio.wrap_future(self._run(self._publisher.broadcast(message, namespace)))
+
+    async def asend(self, session_id: str, message: Any) -> int:
+        return await asyncio.wrap_future(self._run(self._publisher.send(session_id, message)))
+
+    def close(self) -> None:
+        """Close the connection and end the publisher's thread."""
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is None or thread is None:
+            return
+        asyncio.run_coroutine_threadsafe(self._publisher.aclose(), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
+    async def aclose(self) -> None:
+        """:meth:`close` for coroutines."""
+        await asyncio.to_thread(self.close)
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Publisher:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="tidings-publisher", daemon=True)
+                thread.start()
+                self._thread = thread
+                self._loop = loop
+            return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+
+
+def _reached(count: int, nobody: str) -> int:
+    if not count:
+        raise NoSocket(nobody)
+    return count

@@ -1,0 +1,84 @@
+"""The server of the Redis broker tests, run several times over with `--broker URL`.
+
+Events let a test client make its server publish in each way there is; a WSGI view does it out of band,
+and a plain WebSocket endpoint joins channels beside the Socket.IO clients.
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import parse_qsl
+
+import tidings
+
+handlers = tidings.Handlers()
+
+
+def outcome(call, *args):
+    """What tidings.<call>(*args) returned, or why it raised NoSocket."""
+    try:
+        return {"reached": getattr(tidings, call)(*args)}
+    except tidings.NoSocket as error:
+        return {"no_socket": str(error)}
+
+
+@handlers.on("burst")
+def burst(request, socket, context, channel, count):
+    """``count`` numbered messages to the others in ``channel``, from a handler thread."""
+    for number in range(count):
+        socket.broadcast_channel(number, channel)
+
+
+@handlers.on("tell")
+def tell(request, socket, context, method, *args):
+    """One of the socket's sending methods: ``broadcast_channel``, ``send_and_broadcast`` ..."""
+    getattr(socket, method)(*args)
+
+
+@handlers.on("publish")
+def publish(request, socket, context, channel, message):
+    return outcome("broadcast_channel", message, channel)
+
+
+@handlers.on("apublish")
+async def apublish(request, socket, context, channel, message):
+    try:
+        return {"reached": await tidings.abroadcast_channel(message, channel)}
+    except tidings.NoSocket as error:
+        return {"no_socket": str(error)}
+
+
+@handlers.on("publish_on_loop")
+async def publish_on_loop(request, socket, context, channel, message):
+    """The sync send on the event loop itself: a remote broker's count cannot be waited for there."""
+    return outcome("broadcast_channel", message, channel)
+
+
+@handlers.on("send_to")
+def send_to(request, socket, context, session_id, message):
+    return outcome("send", session_id, message)
+
+
+@handlers.on("broadcast")
+def broadcast(request, socket, context, message):
+    return outcome("broadcast", message)
+
+
+@handlers.websocket("/ws")
+def plain(ws):
+    """A plain WebSocket in the channel of its query; it echoes what it gets into that channel."""
+    ws.subscribe(ws.request.query["channel"])
+    ws.send("subscribed")
+    while ws.receive() is not None:
+        pass
+
+
+def view(environ, start_response):
+    """GET /publish?channel=c&message=m: tidings.broadcast_channel from a WSGI view."""
+    query = dict(parse_qsl(environ["QUERY_STRING"]))
+    body = json.dumps(outcome("broadcast_channel", query["message"], query["channel"])).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body]
+
+
+app = tidings.Server(wsgi_app=view, handlers=handlers)

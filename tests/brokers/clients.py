@@ -1,0 +1,73 @@
+"""A raw Socket.IO client for the broker tests that keeps the events that arrive before an ack."""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from typing import Any
+
+from tests.raw_client import RawClient
+
+
+class Client:
+    """:class:`RawClient` with a backlog: with a broker, a broadcast can overtake its sender's ack."""
+
+    def __init__(self, raw: RawClient) -> None:
+        self.raw = raw
+        self.session_id = raw.session_id
+        self.node = raw.session_id.partition(".")[0]
+        self.backlog: deque[list[Any]] = deque()
+        self._ack_ids = iter(range(1, 1 << 30))
+
+    @classmethod
+    async def connect(cls, url: str) -> Client:
+        return cls(await RawClient.connect(url))
+
+    async def emit(self, event: str, *args: Any) -> None:
+        await self.raw.emit(event, *args)
+
+    async def call(self, event: str, *args: Any, timeout: float = 10) -> Any:
+        """Emit with an ack id; the ack's first argument. Events meanwhile go to the backlog."""
+        ack_id = next(self._ack_ids)
+        await self.raw.emit(event, *args, ack_id=ack_id)
+        prefix = f"43{ack_id}"
+        while True:
+            packet = await self.raw.receive(timeout)
+            if packet.startswith("42"):
+                self.backlog.append(json.loads(packet[2:]))
+            elif packet.startswith(prefix) and packet[len(prefix)] == "[":
+                answer = json.loads(packet[len(prefix) :])
+                return answer[0] if answer else None
+
+    async def subscribe(self, channel: str) -> None:
+        assert await self.call("subscribe", channel) == {"ok": True}
+
+    async def event(self, timeout: float = 10) -> list[Any]:
+        """The next event's ``[name, *args]``."""
+        if self.backlog:
+            return self.backlog.popleft()
+        while True:
+            packet = await self.raw.receive(timeout)
+            if packet.startswith("42"):
+                return json.loads(packet[2:])
+
+    async def messages(self, count: int, timeout: float = 10) -> list[Any]:
+        """The arguments of the next ``count`` ``message`` events (after the event name)."""
+        got = []
+        while len(got) < count:
+            event = await self.event(timeout)
+            assert event[0] == "message", event
+            got.append(event[1:])
+        return got
+
+    async def nothing(self, wait: float = 0.3) -> None:
+        """Assert that no event arrives within ``wait`` seconds."""
+        assert not self.backlog, self.backlog
+        try:
+            packet = await self.raw.receive(wait)
+        except TimeoutError:
+            return
+        raise AssertionError(f"unexpected packet {packet!r}")
+
+    async def close(self) -> None:
+        await self.raw.close()
