@@ -1,0 +1,250 @@
+"""The suite's outputs from its JSON document: the table (Markdown), the notes under it, the chart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+SHORT = {
+    "tidings": "tidings",
+    "python-socketio": "python-socketio",
+    "node-socket.io": "Node socket.io",
+    "limit": "limit",
+    "limit-per-frame": "limit (per frame)",
+    "uvicorn-floor": "uvicorn floor",
+}
+COLORS = {
+    "tidings": "#2a7ab0",
+    "python-socketio": "#e0a030",
+    "node-socket.io": "#5a9e4b",
+    "limit": "#888888",
+    "limit-per-frame": "#bbbbbb",
+    "uvicorn-floor": "#c9a0dc",
+}
+GENERATOR_BOUND = 0.9  # the generator's core was this busy: the number is the generator's, not the server's
+BACKGROUND = 0.25  # other processes used this many cores while measuring: the number is suspect
+
+
+def _count(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3g}" if value < 100 else f"{value:,.0f}"
+
+
+def _pair(first: float | None, second: float | None) -> str:
+    return f"{_ms(first)} / {_ms(second)}"
+
+
+def _cell(result: dict[str, Any] | None, render: Any) -> str:
+    if result is None:
+        return "-"
+    if "error" in result:
+        return "error"
+    if "skipped" in result:
+        return "-"
+    text = str(render(result))
+    cpu = result.get("generator_cpu")
+    return text + (" ‡" if cpu is not None and cpu >= GENERATOR_BOUND else "")
+
+
+def rows(document: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    servers = document["servers"]
+    settings = document["settings"]
+    load = f"{settings['latency_load']:.0%}"
+    table: list[tuple[str, list[str]]] = []
+
+    def add(label: str, pick: Any, render: Any) -> None:
+        table.append((label, [_cell(pick(server), render) for server in servers.values()]))
+
+    for size in settings["sizes"]:
+        key = str(size)
+
+        def peak(server: dict[str, Any], key: str = key) -> dict[str, Any] | None:
+            result = server["fanout"].get(key)
+            return result if result is None or "peak" not in result else result["peak"]
+
+        def latency(server: dict[str, Any], key: str = key) -> dict[str, Any] | None:
+            result = server["fanout"].get(key)
+            return result if result is None or "latency" not in result else result["latency"]
+
+        label = f"fan-out to {size:,}:"
+        add(f"{label} deliveries/s (peak)", peak, lambda r: _count(r["deliveries_per_s"]))
+        add(f"{label} p50 / p99 ms at {load} of peak", latency, lambda r: _pair(r["p50_ms"], r["p99_ms"]))
+        add(
+            f"{label} server / generator CPU at peak",
+            peak,
+            lambda r: f"{r['server_cpu']:.2f} / {r['generator_cpu']:.2f}",
+        )
+    idle = settings["idle_connections"]
+    add(
+        f"idle memory: KiB per connection ({idle:,})",
+        lambda server: server["idle_memory"],
+        lambda r: f"{r['kib_per_connection']:.1f}",
+    )
+    add(
+        "connection rate: connections/s",
+        lambda server: server["connection_rate"],
+        lambda r: _count(r["connections_per_s"]),
+    )
+    echo = f"echo, {settings['echo_clients']} clients:"
+    add(f"{echo} p50 / p99 ms", lambda server: server["echo"], lambda r: _pair(r["p50_ms"], r["p99_ms"]))
+    add(f"{echo} round trips/s", lambda server: server["echo"], lambda r: _count(r["round_trips_per_s"]))
+    return table
+
+
+def table(document: dict[str, Any]) -> str:
+    header = ["measure", *[SHORT.get(key, key) for key in document["servers"]]]
+    body = rows(document)
+    widths = [max(len(header[0]), *(len(label) for label, _ in body))]
+    for column in range(1, len(header)):
+        widths.append(max(len(header[column]), *(len(cells[column - 1]) for _, cells in body)))
+
+    def line(cells: list[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = [cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True)]
+        return "| " + " | ".join([first, *rest]) + " |"
+
+    rule = "|" + "|".join(["-" * (widths[0] + 2)] + ["-" * (width + 1) + ":" for width in widths[1:]]) + "|"
+    return "\n".join([line(header), rule, *(line([label, *cells]) for label, cells in body)])
+
+
+def notes(document: dict[str, Any]) -> str:
+    """What a reader needs under the table: pinning, the generator's share, background load."""
+    lines = [f"Pinning: {document['pinning']}."]
+    lines.append(
+        "‡ the load generator's core was ≥90% busy: that number is (close to) the generator's ceiling, "
+        "not the server's."
+    )
+    suspect = []
+    for key, server in document["servers"].items():
+        measured = [("connection rate", server["connection_rate"]), ("echo", server["echo"])]
+        for size, result in server["fanout"].items():
+            measured += [
+                (f"fan-out to {size}", result.get("peak")),
+                (f"latency {size}", result.get("latency")),
+            ]
+        for label, result in measured:
+            if isinstance(result, dict) and result.get("other_cpu", 0) >= BACKGROUND:
+                suspect.append(f"{SHORT.get(key, key)} {label} ({result['other_cpu']:.2f} cores)")
+    if suspect:
+        lines.append("Other processes kept the cores busy during: " + "; ".join(suspect) + " — rerun those.")
+    else:
+        lines.append(f"No measure saw other processes use {BACKGROUND} cores or more.")
+    return "\n".join(lines)
+
+
+def chart(document: dict[str, Any], path: Path) -> str | None:
+    """Draw the PNG; None if matplotlib is not installed (the `bench` extra)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.patches import Patch
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    except ImportError:
+        return None
+    servers = document["servers"]
+    keys = list(servers)
+    settings = document["settings"]
+    sizes = [str(size) for size in settings["sizes"]]
+    figure, axes = plt.subplots(2, 3, figsize=(16, 9.5))
+    machine = document["machine"]
+    figure.suptitle(
+        f"tidings benchmark suite, {document['date'][:10]}: {machine['nproc']} cores "
+        f"({machine['cpu_model']}), {document['pinning']}",
+        fontsize=11,
+    )
+    width = 0.8 / max(1, len(keys))
+
+    def part(result: Any, *path: str) -> Any:
+        for step in path:
+            if not isinstance(result, dict) or result.get(step) is None:
+                return None
+            result = result[step]
+        return result
+
+    def grouped(axis: Any, title: str, groups: list[str], pick: Any, log: bool = False) -> None:
+        """Bars per group and server; `pick(server, group)` gives the measured dict and its value."""
+        for index, key in enumerate(keys):
+            picked = [pick(servers[key], group) for group in groups]
+            heights = [float(value or 0) for _, value in picked]
+            positions = [g + (index - (len(keys) - 1) / 2) * width for g in range(len(groups))]
+            bars = axis.bar(positions, heights, width, label=SHORT.get(key, key), color=COLORS.get(key))
+            for bar, (measured, _) in zip(bars, picked, strict=True):
+                if isinstance(measured, dict) and (measured.get("generator_cpu") or 0) >= GENERATOR_BOUND:
+                    bar.set_hatch("///")
+                    bar.set_edgecolor("white")
+            axis.bar_label(bars, labels=[_short(h) if h else "" for h in heights], fontsize=7, padding=2)
+        axis.set_xticks(range(len(groups)), groups)
+        axis.set_title(title, fontsize=10)
+        if log:
+            axis.set_yscale("log")
+            axis.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            axis.yaxis.set_major_formatter(FuncFormatter(lambda value, _: _short(value)))
+            axis.yaxis.set_minor_formatter(NullFormatter())
+            axis.margins(y=0.15)
+        else:
+            axis.margins(y=0.12)
+        axis.grid(axis="y", alpha=0.3)
+        axis.set_axisbelow(True)
+
+    load = f"{settings['latency_load']:.0%}"
+    grouped(
+        axes[0][0],
+        "fan-out: deliveries/s at peak (log scale), by subscribers",
+        sizes,
+        lambda s, g: (part(s["fanout"].get(g), "peak"), part(s["fanout"].get(g), "peak", "deliveries_per_s")),
+        log=True,
+    )
+    for axis, which in ((axes[0][1], "p50"), (axes[0][2], "p99")):
+        grouped(
+            axis,
+            f"fan-out: {which} latency ms at {load} of own peak (log scale)",
+            sizes,
+            lambda s, g, which=which: (
+                part(s["fanout"].get(g), "latency"),
+                part(s["fanout"].get(g), "latency", f"{which}_ms"),
+            ),
+            log=True,
+        )
+    grouped(
+        axes[1][0],
+        "idle memory: KiB of server RSS per connection",
+        [f"{settings['idle_connections']:,} idle Socket.IO clients"],
+        lambda s, g: (s["idle_memory"], part(s["idle_memory"], "kib_per_connection")),
+    )
+    grouped(
+        axes[1][1],
+        "connection rate: connections/s (handshake + namespace connect)",
+        ["new connections/s"],
+        lambda s, g: (s["connection_rate"], part(s["connection_rate"], "connections_per_s")),
+    )
+    grouped(
+        axes[1][2],
+        f"echo: emit-with-ack round trip ms, {settings['echo_clients']} clients (log scale)",
+        ["p50", "p99"],
+        lambda s, g: (s["echo"], part(s["echo"], f"{g}_ms")),
+        log=True,
+    )
+    handles = [Patch(facecolor=COLORS.get(key)) for key in keys]
+    labels = [SHORT.get(key, key) for key in keys]
+    handles.append(Patch(facecolor="#888888", hatch="///", edgecolor="white"))
+    labels.append("hatched: generator core ≥90% busy (the generator's ceiling)")
+    figure.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9, frameon=False)
+    figure.tight_layout(rect=(0, 0.04, 1, 0.97))
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return str(path)
+
+
+def _short(value: float) -> str:
+    if value >= 1e6:
+        return f"{value / 1e6:.2g}M"
+    if value >= 1e3:
+        return f"{value / 1e3:.3g}k"
+    return f"{value:.3g}"

@@ -1,0 +1,74 @@
+"""The benchmark suite's smoke test: `python -m bench --quick` runs to its end and writes its results.
+
+A smoke test, never a timed assertion: it checks that every server was measured on every measure and
+that the JSON is well formed, not how fast anything was. It needs the suite's peers (Node, the npm
+packages of bench/node, matplotlib from the `bench` extra): skipped without them, failed under
+TIDINGS_REQUIRE_ALL=1.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.peers import missing
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH_NODE = ROOT / "bench" / "node"
+SERVERS = {"tidings", "python-socketio", "node-socket.io", "limit"}
+MEASURES = {"fanout", "idle_memory", "connection_rate", "echo"}
+
+
+def require_peers() -> None:
+    if shutil.which("node") is None:
+        missing("node", "no `node` on PATH")
+    for package in ("socket.io", "ws"):
+        if not (BENCH_NODE / "node_modules" / package).is_dir():
+            missing(f"npm package {package}", f"run `npm ci` in {BENCH_NODE}")
+    if importlib.util.find_spec("matplotlib") is None:
+        missing("matplotlib", "install the bench extra: pip install -e '.[bench]'")
+
+
+@pytest.mark.timeout(200)  # above the run's own 150 s, so that a slow run fails with its output
+def test_quick_suite_measures_every_server(tmp_path: Path) -> None:
+    require_peers()
+    command = [sys.executable, "-m", "bench", "--quick", "--output", str(tmp_path)]
+    try:
+        run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=150)
+    except subprocess.TimeoutExpired as error:
+        pytest.fail(f"`python -m bench --quick` ran past 150 s:\n{error.stdout}")
+    assert run.returncode == 0, f"stdout:\n{run.stdout[-4000:]}\nstderr:\n{run.stderr[-4000:]}"
+    assert "| measure" in run.stdout  # the table was printed
+
+    document = json.loads((tmp_path / "quick.json").read_text())
+    assert document["mode"] == "quick"
+    assert document["machine"]["nproc"] >= 1 and document["machine"]["node"].startswith("v")
+    assert set(document["servers"]) == SERVERS
+    for name, server in document["servers"].items():
+        assert set(server) >= MEASURES, name
+        fanout = server["fanout"]
+        assert set(fanout) == {str(size) for size in document["settings"]["sizes"]}, name
+        for size, result in fanout.items():
+            assert "error" not in result, (name, result)
+            assert result["subscribers"] == int(size)
+            assert result["peak"]["deliveries_per_s"] > 0
+            latency = result["latency"]
+            assert latency["samples"] > 0 and latency["p50_ms"] <= latency["p99_ms"], (name, latency)
+        idle = server["idle_memory"]
+        assert "error" not in idle, (name, idle)
+        assert idle["connections"] == document["settings"]["idle_connections"]
+        assert isinstance(idle["kib_per_connection"], float | int)
+        rate = server["connection_rate"]
+        assert "error" not in rate, (name, rate)
+        assert rate["connections"] > 0 and rate["failed"] == 0, (name, rate)
+        echo = server["echo"]
+        assert "error" not in echo, (name, echo)
+        assert echo["clients"] == document["settings"]["echo_clients"]
+        assert echo["round_trips"] > 0 and echo["p50_ms"] <= echo["p99_ms"], (name, echo)
+    assert document["chart"] and (tmp_path / "quick.png").read_bytes().startswith(b"\x89PNG")
