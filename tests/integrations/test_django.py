@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import subprocess
@@ -11,9 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-import socketio
-from websockets.asyncio.client import connect
 
+from tests.integrations.logins import stranger_is_refused, websocket_view_knows_the_user
 from tests.python_client import PythonClient
 from tests.serving import ROOT, tidings_process
 
@@ -52,15 +50,5 @@ async def test_django_user_and_session_reach_socketio_and_websocket_views(
             await client.disconnect()
             assert (await http.get("/")).text == "hello, alice; said 2\n"  # the handler saved the session
 
-        stranger = PythonClient("async")  # no cookie: AnonymousUser, refused
-        with pytest.raises(socketio.exceptions.ConnectionError):
-            await stranger.connect(server.url, transports=["websocket"])
-        assert await stranger.event("connect_error") == ({"message": "log in first"},)
-
-        ws_url = server.url.replace("http", "ws", 1) + "/echo/"
-        async with connect(ws_url, additional_headers={"Cookie": cookie}) as ws:
-            await ws.send("hello")
-            assert await asyncio.wait_for(ws.recv(), TIMEOUT) == "alice: hello"
-        async with connect(ws_url) as ws:
-            await ws.send("hello")
-            assert await asyncio.wait_for(ws.recv(), TIMEOUT) == "anonymous: hello"
+        await stranger_is_refused(server.url)
+        await websocket_view_knows_the_user(server.url.replace("http", "ws", 1) + "/echo/", cookie, "alice")

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
-import pytest
-import socketio
-from websockets.asyncio.client import connect
 
+from tests.integrations.logins import stranger_is_refused, websocket_view_knows_the_user
 from tests.python_client import PythonClient
 from tests.serving import tidings_process
 
@@ -30,15 +26,5 @@ async def test_flask_session_reaches_socketio_and_websocket_views() -> None:
         assert await client.call("chat", "hi") == {"from": "alice", "text": "hi"}
         await client.disconnect()
 
-        stranger = PythonClient("async")  # no cookie: the connect handler finds no name and refuses
-        with pytest.raises(socketio.exceptions.ConnectionError):
-            await stranger.connect(server.url, transports=["websocket"])
-        assert await stranger.event("connect_error") == ({"message": "log in first"},)
-
-        ws_url = server.url.replace("http", "ws", 1) + "/echo"
-        async with connect(ws_url, additional_headers={"Cookie": cookie}) as ws:
-            await ws.send("hello")
-            assert await asyncio.wait_for(ws.recv(), TIMEOUT) == "alice: hello"
-        async with connect(ws_url) as ws:
-            await ws.send("hello")
-            assert await asyncio.wait_for(ws.recv(), TIMEOUT) == "anonymous: hello"
+        await stranger_is_refused(server.url)
+        await websocket_view_knows_the_user(server.url.replace("http", "ws", 1) + "/echo", cookie, "alice")
