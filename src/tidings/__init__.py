@@ -13,7 +13,16 @@ from tidings.hub import NoSocket
 from tidings.integrations.templates import script_tag
 from tidings.protocol import ProtocolError
 from tidings.publisher import AsyncPublisher, Publisher
-from tidings.sending import abroadcast, abroadcast_channel, asend, broadcast, broadcast_channel, send
+from tidings.sending import (
+    abroadcast,
+    abroadcast_channel,
+    apresence,
+    asend,
+    broadcast,
+    broadcast_channel,
+    presence,
+    send,
+)
 from tidings.server.app import Server
 from tidings.server.config import Settings
 from tidings.server.handlers import Handlers, Refuse, default_handlers
@@ -45,11 +54,13 @@ __all__ = [
     "__version__",
     "abroadcast",
     "abroadcast_channel",
+    "apresence",
     "asend",
     "broadcast",
     "broadcast_channel",
     "events",
     "on",
+    "presence",
     "script_tag",
     "send",
     "websocket",

@@ -18,15 +18,19 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import threading
 import weakref
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any, Protocol, TypeVar
 
 from tidings.brokers.base import Broker
+from tidings.brokers.history import ChannelOptions, Position, Recovery
 from tidings.brokers.memory import MemoryBroker
 
 T = TypeVar("T")
+
+logger = logging.getLogger("tidings.hub")
 
 #: How long a call from another thread waits for the event loop before it gives up.
 CALL_TIMEOUT = 10.0
@@ -43,14 +47,18 @@ class Outgoing:
     ``event`` names an event for protocols that have them (None: the default, ``message``); with an
     event, ``message`` is the list of its arguments. :meth:`encoded` encodes it at most once per wire
     form; every recipient that shares the form gets the same objects.
+
+    ``position`` is where the message is in its channel's history (channels with history only), set by
+    the broker before any encoding.
     """
 
-    __slots__ = ("_encoded", "channel", "event", "message")
+    __slots__ = ("_encoded", "channel", "event", "message", "position")
 
     def __init__(self, message: Any, channel: str | None = None, event: str | None = None) -> None:
         self.message = message
         self.channel = channel
         self.event = event
+        self.position: Position | None = None
         self._encoded: dict[Hashable, Any] = {}
 
     def encoded(self, form: Hashable, encode: Callable[..., T], *args: Any) -> T:
@@ -71,6 +79,35 @@ class Subscriber(Protocol):
     subscriptions: dict[str, None]
 
     def deliver(self, outgoing: Outgoing) -> None: ...
+
+
+class CatchUp:
+    """A subscriber joining a channel with history, between its subscription and its recovery.
+
+    Until the history is read, the channel's live messages wait here; once it has been read up to
+    ``position``, live messages up to that position are skipped (the history had them) and the first
+    one after it ends the catch-up: the channel's messages arrive in offset order on a node.
+    """
+
+    __slots__ = ("buffer", "position")
+
+    def __init__(self) -> None:
+        self.buffer: list[Outgoing] | None = []
+        self.position: Position | None = None
+
+    def take(self, outgoing: Outgoing) -> bool:
+        """True: hand ``outgoing`` over now, and the catch-up is over."""
+        if self.buffer is not None:
+            self.buffer.append(outgoing)
+            return False
+        return newer(outgoing.position, self.position)
+
+
+def newer(position: Position | None, than: Position | None) -> bool:
+    """Whether a message at ``position`` comes after ``than`` (another epoch: a new history)."""
+    if position is None or than is None:
+        return True
+    return position.epoch != than.epoch or position.offset > than.offset
 
 
 _running: weakref.WeakSet[Hub] = weakref.WeakSet()
@@ -94,8 +131,12 @@ class Hub:
         self.channels: dict[str, dict[Subscriber, None]] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
+        #: Which channels have history and presence (the settings); the broker reads it too.
+        self.options = ChannelOptions()
         self.broker: Broker = broker if broker is not None else MemoryBroker()
         self.broker.attach(self)
+        #: Subscribers recovering a channel's history, by channel (see :class:`CatchUp`).
+        self.catching_up: dict[str, dict[Subscriber, CatchUp]] = {}
         #: True once the broker has started (and until it stops).
         self.started = False
         self._starting: asyncio.Future[None] | None = None
@@ -105,7 +146,12 @@ class Hub:
         if self.started or self.sessions:
             raise RuntimeError("a hub's broker can only be replaced before it starts")
         broker.attach(self)
+        broker.options = self.options
         self.broker = broker
+
+    def configure(self, options: ChannelOptions) -> None:
+        """Use ``options`` for history and presence (before the hub starts)."""
+        self.options = self.broker.options = options
 
     def new_session_id(self) -> str:
         """An id for a new subscriber, that the broker can route a send to."""
@@ -227,6 +273,8 @@ class Hub:
             members = self.channels[channel] = {}
             self.broker.first_joined("channel", channel)
         members[subscriber] = None
+        if self.options.any and self.options.presence(channel):
+            self._announce(subscriber, channel, True)
         return True
 
     def unsubscribe(self, subscriber: Subscriber, channel: str) -> bool:
@@ -244,13 +292,78 @@ class Hub:
             if not members:
                 del self.channels[channel]
                 self.broker.last_left("channel", channel)
+        if self.options.any:
+            self._stop_catch_up(subscriber, channel)
+            if self.options.presence(channel):
+                self._announce(subscriber, channel, False)
+
+    # -- presence (event loop thread) ---------------------------------------------------------------
+
+    def _announce(self, subscriber: Subscriber, channel: str, joined: bool) -> None:
+        """Enter or leave ``channel``'s presence, and tell its other members (``join``/``leave``)."""
+        info = getattr(subscriber, "presence_info", None) or {}
+        session_id = subscriber.session_id
+        broker = self.broker
+        if joined:
+            broker.presence_join(channel, session_id, info)
+        else:
+            broker.presence_leave(channel, session_id)
+        member = {"session_id": session_id, "info": info}
+        announcement = Outgoing([channel, member], channel, "join" if joined else "leave")
+        try:
+            broker.prepare(announcement)
+            broker.publish(announcement, subscriber)
+        except TypeError as error:
+            logger.error("presence info of %s cannot be sent: %s", session_id, error)
+
+    # -- recovery (event loop thread) --------------------------------------------------------------
+
+    def begin_catch_up(self, subscriber: Subscriber, channel: str) -> None:
+        """Hold ``channel``'s live messages to ``subscriber`` until :meth:`end_catch_up`."""
+        self.catching_up.setdefault(channel, {})[subscriber] = CatchUp()
+
+    def end_catch_up(self, subscriber: Subscriber, channel: str, recovery: Recovery | None) -> list[Outgoing]:
+        """What to hand ``subscriber`` now, in order: the recovered messages, then the live ones held
+        meanwhile that came after them. Live messages the history had are skipped from now on."""
+        waiting = self.catching_up.get(channel)
+        catch_up = waiting.get(subscriber) if waiting is not None else None
+        if catch_up is None or catch_up.buffer is None:
+            return []
+        buffered, catch_up.buffer = catch_up.buffer, None
+        if recovery is None:  # the history could not be read: hand over what is held, nothing skipped
+            self._stop_catch_up(subscriber, channel)
+            return buffered
+        catch_up.position = recovery.position
+        later = [outgoing for outgoing in buffered if newer(outgoing.position, recovery.position)]
+        if later:
+            self._stop_catch_up(subscriber, channel)
+        return [*recovery.messages, *later]
+
+    def _stop_catch_up(self, subscriber: Subscriber, channel: str) -> None:
+        waiting = self.catching_up.get(channel)
+        if waiting is not None:
+            waiting.pop(subscriber, None)
+            if not waiting:
+                del self.catching_up[channel]
 
     # -- local fan-out (event loop thread): what the broker calls on every node ----------------------
 
     def publish(self, outgoing: Outgoing, exclude: Subscriber | None = None) -> int:
         """Hand ``outgoing`` to every member of its channel but ``exclude``; returns how many."""
         assert outgoing.channel is not None
-        return _deliver(self.channels.get(outgoing.channel), outgoing, exclude)
+        members: Iterable[Subscriber] | None = self.channels.get(outgoing.channel)
+        if self.catching_up and outgoing.position is not None and members:
+            waiting = self.catching_up.get(outgoing.channel)
+            if waiting:
+                members = [m for m in members if m not in waiting or self._caught_up(waiting, m, outgoing)]
+        return _deliver(members, outgoing, exclude)
+
+    def _caught_up(self, waiting: dict[Subscriber, CatchUp], member: Subscriber, outgoing: Outgoing) -> bool:
+        if not waiting[member].take(outgoing):
+            return False
+        assert outgoing.channel is not None
+        self._stop_catch_up(member, outgoing.channel)
+        return True
 
     def broadcast(self, outgoing: Outgoing, group: str, exclude: Subscriber | None = None) -> int:
         """Hand ``outgoing`` to every subscriber of ``group`` but ``exclude``; returns how many."""

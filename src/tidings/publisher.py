@@ -77,6 +77,14 @@ class AsyncPublisher:
             count = await count
         return _reached(count, f"no server holds session {session_id!r}")
 
+    async def presence(self, channel: str) -> list[dict[str, Any]]:
+        """Who is in ``channel`` on every server (see :func:`tidings.presence`); ``ValueError`` for
+        a channel the servers' ``presence`` setting does not name."""
+        await self._broker.connect()
+        if not self._broker.options.presence(channel):
+            raise ValueError(f"no presence for channel {channel!r}: see the servers' presence setting")
+        return await self._broker.presence(channel)
+
     async def aclose(self) -> None:
         await self._broker.stop()
 
@@ -104,6 +112,12 @@ class Publisher:
 
     def send(self, session_id: str, message: Any) -> int:
         return self._run(self._publisher.send(session_id, message)).result()
+
+    def presence(self, channel: str) -> list[dict[str, Any]]:
+        return self._run(self._publisher.presence(channel)).result()
+
+    async def apresence(self, channel: str) -> list[dict[str, Any]]:
+        return await asyncio.wrap_future(self._run(self._publisher.presence(channel)))
 
     async def abroadcast_channel(self, message: Any, channel: str) -> int:
         return await asyncio.wrap_future(self._run(self._publisher.broadcast_channel(message, channel)))

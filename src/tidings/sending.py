@@ -107,6 +107,53 @@ async def asend(session_id: str, message: Any) -> int:
     return 1
 
 
+def presence(channel: str) -> list[dict[str, Any]]:
+    """Who is in ``channel`` (a channel the ``presence`` setting names), on every server process:
+    ``[{"session_id": ..., "info": {...}}, ...]``, ``info`` being each socket's ``presence_info``.
+
+    Raises ``ValueError`` for a channel without presence, :class:`~tidings.brokers.BrokerError` when
+    Redis cannot be reached. Blocks: not for the server's event loop (use :func:`apresence` there).
+    """
+    hubs = _hubs()
+    if not hubs:
+        return _fallback_presence(channel).presence(channel)
+    hub = hubs[0]
+    if hub.in_loop_thread():
+        raise RuntimeError("tidings.presence() blocks; use 'await tidings.apresence()' on the event loop")
+    _check_presence(hub, channel)
+    members: list[dict[str, Any]] = hub.call(_presence_task, hub, channel)  # type: ignore[arg-type]
+    return members
+
+
+async def apresence(channel: str) -> list[dict[str, Any]]:
+    """:func:`presence` for coroutines."""
+    hubs = _hubs()
+    if not hubs:
+        return await _fallback_presence(channel).apresence(channel)
+    hub = hubs[0]
+    _check_presence(hub, channel)
+    if hub.in_loop_thread():
+        return await hub.broker.presence(channel)
+    members: list[dict[str, Any]] = await hub.acall(_presence_task, hub, channel)
+    return members
+
+
+def _presence_task(hub: Hub, channel: str) -> asyncio.Future[list[dict[str, Any]]]:
+    return asyncio.ensure_future(hub.broker.presence(channel))
+
+
+def _check_presence(hub: Hub, channel: str) -> None:
+    if not hub.options.presence(channel):
+        raise ValueError(f"no presence for channel {channel!r}: see the presence setting")
+
+
+def _fallback_presence(channel: str) -> Publisher:
+    url = os.environ.get(BROKER_ENV, "")
+    if url in ("", "memory", "memory://"):
+        raise NoSocket("no tidings server is running in this process")
+    return _shared_publisher(url)
+
+
 def _sync(
     outgoing: Outgoing, namespace: str, route: Route, nobody: str, fallback: Callable[[Publisher], int]
 ) -> int:
@@ -162,11 +209,15 @@ _publisher_lock = threading.Lock()
 
 def _fallback_publisher(outgoing: Outgoing, namespace: str) -> Publisher:
     """A process-wide publisher to the broker ``TIDINGS_BROKER`` names; NoSocket if there is none."""
-    global _publisher
     url = os.environ.get(BROKER_ENV, "")
     if url in ("", "memory", "memory://"):
         prepare(outgoing, namespace, _UNSHARED)  # a message JSON cannot hold: TypeError first
         raise NoSocket("no tidings server is running in this process")
+    return _shared_publisher(url)
+
+
+def _shared_publisher(url: str) -> Publisher:
+    global _publisher
     with _publisher_lock:
         if _publisher is None or _publisher.url != url:
             _publisher = Publisher(url)

@@ -1,7 +1,8 @@
 """The server of the Redis broker tests, run several times over with `--broker URL`.
 
 Events let a test client make its server publish in each way there is; a WSGI view does it out of band,
-and a plain WebSocket endpoint joins channels beside the Socket.IO clients.
+and a plain WebSocket endpoint joins channels beside the Socket.IO clients. Channels ``hist-*`` keep a
+history (50 messages), ``pres-*`` have presence, with a short presence timeout for the fault tests.
 """
 
 from __future__ import annotations
@@ -64,6 +65,17 @@ def broadcast(request, socket, context, message):
     return outcome("broadcast", message)
 
 
+@handlers.on("iam")
+def iam(request, socket, context, info):
+    """What the others see of this socket in presence."""
+    socket.presence_info = info
+
+
+@handlers.on("whois")
+async def whois(request, socket, context, channel):
+    return await tidings.apresence(channel)
+
+
 @handlers.websocket("/ws")
 def plain(ws):
     """A plain WebSocket in the channel of its query; it echoes what it gets into that channel."""
@@ -81,4 +93,10 @@ def view(environ, start_response):
     return [body]
 
 
-app = tidings.Server(wsgi_app=view, handlers=handlers)
+app = tidings.Server(
+    wsgi_app=view,
+    handlers=handlers,
+    history=[("^hist-", 50, 60)],
+    presence=["^pres-"],
+    presence_timeout=1.5,
+)

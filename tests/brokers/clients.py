@@ -39,8 +39,13 @@ class Client:
                 answer = json.loads(packet[len(prefix) :])
                 return answer[0] if answer else None
 
-    async def subscribe(self, channel: str) -> None:
-        assert await self.call("subscribe", channel) == {"ok": True}
+    async def subscribe(self, channel: str, since: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Subscribe (recovering after ``since``); the ack, checked to be ok (a channel with history
+        adds its position to it)."""
+        answer = await self.call("subscribe", channel, *([{"since": since}] if since else []))
+        assert isinstance(answer, dict) and answer["ok"] is True, answer
+        assert set(answer) <= {"ok", "offset", "epoch", "recovered", "reason"}, answer
+        return answer
 
     async def event(self, timeout: float = 10) -> list[Any]:
         """The next event's ``[name, *args]``."""

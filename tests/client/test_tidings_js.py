@@ -13,6 +13,7 @@ import queue
 import shutil
 import subprocess
 import threading
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -21,6 +22,7 @@ import httpx
 import jinja2
 import markupsafe
 import pytest
+import redis
 from django.utils.html import conditional_escape
 from gluon.html import DIV
 from websockets.asyncio.server import ServerConnection, serve
@@ -32,6 +34,8 @@ from tests.python_client import PythonClient
 from tests.serving import ROOT, TidingsProcess
 
 CLIENT = ROOT / "src" / "tidings" / "static" / "tidings.js"
+BROKER_APP = "tests/brokers/app.py:app"  # hist-* channels keep a history
+REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 def driver_script() -> str:
@@ -434,3 +438,59 @@ def test_script_tag_escapes_its_src() -> None:
     tag = tidings.script_tag('/static/tidings.js?v=1&x="><b>')
     assert tag == '<script src="/static/tidings.js?v=1&amp;x=&quot;&gt;&lt;b&gt;"></script>'
     assert jinja2.Environment(autoescape=True).from_string("{{ tag }}").render(tag=tag) == tag
+
+
+async def test_recovers_a_history_channel_after_a_server_restart(js: JsClient) -> None:
+    """With the Redis broker the history outlives the server: the client gets what it missed."""
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        missing("redis", f"no Redis at {REDIS_URL} ({error})")
+    finally:
+        client.close()
+    prefix = f"tidings-test-{uuid.uuid4().hex[:12]}:"
+    server = TidingsProcess(BROKER_APP, None, "--broker", REDIS_URL, "--broker-prefix", prefix).start()
+    channel = f"hist-{uuid.uuid4().hex[:8]}"
+    try:
+        js.connect(server.url, listen=("message", "recovered", "unrecovered"), reconnectDelay=100)
+        await js.wait("connect")
+        assert (await js.subscribe(channel))["ok"] is True
+        assert await js.acall("publish", channel, "first") == [{"reached": 1}]
+        [message, name, position] = await js.aevent("message")
+        assert (message, name, position["offset"]) == ("first", channel, 1)
+
+        await asyncio.to_thread(server.stop)
+        await js.wait("state", state="reconnecting")
+        async with tidings.Publisher(REDIS_URL, prefix) as publisher:
+            for n in range(5):
+                with pytest.raises(tidings.NoSocket):  # nobody is subscribed, but it is kept
+                    await publisher.abroadcast_channel(n, channel)
+        await asyncio.to_thread(server.start)
+        assert [(await js.aevent("message"))[0] for _ in range(5)] == [0, 1, 2, 3, 4]
+        assert await js.aevent("recovered") == [channel]
+        assert await js.acall("publish", channel, "after") == [{"reached": 1}]
+        assert (await js.aevent("message"))[:2] == ["after", channel]
+    finally:
+        server.stop()
+
+
+async def test_says_when_recovery_is_impossible(js: JsClient) -> None:
+    """The memory broker's history goes with its process: a new epoch after the restart."""
+    server = TidingsProcess(BROKER_APP).start()
+    channel = "hist-memory"
+    try:
+        js.connect(server.url, listen=("message", "unrecovered"), reconnectDelay=100)
+        await js.wait("connect")
+        assert (await js.subscribe(channel))["ok"] is True
+        assert await js.acall("publish", channel, "first") == [{"reached": 1}]
+        await js.aevent("message")
+        await asyncio.to_thread(server.stop)
+        await js.wait("state", state="reconnecting")
+        await asyncio.to_thread(server.start)
+        assert await js.aevent("unrecovered") == [channel, "epoch changed"]
+        assert await js.acall("publish", channel, "new") == [{"reached": 1}]
+        [message, _, position] = await js.aevent("message")
+        assert (message, position["offset"]) == ("new", 1)  # subscribed from the new history on
+    finally:
+        server.stop()

@@ -16,7 +16,9 @@ import abc
 import asyncio
 import secrets
 from collections.abc import Hashable
-from typing import TYPE_CHECKING, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+
+from tidings.brokers.history import NO_HISTORY, ChannelOptions, HistoryRule, Position, Recovery
 
 if TYPE_CHECKING:
     from tidings.hub import Hub, Outgoing, Subscriber
@@ -40,12 +42,15 @@ class Broker(abc.ABC):
 
     def __init__(self) -> None:
         self.hub: Hub | None = None
+        #: Which channels have history and presence: the hub's (its server's settings).
+        self.options = ChannelOptions()
 
     def attach(self, hub: Hub) -> None:
         """Deliver to ``hub``; a broker serves one hub (one server) of its process."""
         if self.hub is not None and self.hub is not hub:
             raise ValueError(f"{self!r} already serves another server; give each its own broker")
         self.hub = hub
+        self.options = hub.options
 
     @property
     def reach(self) -> Hashable:
@@ -89,3 +94,22 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     def send(self, outgoing: Outgoing, session_id: str) -> Count:
         """Hand ``outgoing`` to the one subscriber ``session_id``, wherever it is connected."""
+
+    # -- history and presence (event loop thread) ----------------------------------------------------
+
+    async def recover(self, channel: str, rule: HistoryRule, since: Position | None) -> Recovery:
+        """The messages of ``channel``'s history after ``since`` (None: none, only the position).
+
+        Raises :class:`BrokerError` if the history cannot be read.
+        """
+        return Recovery(Position(0, ""), reason=NO_HISTORY)
+
+    def presence_join(self, channel: str, session_id: str, info: Any) -> None:  # noqa: B027 - optional hook
+        """``session_id`` entered ``channel`` (a channel with presence), with ``info``."""
+
+    def presence_leave(self, channel: str, session_id: str) -> None:  # noqa: B027 - optional hook
+        """``session_id`` left ``channel``."""
+
+    async def presence(self, channel: str) -> list[dict[str, Any]]:
+        """Who is in ``channel``, on every node: ``[{"session_id": ..., "info": {...}}, ...]``."""
+        return []

@@ -9,6 +9,9 @@ One envelope is built per publish (in the publisher's thread) and decoded once p
 - ``<header JSON>`` is ``[channel, event, message, [attachment lengths]]``: ``channel`` is the channel
   of a channel message (else null), ``event`` the Socket.IO event of ``Server.emit`` (null: the
   ``message`` event), ``message`` any JSON value.
+- A message of a channel with history is preceded by a line ``@<offset>:<epoch>``: its position in
+  the channel's history, written by the Redis script that appended it there
+  (:mod:`tidings.brokers.redis`).
 - Bytes anywhere in ``message`` are carried as Socket.IO's binary placeholders
   (``{"_placeholder": true, "num": n}``, :func:`tidings.protocol.socketio.deconstruct`), their bytes
   appended back to back after a newline. JSON text never holds a raw newline, so the first newline
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import orjson
 
+from tidings.brokers.history import Position
 from tidings.hub import Outgoing
 from tidings.protocol.errors import ProtocolError
 from tidings.protocol.socketio import deconstruct, reconstruct
@@ -57,6 +61,16 @@ def seal(session_id: str | None, body: bytes) -> bytes:
 
 def open_envelope(data: bytes) -> tuple[str | None, Outgoing]:
     """The session id and the message of an envelope; raises :class:`EnvelopeError`."""
+    position = None
+    if data[:1] == b"@":
+        line, _, data = data.partition(b"\n")
+        offset, colon, epoch = line[1:].partition(b":")
+        try:
+            position = Position(int(offset), epoch.decode())
+        except (ValueError, UnicodeDecodeError):
+            raise EnvelopeError("malformed envelope position") from None
+        if not colon or position.offset < 1:
+            raise EnvelopeError("malformed envelope position")
     line, newline, rest = data.partition(b"\n")
     if not newline or not line.startswith(VERSION):
         raise EnvelopeError("not a tidings envelope (version 1)")
@@ -81,6 +95,7 @@ def open_envelope(data: bytes) -> tuple[str | None, Outgoing]:
         except ProtocolError as error:
             raise EnvelopeError(str(error)) from None
     outgoing = Outgoing(message, channel, event)
+    outgoing.position = position
     return session_id, outgoing
 
 

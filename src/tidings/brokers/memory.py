@@ -6,22 +6,39 @@ fan-out costs; the counts are exact and immediate: how many sockets a message wa
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tidings.brokers.base import Broker
+from tidings.brokers.history import HistoryRule, MemoryHistory, Position, Recovery, presence_list
 
 if TYPE_CHECKING:
     from tidings.hub import Hub, Outgoing, Subscriber
 
 
 class MemoryBroker(Broker):
-    """Delivers straight to its own hub: what a single-process server needs."""
+    """Delivers straight to its own hub: what a single-process server needs.
+
+    Channels with history keep it in a ring buffer per channel; presence is a dict per channel.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._history = MemoryHistory()
+        self._presence: dict[str, dict[str, Any]] = {}
 
     def _hub(self) -> Hub:
         assert self.hub is not None, "the broker is not attached to a hub"
         return self.hub
 
     def publish(self, outgoing: Outgoing, exclude: Subscriber | None = None) -> int:
+        if self.options.any and outgoing.event is None:
+            assert outgoing.channel is not None
+            rule = self.options.history(outgoing.channel)
+            if rule is not None:
+                # A message of its own: encoded again, with its position (and a message sent through
+                # the brokers of two servers gets a position in each).
+                outgoing = outgoing.__class__(outgoing.message, outgoing.channel)
+                outgoing.position = self._history.append(outgoing, rule)
         return self._hub().publish(outgoing, exclude)
 
     def broadcast(self, outgoing: Outgoing, group: str, exclude: Subscriber | None = None) -> int:
@@ -29,6 +46,22 @@ class MemoryBroker(Broker):
 
     def send(self, outgoing: Outgoing, session_id: str) -> int:
         return self._hub().send(outgoing, session_id)
+
+    async def recover(self, channel: str, rule: HistoryRule, since: Position | None) -> Recovery:
+        return self._history.recover(channel, rule, since)
+
+    def presence_join(self, channel: str, session_id: str, info: Any) -> None:
+        self._presence.setdefault(channel, {})[session_id] = info
+
+    def presence_leave(self, channel: str, session_id: str) -> None:
+        members = self._presence.get(channel)
+        if members is not None:
+            members.pop(session_id, None)
+            if not members:
+                del self._presence[channel]
+
+    async def presence(self, channel: str) -> list[dict[str, Any]]:
+        return presence_list(self._presence.get(channel, {}))
 
     def __repr__(self) -> str:
         return "<MemoryBroker>"

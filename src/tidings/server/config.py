@@ -6,6 +6,9 @@ import os
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+from tidings.brokers.history import check_options
 
 
 def _message_log_format() -> str | None:
@@ -56,6 +59,19 @@ class Settings:
             ``MESSAGE``, ``CHANNEL`` and ``SESSION_ID``; e.g. ``"%(TIME)s %(REMOTE_ADDR)s
             %(MESSAGE)s"``. ``None`` turns it off and costs nothing. Defaults to the environment
             variable ``TIDINGS_MESSAGE_LOG_FORMAT``.
+        history: channels that keep a history, as ``(channel regex, size, ttl)`` rules, the first
+            that matches (``re.match``) wins: the last ``size`` messages, kept ``ttl`` seconds after
+            the channel's last message. Their messages carry a position, and a client that
+            subscribes again with its last one gets what it missed (docs/channels.md). Costs
+            ``size`` messages of memory per channel (in Redis with the Redis broker, which also
+            runs a script per message instead of a PUBLISH). Off by default.
+        presence: regexes of channels whose members are tracked (who is in, with their
+            ``socket.presence_info``) and told of each other's ``join`` and ``leave``. Costs one
+            entry per member (a Redis hash entry with the Redis broker) and one message to the
+            channel per join and leave. Off by default.
+        presence_timeout: seconds after which the presence entries of a server process that
+            stopped (was killed, lost its network) are gone (Redis broker); each process renews its
+            entries every third of it.
     """
 
     path: str = "/socket.io/"
@@ -77,6 +93,9 @@ class Settings:
     max_sync_websockets: int = 1000
     websocket_max_queue: int = 32
     message_log_format: str | None = field(default_factory=_message_log_format)
+    history: Sequence[tuple[str, int, float]] = ()
+    presence: Sequence[str] = ()
+    presence_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         if not self.path.startswith("/") or not self.path.endswith("/"):
@@ -84,7 +103,15 @@ class Settings:
         unknown = set(self.transports) - {"polling", "websocket"}
         if unknown or not self.transports:
             raise ValueError(f"transports must be 'polling' and/or 'websocket': {self.transports}")
-        for name in ("ping_interval", "ping_timeout", "upgrade_timeout", "connect_timeout"):
+        history: Sequence[Any] = self.history
+        check_options(history, self.presence)
+        for name in (
+            "ping_interval",
+            "ping_timeout",
+            "upgrade_timeout",
+            "connect_timeout",
+            "presence_timeout",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         limits = (

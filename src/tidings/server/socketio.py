@@ -11,7 +11,10 @@ thread pool, ``async def`` handlers on the event loop.
 Channels on the wire are ordinary events, so any Socket.IO client can use them:
 ``emit("subscribe", channel)`` / ``emit("unsubscribe", channel)`` (acked with ``{"ok": true}`` or
 ``{"ok": false, "error": reason}``), ``emit("message", message[, channel])`` to send, and the
-``message`` event with ``(message[, channel])`` to receive.
+``message`` event with ``(message[, channel])`` to receive; a message of a channel with history has
+a third argument, its position ``{"offset": n, "epoch": e}``, and ``emit("subscribe", channel,
+{"since": position})`` recovers what followed it. ``emit("presence", channel)`` asks who is in a
+channel with presence; ``join`` and ``leave`` events tell its members.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Any
 
-from tidings.brokers import Broker
+from tidings.brokers import Broker, BrokerError
+from tidings.brokers.history import NO_HISTORY, ChannelOptions, HistoryRule, Position
 from tidings.hub import CALL_TIMEOUT, Hub, Outgoing, check_channel_name, check_subscription
 from tidings.protocol import ProtocolError
 from tidings.protocol import engineio as eio
@@ -52,6 +56,9 @@ from tidings.server.request import Request
 logger = logging.getLogger("tidings.socketio")
 message_logger = logging.getLogger("tidings.messages")
 
+#: The event a client emits to ask who is in a channel (only when the ``presence`` setting is on).
+PRESENCE = "presence"
+
 Job = Callable[[], Awaitable[None]]
 AckCallback = Callable[[list[Any] | None], None]  # None: the socket went before the ack came
 
@@ -75,6 +82,8 @@ def _message_packets(outgoing: Outgoing, namespace: str) -> list[str | bytes]:
         args = [MESSAGE, outgoing.message]
         if outgoing.channel is not None:
             args.append(outgoing.channel)
+            if outgoing.position is not None:
+                args.append(outgoing.position.wire())
     return encode(sio.Packet(sio.PacketType.EVENT, namespace, args))
 
 
@@ -125,6 +134,7 @@ class Socket:
         "disconnect_reason",
         "io",
         "namespace",
+        "presence_info",
         "request",
         "session_id",
         "subscriptions",
@@ -141,6 +151,9 @@ class Socket:
         #: Lives as long as this connection; handlers keep their per-connection state here.
         self.context: dict[str, Any] = {}
         self.disconnect_reason: str | None = None
+        #: What others see of this socket in the presence of a channel (``tidings.presence``, the
+        #: ``presence`` event, ``join``/``leave``): set it in ``on_connect`` or ``on_subscribe``.
+        self.presence_info: dict[str, Any] = {}
         #: Written by the hub only (see :attr:`channels`).
         self.subscriptions: dict[str, None] = {}
         self._form = wire_form(namespace)
@@ -359,6 +372,7 @@ class SocketIO:
         else:
             self._namespaces = {"/", *namespaces}
         self.hub = Hub(broker)
+        self.hub.configure(ChannelOptions(settings.history, settings.presence, settings.presence_timeout))
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
 
     # -- running handlers --------------------------------------------------------------------------
@@ -555,6 +569,8 @@ class SocketIO:
             result = await self._run_subscribe(socket, args)
         elif event == UNSUBSCRIBE:
             result = await self._run_unsubscribe(socket, args)
+        elif event == PRESENCE and self.settings.presence:
+            result = await self._run_presence(socket, args)
         else:
             handlers = [] if event in LIFECYCLE else self.handlers.get(socket.namespace, event)
             if not handlers:
@@ -599,6 +615,14 @@ class SocketIO:
         if refusal is not None or channel in socket.subscriptions:
             return _answer(refusal)
         assert isinstance(channel, str)
+        options = args[1] if len(args) > 1 else None
+        since = None
+        recovering = isinstance(options, dict) and options.get("since") is not None
+        if recovering:
+            assert isinstance(options, dict)
+            since = Position.parse(options["since"])
+            if since is None:
+                return _answer('since must be {"offset": int, "epoch": str}')
         try:
             for handler in self.handlers.get(socket.namespace, SUBSCRIBE):
                 if handler.matches((channel,)):
@@ -609,10 +633,66 @@ class SocketIO:
             logger.exception("subscribe handler raised; subscription refused")
             await self._run_error_handlers(socket, error, (channel,))
             return _answer("Internal server error")
+        hub = self.hub
+        rule = hub.options.history(channel) if hub.options.any else None
+        if rule is not None:
+            hub.begin_catch_up(socket, channel)  # live messages wait until the history is read
         refusal = self.subscribe(socket, channel)
-        if refusal is None and self.hub.broker.remote:
-            await self.hub.broker.ready()  # in effect on every node before the client hears so
-        return _answer(refusal)
+        if refusal is None and hub.broker.remote:
+            await hub.broker.ready()  # in effect on every node before the client hears so
+        if refusal is not None or rule is None:
+            if rule is not None:
+                hub.end_catch_up(socket, channel, None)
+            answer = _answer(refusal)
+            if refusal is None and recovering:
+                answer.update(recovered=False, reason=NO_HISTORY)
+            return answer
+        return await self._recover(socket, channel, rule, since, recovering)
+
+    async def _recover(
+        self, socket: Socket, channel: str, rule: HistoryRule, since: Position | None, recovering: bool
+    ) -> dict[str, Any]:
+        """Read ``channel``'s history (after ``since``), hand over what was missed and what came
+        meanwhile, in order, with no duplicates; the answer says where the socket is now."""
+        hub = self.hub
+        try:
+            recovery = await hub.broker.recover(channel, rule, since)
+        except BrokerError as error:
+            logger.warning(
+                "socket %s: the history of %r cannot be read: %s", socket.session_id, channel, error
+            )
+            for outgoing in hub.end_catch_up(socket, channel, None):
+                socket.deliver(outgoing)
+            return (
+                {"ok": True, "recovered": False, "reason": "history unavailable"}
+                if recovering
+                else {"ok": True}
+            )
+        for outgoing in hub.end_catch_up(socket, channel, recovery):
+            socket.deliver(outgoing)
+        answer: dict[str, Any] = {"ok": True, **recovery.position.wire()}
+        if recovering:
+            answer["recovered"] = recovery.reason is None
+            if recovery.reason is not None:
+                answer["reason"] = recovery.reason
+        return answer
+
+    async def _run_presence(self, socket: Socket, args: list[Any]) -> dict[str, Any]:
+        """``emit("presence", channel)``: who is in a channel with presence the socket is in."""
+        channel = args[0] if args else None
+        refusal = check_channel_name(channel, self.settings.max_channel_length)
+        if refusal is not None:
+            return _answer(refusal)
+        assert isinstance(channel, str)
+        if not self.hub.options.presence(channel):
+            return _answer(f"no presence for channel {channel!r}")
+        if channel not in socket.subscriptions:
+            return _answer(f"not subscribed to {channel!r}")
+        try:
+            members = await self.hub.broker.presence(channel)
+        except BrokerError as error:
+            return _answer(str(error))
+        return {"ok": True, "presence": members}
 
     async def _run_unsubscribe(self, socket: Socket, args: list[Any]) -> dict[str, Any]:
         """The client leaves a channel; the ``unsubscribe`` handlers run once it is out."""

@@ -13,7 +13,9 @@
  *   send(message, channel?, ack?), subscribe/unsubscribe(channel) -> Promise, close(). Properties: state
  *   ("connecting" | "connected" | "reconnecting" | "disconnected"), id, channels. Local events: "state"
  *   (state), "connect", "disconnect" (reason), "connect_error" (error: error.type "server" with
- *   error.data when refused, which is final; "transport" when an attempt failed), "ping". Binary
+ *   error.data when refused, which is final; "transport" when an attempt failed), "ping", and for
+ *   channels with history "recovered" (channel) / "unrecovered" (channel, reason) after a reconnect:
+ *   the client keeps each channel's last {offset, epoch} and subscribes again with it. Binary
  *   (ArrayBuffer, typed arrays, DataView) may be anywhere in arguments; it arrives as ArrayBuffer.
  *
  * Specs: https://socket.io/docs/v4/engine-io-protocol/ (EIO) and
@@ -28,7 +30,7 @@
   // SIO §"Packet types"; an Engine.IO text packet is a type digit then data (EIO §"Packet encoding").
   const CONNECT = 0, DISCONNECT = 1, EVENT = 2, ACK = 3, CONNECT_ERROR = 4, BINARY_EVENT = 5, BINARY_ACK = 6;
   // Events this client fires itself; never sent to or taken from the server.
-  const LOCAL = ["connect", "connect_error", "disconnect", "state", "ping"];
+  const LOCAL = ["connect", "connect_error", "disconnect", "state", "ping", "recovered", "unrecovered"];
   const DEFAULTS = {
     path: "/socket.io/", namespace: "/", auth: undefined, query: undefined,
     reconnect: true, reconnectDelay: 500, reconnectDelayMax: 5000, timeout: 20000,
@@ -156,6 +158,7 @@
       this.id = null; // the Socket.IO sid while connected
       this._listeners = new Map(); // event -> handlers
       this._channels = new Map(); // channel -> subscribe() promises waiting for the server's ack
+      this._positions = new Map(); // channel with history -> {offset, epoch} of the last message had
       this._acks = new Map(); // ack id -> {fn, sent, lost}
       this._nextAck = 0;
       this._buffer = []; // emits made while not connected: sent once connected
@@ -209,6 +212,7 @@
     unsubscribe(channel) {
       const waiting = this._channels.get(channel) || [];
       this._channels.delete(channel);
+      this._positions.delete(channel);
       waiting.forEach((w) => w.reject(new Error("unsubscribed before the server subscribed it")));
       if (this.state !== "connected") return Promise.resolve({ ok: true }); // no session, no subscription
       return new Promise((resolve) => this._send(EVENT, ["unsubscribe", channel], this._ack(resolve)));
@@ -328,6 +332,8 @@
       }
       const [event, ...args] = data;
       if (LOCAL.includes(event)) return;
+      // A message of a channel with history: (message, channel, {offset, epoch}).
+      if (event === "message" && args.length >= 3 && this._channels.has(args[1])) this._advance(args[1], args[2]);
       if (id !== null) {
         let done = false; // the server asked for an ack: the handler gets a function as last argument
         args.push((...reply) => {
@@ -352,11 +358,29 @@
       this._fire("connect");
     }
 
+    // Keep the newest position of a channel: a later offset, or another epoch (a new history).
+    _advance(channel, position) {
+      if (!position || typeof position.offset !== "number" || typeof position.epoch !== "string") return;
+      const last = this._positions.get(channel);
+      if (!last || last.epoch !== position.epoch || position.offset > last.offset) {
+        this._positions.set(channel, { offset: position.offset, epoch: position.epoch });
+      }
+    }
+
+    // Subscribe on the current session; with a position from an earlier one, recover what followed it
+    // (the server sends the missed messages before its ack, in order).
     _subscribe(channel) {
       const waiting = this._channels.get(channel);
       this._channels.set(channel, []);
+      const since = this._positions.get(channel);
       const settle = (ack) => {
         if ((!ack || ack.ok !== true) && this._channels.get(channel)) this._channels.delete(channel);
+        if (ack && ack.ok === true && this._channels.has(channel)) {
+          if (ack.recovered === false) this._positions.delete(channel); // start again from the ack's position
+          this._advance(channel, ack);
+          if (since && ack.recovered === true) this._fire("recovered", channel);
+          if (since && ack.recovered === false) this._fire("unrecovered", channel, ack.reason);
+        }
         waiting.forEach((w) => w.resolve(ack));
       };
       const lost = () => {
@@ -364,7 +388,8 @@
         if (this._channels.has(channel)) this._channels.get(channel).push(...waiting);
         else waiting.forEach((w) => w.reject(new Error("socket closed")));
       };
-      this._send(EVENT, ["subscribe", channel], this._ack(settle, lost));
+      const args = since ? ["subscribe", channel, { since }] : ["subscribe", channel];
+      this._send(EVENT, args, this._ack(settle, lost));
     }
 
     // -- Losing the connection --

@@ -1,0 +1,250 @@
+"""History, recovery and presence with the Redis broker, and its faults: real `tidings run` processes on
+the machine's Redis (a prefix per run), and a private redis-server for the restart and the kill.
+
+The app (tests/brokers/app.py) keeps 50 messages of ``hist-*`` channels, tracks presence in ``pres-*``
+ones, and gives a dead node's presence entries 1.5 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+import tidings
+from tests.brokers.clients import Client
+from tests.peers import missing
+from tests.serving import TidingsProcess, free_port, wait_for_port
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+APP = "tests/brokers/app.py:app"
+
+
+def broker_args(prefix: str, url: str = REDIS_URL) -> tuple[str, ...]:
+    return ("--broker", url, "--broker-prefix", prefix)
+
+
+def new_prefix() -> str:
+    return f"tidings-test-{uuid.uuid4().hex[:12]}:"
+
+
+@pytest.fixture(scope="module")
+def prefix() -> str:
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        missing("redis", f"no Redis at {REDIS_URL} ({error})")
+    finally:
+        client.close()
+    return new_prefix()
+
+
+@pytest.fixture(scope="module")
+def nodes(prefix: str) -> Iterator[list[TidingsProcess]]:
+    servers = [TidingsProcess(APP, None, *broker_args(prefix)) for _ in range(2)]
+    for server in servers:
+        server.start()
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+class OwnRedis:
+    """A redis-server of the test's own on a free port, without persistence; restartable on it."""
+
+    def __init__(self, directory: Path) -> None:
+        if shutil.which("redis-server") is None:
+            missing("redis-server", "no `redis-server` on PATH for a Redis of the test's own")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.command = ["redis-server", "--port", str(self.port), "--save", "", "--appendonly", "no"]
+        self.command += ["--dir", str(directory)]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL)
+        wait_for_port(self.port, process=self.process)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    server = OwnRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+async def until(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll ``check`` (sync or async) until it returns something true; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"{what} not met within {timeout}s"
+        await asyncio.sleep(0.05)
+
+
+async def publish_surely(publisher: tidings.Publisher, message: Any, channel: str) -> None:
+    """Publish once, retrying while Redis is away (a failed publish is not in the history)."""
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            await publisher.abroadcast_channel(message, channel)
+            return
+        except tidings.NoSocket:
+            return  # taken into the history, nobody subscribed right now
+        except tidings.BrokerError:
+            assert time.monotonic() < deadline, "Redis did not come back"
+            await asyncio.sleep(0.05)
+
+
+def numbers(events: list[list[Any]]) -> list[Any]:
+    return [args[0] for args in events]
+
+
+async def test_a_client_that_drops_recovers_on_another_node(nodes: list[TidingsProcess], prefix: str) -> None:
+    channel = f"hist-{uuid.uuid4().hex[:8]}"
+    watcher, dropping = await asyncio.gather(Client.connect(nodes[0].url), Client.connect(nodes[0].url))
+    await watcher.subscribe(channel)
+    start = await dropping.subscribe(channel)
+    assert start["offset"] == 0
+    async with tidings.Publisher(REDIS_URL, prefix) as publisher:
+        for n in range(3):
+            await publisher.abroadcast_channel(n, channel)
+        got = await dropping.messages(3)
+        assert numbers(got) == [0, 1, 2] and got[2][2] == {"offset": 3, "epoch": start["epoch"]}
+        await dropping.close()
+        for n in range(3, 23):  # missed: 20 messages
+            await publisher.abroadcast_channel(n, channel)
+
+        back = await Client.connect(nodes[1].url)
+        sending = asyncio.ensure_future(_publish_range(publisher, channel, 23, 43))  # live meanwhile
+        answer = await back.subscribe(channel, got[2][2])
+        assert answer["recovered"] is True
+        await sending
+        assert numbers(await back.messages(40)) == list(range(3, 43))  # in order, no gap, no duplicate
+        await back.nothing()
+        assert numbers(await watcher.messages(43)) == list(range(43))
+
+        unknown = await Client.connect(nodes[1].url)
+        answer = await unknown.subscribe(channel, {"offset": 1, "epoch": "another"})
+        assert (answer["recovered"], answer["reason"]) == (False, "epoch changed")
+        await unknown.nothing()
+    await asyncio.gather(watcher.close(), back.close(), unknown.close())
+
+
+async def _publish_range(publisher: tidings.Publisher, channel: str, start: int, stop: int) -> None:
+    for n in range(start, stop):
+        await publisher.abroadcast_channel(n, channel)
+
+
+async def test_presence_across_nodes(nodes: list[TidingsProcess], prefix: str) -> None:
+    channel = f"pres-{uuid.uuid4().hex[:8]}"
+    ada, bob = await asyncio.gather(Client.connect(nodes[0].url), Client.connect(nodes[1].url))
+    await ada.call("iam", {"name": "ada"})
+    await bob.call("iam", {"name": "bob"})
+    await ada.subscribe(channel)
+    await bob.subscribe(channel)
+    assert await ada.event() == ["join", channel, {"session_id": bob.session_id, "info": {"name": "bob"}}]
+    expected = {ada.session_id: {"name": "ada"}, bob.session_id: {"name": "bob"}}
+    for client in (ada, bob):
+        answer = await client.call("presence", channel)
+        assert {m["session_id"]: m["info"] for m in answer["presence"]} == expected
+    assert {m["session_id"] for m in await bob.call("whois", channel)} == set(expected)
+    async with tidings.Publisher(REDIS_URL, prefix) as publisher:
+        assert len(await publisher.apresence(channel)) == 2
+        await bob.call("unsubscribe", channel)
+        assert await ada.event() == [
+            "leave",
+            channel,
+            {"session_id": bob.session_id, "info": {"name": "bob"}},
+        ]
+        assert [m["session_id"] for m in await publisher.apresence(channel)] == [ada.session_id]
+    await asyncio.gather(ada.close(), bob.close())
+
+
+async def test_redis_restarted_mid_stream_loses_nothing_of_a_history_channel(own_redis: OwnRedis) -> None:
+    channel = f"hist-{uuid.uuid4().hex[:8]}"
+    server = TidingsProcess(APP, None, *broker_args("restart:", own_redis.url)).start()
+    try:
+        client = await Client.connect(server.url)
+        await client.subscribe(channel)
+        async with tidings.Publisher(own_redis.url, "restart:") as publisher:
+            for n in range(10):
+                await publish_surely(publisher, n, channel)
+            assert numbers(await client.messages(10)) == list(range(10))
+            own_redis.stop()
+            own_redis.start()  # empty: a new epoch; the node subscribes again and catches up
+            for n in range(10, 40):
+                await publish_surely(publisher, n, channel)
+        got = await client.messages(30)
+        assert numbers(got) == list(range(10, 40))  # in order, nothing lost, nothing twice
+        assert [args[2]["offset"] for args in got] == list(range(1, 31))
+        await client.nothing()
+        assert await client.call("publish", channel, "from the node") == {"reached": 1}
+        assert numbers(await client.messages(1)) == ["from the node"]
+        await client.close()
+    finally:
+        server.stop()
+
+
+async def test_a_killed_worker_s_clients_recover_elsewhere_and_its_presence_goes(own_redis: OwnRedis) -> None:
+    history, here = f"hist-{uuid.uuid4().hex[:8]}", f"pres-{uuid.uuid4().hex[:8]}"
+    args = broker_args("kill:", own_redis.url)
+    doomed, survivor = TidingsProcess(APP, None, *args), TidingsProcess(APP, None, *args)
+    doomed.start()
+    survivor.start()
+    try:
+        victim, witness = await asyncio.gather(Client.connect(doomed.url), Client.connect(survivor.url))
+        for client in (victim, witness):
+            await client.subscribe(history)
+            await client.subscribe(here)
+        assert (await victim.event())[0] == "join"
+        async with tidings.Publisher(own_redis.url, "kill:") as publisher:
+            await publisher.abroadcast_channel("before", history)
+            [[_, _, position]] = await victim.messages(1)
+            assert process(doomed).poll() is None
+            process(doomed).send_signal(signal.SIGKILL)
+            process(doomed).wait(10)
+            for n in range(15):
+                await publisher.abroadcast_channel(n, history)
+
+            back = await Client.connect(survivor.url)  # the client reconnects to the other worker
+            assert (await back.subscribe(history, position))["recovered"] is True
+            assert numbers(await back.messages(15)) == list(range(15))
+
+            async def gone() -> bool:
+                members = await publisher.apresence(here)
+                return [m["session_id"] for m in members] == [witness.session_id]
+
+            await until(gone, timeout=5, what="the killed worker's presence entries expire")
+        await asyncio.gather(victim.close(), witness.close(), back.close())
+    finally:
+        for server in (doomed, survivor):
+            with contextlib.suppress(Exception):
+                server.stop()
+
+
+def process(server: TidingsProcess) -> subprocess.Popen[bytes]:
+    assert server.process is not None
+    return server.process
