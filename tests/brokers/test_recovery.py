@@ -9,99 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
 
 import tidings
 from tests.brokers.clients import Client
-from tests.peers import missing
-from tests.serving import TidingsProcess, free_port, wait_for_port
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
-APP = "tests/brokers/app.py:app"
-
-
-def broker_args(prefix: str, url: str = REDIS_URL) -> tuple[str, ...]:
-    return ("--broker", url, "--broker-prefix", prefix)
-
-
-def new_prefix() -> str:
-    return f"tidings-test-{uuid.uuid4().hex[:12]}:"
-
-
-@pytest.fixture(scope="module")
-def prefix() -> str:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as error:
-        missing("redis", f"no Redis at {REDIS_URL} ({error})")
-    finally:
-        client.close()
-    return new_prefix()
+from tests.brokers.cluster import APP, REDIS_URL, OwnRedis, broker_args, running_nodes, until
+from tests.serving import TidingsProcess
 
 
 @pytest.fixture(scope="module")
 def nodes(prefix: str) -> Iterator[list[TidingsProcess]]:
-    servers = [TidingsProcess(APP, None, *broker_args(prefix)) for _ in range(2)]
-    for server in servers:
-        server.start()
-    yield servers
-    for server in servers:
-        server.stop()
-
-
-class OwnRedis:
-    """A redis-server of the test's own on a free port, without persistence; restartable on it."""
-
-    def __init__(self, directory: Path) -> None:
-        if shutil.which("redis-server") is None:
-            missing("redis-server", "no `redis-server` on PATH for a Redis of the test's own")
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.command = ["redis-server", "--port", str(self.port), "--save", "", "--appendonly", "no"]
-        self.command += ["--dir", str(directory)]
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL)
-        wait_for_port(self.port, process=self.process)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(10)
-            self.process = None
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    server = OwnRedis(tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
-
-async def until(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll ``check`` (sync or async) until it returns something true; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"{what} not met within {timeout}s"
-        await asyncio.sleep(0.05)
+    with running_nodes(prefix, 2) as servers:
+        yield servers
 
 
 async def publish_surely(publisher: tidings.Publisher, message: Any, channel: str) -> None:

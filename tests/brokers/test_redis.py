@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -25,43 +23,15 @@ from websockets.asyncio.client import connect as ws_connect
 
 import tidings
 from tests.brokers.clients import Client
-from tests.peers import missing
-from tests.serving import ROOT, TidingsProcess, free_port, wait_for_port
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
-APP = "tests/brokers/app.py:app"
-
-
-@pytest.fixture(scope="module")
-def redis_client() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as error:
-        missing("redis", f"no Redis at {REDIS_URL} ({error})")
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def prefix(redis_client: redis.Redis) -> str:
-    """This run's Redis name prefix: runs, and other users of the machine's Redis, do not meet."""
-    return f"tidings-test-{uuid.uuid4().hex[:12]}:"
-
-
-def broker_args(prefix: str, url: str = REDIS_URL) -> tuple[str, ...]:
-    return ("--broker", url, "--broker-prefix", prefix)
+from tests.brokers.cluster import APP, REDIS_URL, OwnRedis, broker_args, running_nodes, until
+from tests.serving import ROOT, TidingsProcess, free_port
 
 
 @pytest.fixture(scope="module")
 def nodes(prefix: str) -> Iterator[list[TidingsProcess]]:
     """Three `tidings run` processes on different ports sharing channels through Redis."""
-    servers = [TidingsProcess(APP, None, *broker_args(prefix)) for _ in range(3)]
-    for server in servers:
-        server.start()
-    yield servers
-    for server in servers:
-        server.stop()
+    with running_nodes(prefix, 3) as servers:
+        yield servers
 
 
 @pytest.fixture
@@ -80,14 +50,6 @@ async def connect(*servers: TidingsProcess) -> list[Client]:
 
 async def close(clients: list[Client]) -> None:
     await asyncio.gather(*(client.close() for client in clients))
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 async def fence(publisher: tidings.Publisher, channel: str, clients: list[Client]) -> None:
@@ -252,7 +214,7 @@ async def test_a_node_subscribes_only_to_the_channels_its_sockets_are_in(
     await a.call("unsubscribe", first)  # c is still in it on that node
     assert subscribers(first) == 1
     await c.close()  # the last one there leaves: 1 -> 0, the node unsubscribes
-    await eventually(lambda: subscribers(first) == 0 and subscribers(second) == 1)
+    await until(lambda: subscribers(first) == 0 and subscribers(second) == 1, 5)
     assert first not in channels()
     with pytest.raises(tidings.NoSocket):
         publisher.broadcast_channel("x", first)
@@ -313,7 +275,7 @@ async def test_workers_share_channels_through_the_broker(redis_client: redis.Red
     server = TidingsProcess(APP, None, "--workers", "2", *broker_args(prefix)).start()
     clients: list[Client] = []
     try:
-        await eventually(lambda: len(redis_client.pubsub_channels(f"{prefix}node:*")) == 2, 15)
+        await until(lambda: len(redis_client.pubsub_channels(f"{prefix}node:*")) == 2, 15)
         channel = channel_name("workers")
         while len({client.node for client in clients}) < 2:  # the kernel picks the worker
             assert len(clients) < 40, "every connection landed on the same worker"
@@ -333,20 +295,8 @@ async def test_workers_share_channels_through_the_broker(redis_client: redis.Red
         server.stop()
 
 
-async def test_a_node_reconnects_when_redis_comes_back(tmp_path: Path) -> None:
-    if shutil.which("redis-server") is None:
-        missing("redis-server", "no `redis-server` on PATH for a Redis of the test's own")
-    port = free_port()
-    url = f"redis://127.0.0.1:{port}/0"
-    command = ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"]
-    command += ["--dir", str(tmp_path)]
-
-    def start_redis() -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-        wait_for_port(port, process=process)
-        return process
-
-    own_redis = start_redis()
+async def test_a_node_reconnects_when_redis_comes_back(own_redis: OwnRedis) -> None:
+    url = own_redis.url
     server = TidingsProcess(APP, None, *broker_args("reconnect:", url)).start()
     client = None
     try:
@@ -355,9 +305,8 @@ async def test_a_node_reconnects_when_redis_comes_back(tmp_path: Path) -> None:
         async with tidings.Publisher(url, "reconnect:") as publisher:
             assert await publisher.abroadcast_channel("before", "room") == 1
             assert await client.messages(1) == [["before", "room"]]
-            own_redis.terminate()
-            own_redis.wait(10)
-            own_redis = start_redis()  # empty: the node must subscribe again by itself
+            own_redis.stop()
+            own_redis.start()  # empty: the node must subscribe again by itself
             deadline = time.monotonic() + 15
             while True:
                 try:
@@ -374,8 +323,6 @@ async def test_a_node_reconnects_when_redis_comes_back(tmp_path: Path) -> None:
         if client is not None:
             await client.close()
         server.stop()
-        own_redis.terminate()
-        own_redis.wait(10)
 
 
 def tidings_publish(
