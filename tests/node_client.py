@@ -37,10 +37,10 @@ def from_wire(value: Any) -> Any:
 class NodeClient:
     """One socket.io-client in a Node process; reports arrive as dicts."""
 
-    def __init__(self) -> None:
-        script = node_client_script()
+    def __init__(self, script: str | None = None) -> None:
+        """Start the driver ``script`` (by default tests/node/client.mjs, the official client)."""
         self.process = subprocess.Popen(
-            ["node", str(script)],
+            ["node", script or str(node_client_script())],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

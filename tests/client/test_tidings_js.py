@@ -9,10 +9,8 @@ import asyncio
 import base64
 import itertools
 import json
-import queue
 import shutil
 import subprocess
-import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -58,18 +56,7 @@ class JsClient(NodeClient):
     """
 
     def __init__(self) -> None:
-        self.process = subprocess.Popen(
-            ["node", driver_script()],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-        )
-        self.reports: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.backlog: list[dict[str, Any]] = []
-        self._ack_ids = itertools.count(1)
-        threading.Thread(target=self._read, daemon=True).start()
+        super().__init__(driver_script())
 
     def connect(self, url: str, listen: tuple[str, ...] = ("message",), **opts: Any) -> None:
         self.command("connect", url=url, opts=opts, listen=list(listen))
