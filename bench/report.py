@@ -73,7 +73,8 @@ def rows(document: dict[str, Any]) -> list[tuple[str, list[str]]]:
 
         label = f"fan-out to {size:,}:"
         add(f"{label} deliveries/s (peak)", peak, lambda r: _count(r["deliveries_per_s"]))
-        add(f"{label} p50 / p99 ms at {load} of peak", latency, lambda r: _pair(r["p50_ms"], r["p99_ms"]))
+        at = f"{settings['latency_rate']:,.0f}/s" if settings.get("latency_rate") else f"{load} of peak"
+        add(f"{label} p50 / p99 ms at {at}", latency, lambda r: _pair(r["p50_ms"], r["p99_ms"]))
         add(
             f"{label} server / generator CPU at peak",
             peak,

@@ -140,6 +140,9 @@ class Settings:
     per_process: int = 2500
     server_cpus: str | None = None
     generator_cpus: str | None = None
+    #: If set, the latency phase runs at this many deliveries/s for every server (equal load),
+    #: instead of at `load` of each server's own peak.
+    latency_rate: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -337,6 +340,7 @@ def measure_fanout(runner: Runner, spec: ServerSpec, subscribers: int) -> dict[s
             "measure": s.measure,
             "latency": s.latency,
             "load": s.load,
+            "latencyRate": s.latency_rate,
             "concurrency": 100,
             "deadline": 240,
         }
@@ -603,6 +607,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--name", help="file name stem of the JSON and PNG (default bench, or quick)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin server and generator to cores")
     parser.add_argument("--quiet-wait", type=float, help="seconds to wait for idle cores before each measure")
+    parser.add_argument(
+        "--latency-rate",
+        type=float,
+        help="run every server's latency phase at this many deliveries/s (default: 50%% of its own peak)",
+    )
     return parser.parse_args(argv)
 
 
@@ -617,6 +626,8 @@ def main(argv: list[str] | None = None) -> int:
         settings.idle_connections = args.idle_connections
     if args.quiet_wait is not None:
         settings.quiet_wait = args.quiet_wait
+    if args.latency_rate:
+        settings.latency_rate = args.latency_rate
     choose_cpus(settings, not args.no_pin)
     files = raise_file_limit(max(settings.idle_connections, *settings.sizes) * 2 + 1024)
     output = args.output or RESULTS
@@ -654,6 +665,7 @@ def main(argv: list[str] | None = None) -> int:
             "measure_s": settings.measure,
             "latency_s": settings.latency,
             "latency_load": settings.load,
+            "latency_rate": settings.latency_rate,
             "payload_bytes": 100,
             "idle_connections": settings.idle_connections,
             "echo_clients": settings.echo_clients,

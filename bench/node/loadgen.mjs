@@ -538,8 +538,10 @@ async function fanout(o) {
     const peak = sweep.reduce((best, result) => (result.deliveries_per_s > best.deliveries_per_s ? result : best));
     if (peak.deliveries_per_s <= 0) throw new Error("no deliveries in the peak phase");
 
-    // Latency: open loop at `load` of the peak, evenly spread; every delivery's latency recorded.
-    const rate = Math.max(1, (o.load * peak.deliveries_per_s) / connected); // messages per second
+    // Latency: open loop at `load` of the peak (or at `latencyRate` deliveries/s, the same for every
+    // server, when given), evenly spread; every delivery's latency recorded.
+    const deliveries = o.latencyRate ? o.latencyRate : o.load * peak.deliveries_per_s;
+    const rate = Math.max(1, deliveries / connected); // messages per second
     for (const worker of workers) worker.post({ type: "record", on: true });
     await sleep(20); // a child applies "record" before the first message reaches it
     const latencyStart = await snapshot();

@@ -29,6 +29,11 @@ logger = logging.getLogger("tidings")
 _TARGET_ENV = "TIDINGS_APP"
 # Set by `tidings run --broker`, for the worker processes: the flag wins over the app's own broker.
 _BROKER_FLAG_ENV = "TIDINGS_RUN_BROKER"
+#: The WebSocket protocol `tidings run` serves with: "fast" (tidings' own, see server/fastws.py) or
+#: "websockets" (uvicorn's stock protocol on the `websockets` package).
+WS_ENV = "TIDINGS_WS"
+WS_PROTOCOLS = ("fast", "websockets")
+DEFAULT_WS = "fast"
 
 
 def load_target(target: str) -> Server:
@@ -135,12 +140,19 @@ def run(
     access_log: bool = False,
     broker: str | None = None,
     broker_prefix: str | None = None,
+    ws: str | None = None,
 ) -> None:
     """Serve ``target`` on uvicorn with uvloop and httptools.
 
     ``broker`` (a URL) replaces the app's own broker, in every worker; ``broker_prefix`` sets the
-    Redis name prefix (``TIDINGS_BROKER_PREFIX``).
+    Redis name prefix (``TIDINGS_BROKER_PREFIX``). ``ws`` picks the WebSocket protocol: ``"fast"``
+    (tidings' own: one frame per broadcast, batched writes) or ``"websockets"`` (uvicorn's stock
+    one); default ``TIDINGS_WS``, else ``"fast"``.
     """
+    ws = ws or os.environ.get(WS_ENV) or DEFAULT_WS
+    if ws not in WS_PROTOCOLS:
+        choices = ", ".join(WS_PROTOCOLS)
+        raise SystemExit(f"tidings: unknown WebSocket protocol {ws!r} (choose from {choices})")
     os.environ[_TARGET_ENV] = target
     if broker_prefix is not None:
         os.environ[PREFIX_ENV] = broker_prefix
@@ -156,7 +168,7 @@ def run(
         "access_log": access_log,
         "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         "http": "httptools",
-        "ws": "websockets",
+        "ws": _ws_protocol(ws),
         # Engine.IO has its own heartbeat and size limit; WebSocket-level pings would double them,
         # and per-message compression would cost one deflate per recipient of every broadcast.
         "ws_ping_interval": None,
@@ -165,8 +177,8 @@ def run(
         "timeout_graceful_shutdown": 5,
     }
     # uvicorn deprecates its "websockets" protocol for "websockets-sansio", which cannot answer a
-    # refused upgrade with an HTTP status (the Engine.IO errors need 400 and 403). Until tidings has
-    # its own WebSocket protocol class, keep the one that can, and keep the warning out of the log.
+    # refused upgrade with an HTTP status (the Engine.IO errors need 400 and 403). `--ws websockets`
+    # keeps the one that can, and keeps the warning out of the log.
     warnings.filterwarnings("ignore", message="The `websockets` implementation is deprecated")
     if workers > 1:
         # Each worker imports the target itself. Without a shared broker (--broker redis://...),
@@ -175,6 +187,14 @@ def run(
         return
     config = uvicorn.Config(app, **options)
     _Uvicorn(config, app).run()
+
+
+def _ws_protocol(name: str) -> Any:
+    if name == "fast":
+        from tidings.server.fastws import FastWebSocketProtocol
+
+        return FastWebSocketProtocol
+    return name
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -189,6 +209,12 @@ def main(argv: list[str] | None = None) -> None:
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
+    serve.add_argument(
+        "--ws",
+        choices=WS_PROTOCOLS,
+        help=f"WebSocket protocol: fast (tidings' own) or websockets (uvicorn's); env {WS_ENV}, "
+        f"default {DEFAULT_WS}",
+    )
     _broker_arguments(serve, "the broker workers and nodes share channels through (default: the app's own)")
     publish = commands.add_parser("publish", help="publish a message to a channel of the servers")
     publish.add_argument("channel")
@@ -208,6 +234,7 @@ def main(argv: list[str] | None = None) -> None:
             args.access_log,
             args.broker,
             args.broker_prefix,
+            args.ws,
         )
     except ValueError as error:  # a bad broker URL
         raise SystemExit(f"tidings: {error}") from None

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from tidings.protocol import ProtocolError
 from tidings.protocol import engineio as eio
 from tidings.server.config import Settings
-from tidings.server.outbox import Outbox
+from tidings.server.outbox import DirectSend, Outbox, direct_send
 from tidings.server.request import Headers
 from tidings.server.responses import (
     JSON,
@@ -86,7 +86,9 @@ class Session:
         if not self.outbox.put(packet):
             self.close("send buffer full", POLICY_VIOLATION)
             return
-        self._wake_poll()
+        poll = self._poll  # _wake_poll, inline: this runs once per recipient of every broadcast
+        if poll is not None and not poll.done():
+            poll.set_result(None)
 
     def send_many(self, packets: list[str | bytes]) -> None:
         """Queue packets that belong together (a binary packet and its attachments)."""
@@ -320,14 +322,25 @@ class Engine:
             await reject_websocket(scope, send, status, error.code.body())
             return
         await send({"type": "websocket.accept"})
+        direct = direct_send(scope)
         if session is None:
             session = self._open("websocket", scope)
-            session.outbox.attach(send)
-        elif not await self._upgrade(session, receive, send):
+            session.outbox.attach(send, direct=direct)
+        elif not await self._upgrade(session, direct, receive, send):
+            return
+        if direct is not None:
+            # tidings' own WebSocket protocol: messages come by callback, and this coroutine (and
+            # the server's task running it) ends here, so an idle session holds no task.
+            direct.detach(
+                lambda data: self._websocket_message(session, data),
+                lambda code, reason: session.close("transport close"),
+            )
             return
         await self._websocket_loop(session, receive)
 
-    async def _upgrade(self, session: Session, receive: Receive, send: Send) -> bool:
+    async def _upgrade(
+        self, session: Session, direct: DirectSend | None, receive: Receive, send: Send
+    ) -> bool:
         """Take a polling session over to this WebSocket (EIO §"Upgrade"); False if it failed."""
         try:
             await asyncio.wait_for(self._probe(session, receive, send), self.settings.upgrade_timeout)
@@ -344,7 +357,7 @@ class Engine:
             return False
         session.state = State.OPEN
         session.transport = "websocket"
-        session.outbox.attach(send)
+        session.outbox.attach(send, direct=direct)
         return True
 
     @staticmethod
@@ -361,25 +374,27 @@ class Engine:
             raise ProtocolError("expected an upgrade packet")
 
     async def _websocket_loop(self, session: Session, receive: Receive) -> None:
-        max_payload = self.settings.max_payload
         while True:
             message = await receive()
             if message["type"] == "websocket.disconnect":
                 session.close("transport close")
                 return
-            if session.state is State.CLOSED:
-                continue  # closing: wait for the disconnect that follows our close frame
             data = message.get("text")
             if data is None:
                 data = message.get("bytes") or b""
-            if len(data) > max_payload:
-                session.close("message too big", MESSAGE_TOO_BIG)
-                continue
-            try:
-                self.receive_packet(session, eio.decode_packet(data))
-            except ProtocolError as error:
-                logger.info("session %s: protocol error: %s", session.sid, error)
-                session.close(str(error), PROTOCOL_ERROR)
+            self._websocket_message(session, data)
+
+    def _websocket_message(self, session: Session, data: str | bytes) -> None:
+        if session.state is State.CLOSED:
+            return  # closing: wait for the disconnect that follows our close frame
+        if len(data) > self.settings.max_payload:
+            session.close("message too big", MESSAGE_TOO_BIG)
+            return
+        try:
+            self.receive_packet(session, eio.decode_packet(data))
+        except ProtocolError as error:
+            logger.info("session %s: protocol error: %s", session.sid, error)
+            session.close(str(error), PROTOCOL_ERROR)
 
 
 class _Disconnected(Exception):

@@ -32,7 +32,7 @@ import orjson
 from tidings.hub import Hub, Outgoing, check_subscription
 from tidings.server.config import Settings
 from tidings.server.handlers import Handler
-from tidings.server.outbox import Outbox
+from tidings.server.outbox import Outbox, direct_send
 from tidings.server.request import Headers, Request, route_path
 from tidings.server.responses import TEXT, Receive, Scope, Send, allowed_origin, reject_websocket, respond
 
@@ -95,6 +95,7 @@ class AsyncWebSocket:
         self._inbox: asyncio.Queue[str | bytes | None] = asyncio.Queue(settings.websocket_max_queue)
         self._outbox = Outbox(settings.max_buffer, lambda: self._closed(GOING_AWAY, "transport error"))
         self._reader: asyncio.Task[None] | None = None
+        self._direct = direct_send(scope)
 
     @property
     def channels(self) -> frozenset[str]:
@@ -176,7 +177,7 @@ class AsyncWebSocket:
         if self.state is not State.CONNECTING:
             return
         self.state = State.OPEN
-        self._outbox.attach(self._send, accept=True)
+        self._outbox.attach(self._send, accept=True, direct=self._direct)
         self._hub.join(self, self._group)
         self._reader = asyncio.get_running_loop().create_task(self._read())
 

@@ -1,0 +1,409 @@
+"""RFC 6455 WebSocket, server side, sans-I/O: the opening handshake, server frames, client frames.
+
+No sockets and no asyncio: :func:`parse_request` and :func:`accept_response` turn an upgrade request
+head into the ``101`` answer (RFC 6455 §4.2), the ``*_frame`` functions build unmasked server frames
+(§5.2, §5.6, §5.5), and a :class:`Parser` takes the client's bytes as they come and returns whole
+messages and control frames (§5.4 fragmentation, §5.5 control frames, §7 closing). Every way a client
+can break the protocol raises :class:`WebSocketError` with the close code to answer it with.
+
+No extension is negotiated (no permessage-deflate), so the RSV bits must be zero.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+_c_apply_mask: Callable[[bytes, bytes], bytes] | None
+try:  # websockets' C helper (a dependency of uvicorn's stock protocols); pure Python otherwise
+    from websockets.speedups import apply_mask as _c_apply_mask
+except ImportError:  # pragma: no cover
+    _c_apply_mask = None
+
+# Opcodes, RFC 6455 §5.2.
+CONTINUATION = 0x0
+TEXT = 0x1
+BINARY = 0x2
+CLOSE = 0x8
+PING = 0x9
+PONG = 0xA
+
+# Close codes, RFC 6455 §7.4.1.
+NORMAL_CLOSURE = 1000
+GOING_AWAY = 1001
+PROTOCOL_ERROR = 1002
+NO_STATUS = 1005
+ABNORMAL_CLOSURE = 1006
+INVALID_DATA = 1007
+POLICY_VIOLATION = 1008
+MESSAGE_TOO_BIG = 1009
+INTERNAL_ERROR = 1011
+SERVICE_RESTART = 1012
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
+_MAX_CONTROL = 125  # §5.5: control frame payloads
+_PACK_16 = struct.Struct("!BBH").pack
+_PACK_64 = struct.Struct("!BBQ").pack
+
+
+class WebSocketError(Exception):
+    """The client broke the protocol; close the connection with ``code`` (RFC 6455 §7.4.1)."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class HandshakeError(Exception):
+    """The upgrade request is not a valid WebSocket opening handshake; answer ``status``."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+# -- the opening handshake (RFC 6455 §4.2) -----------------------------------------------------------
+
+
+@dataclass
+class Request:
+    """An upgrade request head: ``target`` is the raw request target (path and query)."""
+
+    method: str
+    target: str
+    headers: list[tuple[bytes, bytes]]  # names lower-cased, in order
+
+    def get(self, name: bytes) -> bytes | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    def tokens(self, name: bytes) -> list[bytes]:
+        """The comma-separated tokens of every ``name`` header, lower-cased."""
+        found: list[bytes] = []
+        for key, value in self.headers:
+            if key == name:
+                found.extend(token.strip().lower() for token in value.split(b","))
+        return found
+
+
+def parse_request(head: bytes) -> Request:
+    """The request line and headers of ``head`` (everything up to the blank line).
+
+    Raises :class:`HandshakeError` (400) if it is not an HTTP/1.1 request.
+    """
+    lines = head.split(b"\r\n")
+    parts = lines[0].split(b" ")
+    if len(parts) != 3 or parts[2] != b"HTTP/1.1":
+        raise HandshakeError(400, "not an HTTP/1.1 request line")
+    headers = []
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, colon, value = line.partition(b":")
+        if not colon or not name or name != name.strip():
+            raise HandshakeError(400, "malformed header line")
+        headers.append(_shared(name.lower(), value.strip()))
+    return Request(parts[0].decode("latin-1"), parts[1].decode("latin-1"), headers)
+
+
+# Header names, and the values of headers that repeat from one client to the next, are kept and
+# shared: thousands of idle connections then hold one `b"upgrade"`, one `b"websocket"`, and so on.
+_SHARED_VALUES = frozenset(
+    (
+        *(b"upgrade", b"connection", b"sec-websocket-version", b"host", b"origin", b"user-agent"),
+        *(b"pragma", b"cache-control", b"accept-encoding", b"accept-language", b"sec-websocket-extensions"),
+    )
+)
+_shared_names: dict[bytes, bytes] = {}
+_shared_headers: dict[tuple[bytes, bytes], tuple[bytes, bytes]] = {}
+_MAX_SHARED = 512
+
+
+def _shared(name: bytes, value: bytes) -> tuple[bytes, bytes]:
+    if name in _SHARED_VALUES:
+        header = (name, value)
+        found = _shared_headers.get(header)
+        if found is not None:
+            return found
+        if len(_shared_headers) < _MAX_SHARED:
+            _shared_headers[header] = header
+        return header
+    found_name = _shared_names.get(name)
+    if found_name is None:
+        if len(_shared_names) >= _MAX_SHARED:
+            return name, value
+        found_name = _shared_names[name] = name
+    return found_name, value
+
+
+def accept_key(key: bytes) -> bytes:
+    """``Sec-WebSocket-Accept`` for a ``Sec-WebSocket-Key`` (§4.2.2, step 5.4)."""
+    return base64.b64encode(hashlib.sha1(key + _GUID).digest())
+
+
+def check_request(request: Request) -> bytes:
+    """Validate the opening handshake (§4.2.1); the ``Sec-WebSocket-Accept`` value to answer with.
+
+    Raises :class:`HandshakeError`: 400 for a malformed request, 426 for another protocol version
+    (the answer must then carry ``Sec-WebSocket-Version: 13``, §4.4).
+    """
+    if request.method != "GET":
+        raise HandshakeError(400, "the opening handshake must be a GET")
+    if b"websocket" not in request.tokens(b"upgrade"):
+        raise HandshakeError(400, "missing Upgrade: websocket")
+    if b"upgrade" not in request.tokens(b"connection"):
+        raise HandshakeError(400, "missing Connection: Upgrade")
+    if request.get(b"sec-websocket-version") != b"13":
+        raise HandshakeError(426, "unsupported Sec-WebSocket-Version")
+    key = request.get(b"sec-websocket-key")
+    try:
+        valid = key is not None and len(base64.b64decode(key, validate=True)) == 16
+    except ValueError:
+        valid = False
+    if not valid:
+        raise HandshakeError(400, "bad Sec-WebSocket-Key")
+    assert key is not None
+    return accept_key(key)
+
+
+def accept_response(accept: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The ``101 Switching Protocols`` answer, with extra ``headers`` (already encoded)."""
+    lines = [
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
+        b"Sec-WebSocket-Accept: " + accept + b"\r\n",
+    ]
+    lines.extend(name + b": " + value + b"\r\n" for name, value in headers)
+    lines.append(b"\r\n")
+    return b"".join(lines)
+
+
+def http_response(status: int, phrase: str, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
+    """A plain HTTP/1.1 answer that refuses the upgrade; the connection closes after it."""
+    names = {name.lower() for name, _ in headers}
+    lines = [b"HTTP/1.1 %d %s\r\n" % (status, phrase.encode("latin-1"))]
+    lines.extend(name + b": " + value + b"\r\n" for name, value in headers)
+    if b"content-length" not in names:
+        lines.append(b"content-length: %d\r\n" % len(body))
+    if b"connection" not in names:
+        lines.append(b"connection: close\r\n")
+    lines.append(b"\r\n")
+    lines.append(body)
+    return b"".join(lines)
+
+
+# -- server frames (§5.2; a server never masks, §5.1) ---------------------------------------------------
+
+
+def frame(opcode: int, payload: bytes) -> bytes:
+    """One unfragmented server frame (FIN set)."""
+    length = len(payload)
+    first = 0x80 | opcode
+    if length < 126:
+        return bytes((first, length)) + payload
+    if length < 0x10000:
+        return _PACK_16(first, 126, length) + payload
+    return _PACK_64(first, 127, length) + payload
+
+
+def text_frame(text: str) -> bytes:
+    return frame(TEXT, text.encode())
+
+
+def binary_frame(data: bytes) -> bytes:
+    return frame(BINARY, data)
+
+
+def close_frame(code: int | None = NORMAL_CLOSURE, reason: str = "") -> bytes:
+    """A close frame (§5.5.1); ``code=None`` sends none (the peer then sees 1005). The reason is cut
+    to fit the 125-byte control frame limit."""
+    if code is None:
+        return frame(CLOSE, b"")
+    encoded = reason.encode()[: _MAX_CONTROL - 2]
+    # Cutting may split a multi-byte character: drop the broken tail.
+    encoded = encoded.decode("utf-8", "ignore").encode()
+    return frame(CLOSE, struct.pack("!H", code) + encoded)
+
+
+def pong_frame(payload: bytes) -> bytes:
+    return frame(PONG, payload)
+
+
+# -- client frames -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Message:
+    """A whole data message: ``str`` for text, ``bytes`` for binary."""
+
+    data: str | bytes
+
+
+@dataclass
+class Ping:
+    payload: bytes
+
+
+@dataclass
+class Pong:
+    payload: bytes
+
+
+@dataclass
+class Close:
+    """The client's close frame; ``code`` is 1005 when it carried none (§7.1.5)."""
+
+    code: int
+    reason: str
+
+
+Event = Message | Ping | Pong | Close
+
+
+def _valid_close_code(code: int) -> bool:
+    """Codes a peer may send (§7.4.1, §7.4.2 and the IANA registry)."""
+    if 3000 <= code <= 4999:
+        return True
+    return 1000 <= code <= 1014 and code not in (1004, 1005, 1006)
+
+
+def unmask(payload: bytes, mask: bytes) -> bytes:
+    """XOR ``payload`` with the 4-byte masking key (§5.3)."""
+    if _c_apply_mask is not None:
+        return bytes(_c_apply_mask(payload, mask))
+    length = len(payload)
+    if not length:
+        return b""
+    repeated = (mask * (length // 4 + 1))[:length]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(repeated, "little")).to_bytes(length, "little")
+
+
+class Parser:
+    """Client frames in, events out. ``max_size`` bounds one message (all its fragments), in bytes.
+
+    After a :class:`WebSocketError` or a :class:`Close` the parser takes no more data (§5.5.1: nothing
+    follows a close frame).
+    """
+
+    __slots__ = ("_buffer", "_fragments", "_fragments_size", "_opcode", "closed", "max_size")
+
+    def __init__(self, max_size: int | None = None) -> None:
+        self.max_size = max_size
+        self.closed = False
+        self._buffer = b""
+        self._opcode: int | None = None  # of the fragmented message under way
+        self._fragments: list[bytes] = []
+        self._fragments_size = 0
+
+    def receive(self, data: bytes) -> list[Event]:
+        """The events that ``data`` completes (maybe none). Raises :class:`WebSocketError`."""
+        if self.closed:
+            return []
+        buffer = self._buffer + data if self._buffer else data
+        events: list[Event] = []
+        position = 0
+        end = len(buffer)
+        try:
+            while end - position >= 2:
+                first = buffer[position]
+                second = buffer[position + 1]
+                length = second & 0x7F
+                start = position + 2
+                if length == 126:
+                    if end - start < 2:
+                        break
+                    length = int.from_bytes(buffer[start : start + 2], "big")
+                    start += 2
+                elif length == 127:
+                    if end - start < 8:
+                        break
+                    length = int.from_bytes(buffer[start : start + 8], "big")
+                    if length >> 63:
+                        raise WebSocketError(PROTOCOL_ERROR, "frame length with the high bit set")
+                    start += 8
+                self._check_header(first, second, length)
+                if end - start < 4 + length:
+                    break
+                mask = buffer[start : start + 4]
+                payload = unmask(buffer[start + 4 : start + 4 + length], mask)
+                position = start + 4 + length
+                event = self._frame(first & 0x80, first & 0x0F, payload)
+                if event is not None:
+                    events.append(event)
+                    if isinstance(event, Close):
+                        self.closed = True
+                        self._buffer = b""
+                        return events
+        except WebSocketError:
+            self.closed = True
+            self._buffer = b""
+            raise
+        self._buffer = buffer[position:] if position < end else b""
+        return events
+
+    def _check_header(self, first: int, second: int, length: int) -> None:
+        """Everything the 2-14 header bytes tell before the payload is in (§5.2)."""
+        if first & 0x70:
+            raise WebSocketError(PROTOCOL_ERROR, "reserved bits set")
+        if not second & 0x80:
+            raise WebSocketError(PROTOCOL_ERROR, "unmasked client frame")  # §5.1
+        opcode = first & 0x0F
+        if opcode >= 0x8:
+            if opcode not in (CLOSE, PING, PONG):
+                raise WebSocketError(PROTOCOL_ERROR, f"reserved opcode {opcode:#x}")
+            if not first & 0x80:
+                raise WebSocketError(PROTOCOL_ERROR, "fragmented control frame")  # §5.5
+            if length > _MAX_CONTROL:
+                raise WebSocketError(PROTOCOL_ERROR, "control frame too long")
+            return
+        if opcode not in (CONTINUATION, TEXT, BINARY):
+            raise WebSocketError(PROTOCOL_ERROR, f"reserved opcode {opcode:#x}")
+        if self.max_size is not None and self._fragments_size + length > self.max_size:
+            raise WebSocketError(MESSAGE_TOO_BIG, "message too big")
+
+    def _frame(self, fin: int, opcode: int, payload: bytes) -> Event | None:
+        if opcode in (TEXT, BINARY):
+            if self._opcode is not None:
+                raise WebSocketError(PROTOCOL_ERROR, "new message inside a fragmented one")  # §5.4
+            if fin:
+                return Message(_text(payload) if opcode == TEXT else payload)
+            self._opcode = opcode
+            self._fragments = [payload]
+            self._fragments_size = len(payload)
+            return None
+        if opcode == CONTINUATION:
+            if self._opcode is None:
+                raise WebSocketError(PROTOCOL_ERROR, "continuation frame without a message")
+            self._fragments.append(payload)
+            self._fragments_size += len(payload)
+            if not fin:
+                return None
+            data = b"".join(self._fragments)
+            opcode, self._opcode, self._fragments, self._fragments_size = self._opcode, None, [], 0
+            return Message(_text(data) if opcode == TEXT else data)
+        if opcode == PING:
+            return Ping(payload)
+        if opcode == PONG:
+            return Pong(payload)
+        # CLOSE (§5.5.1): no body, or a 2-byte code and a UTF-8 reason.
+        if not payload:
+            return Close(NO_STATUS, "")
+        if len(payload) == 1:
+            raise WebSocketError(PROTOCOL_ERROR, "close frame with a 1-byte payload")
+        code = int.from_bytes(payload[:2], "big")
+        if not _valid_close_code(code):
+            raise WebSocketError(PROTOCOL_ERROR, f"invalid close code {code}")
+        return Close(code, _text(payload[2:]))
+
+
+def _text(payload: bytes) -> str:
+    try:
+        return payload.decode()
+    except UnicodeDecodeError:
+        raise WebSocketError(INVALID_DATA, "invalid UTF-8 in a text message") from None
