@@ -3,8 +3,8 @@
 // {"op": "answer", "event", "reply"}, {"op": "disconnect"}, {"op": "exit"}.
 // Reports out: {"type": "connect"|"connect_error"|"disconnect"|"event"|"ack"|"upgrade"|"reconnect", ...}.
 // Bytes travel as {"$bin": "<base64>"} in both directions.
-import { createInterface } from "node:readline";
 import { io } from "socket.io-client";
+import { serve } from "./driver.mjs";
 
 let socket = null;
 const answers = new Map();
@@ -77,13 +77,4 @@ const commands = {
   },
 };
 
-createInterface({ input: process.stdin }).on("line", (line) => {
-  if (!line.trim()) return;
-  const command = JSON.parse(line);
-  try {
-    commands[command.op](command);
-  } catch (err) {
-    report({ type: "error", message: String(err) });
-  }
-});
-process.stdin.on("end", () => process.exit(0));
+serve(commands, report);

@@ -7,8 +7,8 @@
 // Bytes travel as {"$bin": "<base64>"}; {"$bin", "$view": "Uint16Array"|"DataView"|...} sends a view of
 // them. A received ArrayBuffer is reported as {"$bin"}, any other binary type with its "$view" name.
 import { createRequire } from "node:module";
-import { createInterface } from "node:readline";
 import WebSocket from "ws";
+import { serve } from "./driver.mjs";
 
 globalThis.WebSocket = WebSocket;
 const require = createRequire(import.meta.url);
@@ -111,13 +111,4 @@ function settle(promise, ack) {
   );
 }
 
-createInterface({ input: process.stdin }).on("line", (line) => {
-  if (!line.trim()) return;
-  const command = JSON.parse(line);
-  try {
-    commands[command.op](command);
-  } catch (err) {
-    report({ type: "error", message: String(err) });
-  }
-});
-process.stdin.on("end", () => process.exit(0));
+serve(commands, report);
