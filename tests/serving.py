@@ -35,9 +35,12 @@ def wait_for_port(port: int, timeout: float = 15.0, process: subprocess.Popen | 
 
 
 class TidingsProcess:
-    """`tidings run TARGET --port PORT` as a child process; restartable on the same port."""
+    """`tidings run TARGET --port PORT` as a child process; restartable on the same port.
 
-    def __init__(self, target: str, port: int | None = None, *extra: str) -> None:
+    With no target (None) it is `tidings demo --port PORT`.
+    """
+
+    def __init__(self, target: str | None, port: int | None = None, *extra: str) -> None:
         self.target = target
         self.port = port or free_port()
         self.extra = extra
@@ -50,7 +53,8 @@ class TidingsProcess:
 
     def start(self) -> TidingsProcess:
         self.log.parent.mkdir(exist_ok=True)
-        command = [sys.executable, "-m", "tidings", "run", self.target, "--port", str(self.port)]
+        words = ["run", self.target] if self.target else ["demo"]
+        command = [sys.executable, "-m", "tidings", *words, "--port", str(self.port)]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [*command, *self.extra], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=os.environ

@@ -1,5 +1,7 @@
 """``tidings run module:attr``: serve a tidings Server, a WSGI app or an ASGI app on uvicorn.
 
+``tidings demo``: serve the chat demo (``tidings.demo``) the same way.
+
 ``tidings publish CHANNEL MESSAGE``: publish to a channel of the servers that share a broker.
 """
 
@@ -20,6 +22,7 @@ from typing import Any
 
 import uvicorn
 
+from tidings import demo
 from tidings.brokers import BROKER_ENV, PREFIX_ENV, BrokerError, broker_from
 from tidings.hub import NoSocket
 from tidings.publisher import Publisher
@@ -202,12 +205,8 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("run", help="serve an app with its real-time endpoints")
     serve.add_argument("target", help="module:attr or path/to/file.py:attr (attr defaults to app)")
-    serve.add_argument("--host", default=os.environ.get("TIDINGS_HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=int, default=int(os.environ.get("TIDINGS_PORT", "8000")))
+    _server_arguments(serve)
     serve.add_argument("--workers", type=int, default=1)
-    serve.add_argument(
-        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
-    )
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
     serve.add_argument(
         "--ws",
@@ -216,6 +215,10 @@ def main(argv: list[str] | None = None) -> None:
         f"default {DEFAULT_WS}",
     )
     _broker_arguments(serve, "the broker workers and nodes share channels through (default: the app's own)")
+    chat = commands.add_parser("demo", help="serve the chat demo: rooms, nicknames, who is here")
+    _server_arguments(chat)
+    _broker_arguments(chat, "demos sharing a broker (redis://...) share their rooms")
+    chat.set_defaults(target=demo.TARGET, workers=1, access_log=False, ws=None)  # then as `tidings run`
     publish = commands.add_parser("publish", help="publish a message to a channel of the servers")
     publish.add_argument("channel")
     publish.add_argument("message", help="a JSON value, or else taken as a string")
@@ -224,6 +227,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "publish":
         raise SystemExit(publish_message(args.channel, args.message, args.broker, args.broker_prefix))
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:%(name)s: %(message)s")
+    if args.command == "demo":
+        host = f"[{args.host}]" if ":" in args.host else args.host  # an IPv6 address
+        print(f"tidings demo: open http://{host}:{args.port}/ in two browser tabs and chat", flush=True)
     try:
         run(
             args.target,
@@ -238,6 +244,14 @@ def main(argv: list[str] | None = None) -> None:
         )
     except ValueError as error:  # a bad broker URL
         raise SystemExit(f"tidings: {error}") from None
+
+
+def _server_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default=os.environ.get("TIDINGS_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("TIDINGS_PORT", "8000")))
+    parser.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
 
 
 def _broker_arguments(parser: argparse.ArgumentParser, what: str) -> None:
