@@ -27,7 +27,6 @@ import tidings
 #: The demo's own registry: importing it adds nothing to the handlers of ``tidings.on`` and
 #: ``tidings.events``, which other apps of the same process use.
 handlers = tidings.Handlers()
-# (Its decorators with a channel= are typed as returning Any, hence the "type: ignore"s below.)
 
 ROOM_PREFIX = "room-"
 #: Every socket in a room is in this channel too, with ``{"name", "room"}`` as its presence info:
@@ -98,7 +97,7 @@ def rooms_only(request: tidings.Request, socket: tidings.Socket, context: Contex
         raise tidings.Refuse(f"only rooms can be joined: {ROOM_PREFIX}<name>")
 
 
-@handlers.on_subscribe(channel=f"^{ROOM_PREFIX}")  # type: ignore[untyped-decorator]
+@handlers.on_subscribe(channel=f"^{ROOM_PREFIX}")
 def joined(request: tidings.Request, socket: tidings.Socket, context: Context, channel: str) -> None:
     room = channel.removeprefix(ROOM_PREFIX)
     error = room_error(room)
@@ -114,7 +113,7 @@ def joined(request: tidings.Request, socket: tidings.Socket, context: Context, c
     socket.broadcast_channel(notice, channel)
 
 
-@handlers.on_message(channel=f"^{ROOM_PREFIX}")  # type: ignore[untyped-decorator]
+@handlers.on_message(channel=f"^{ROOM_PREFIX}")
 def said(
     request: tidings.Request, socket: tidings.Socket, context: Context, message: Any, channel: str | None
 ) -> dict[str, Any]:
@@ -149,7 +148,7 @@ def rename(request: tidings.Request, socket: tidings.Socket, context: Context, *
     return {"ok": True}
 
 
-@handlers.on_unsubscribe(channel=f"^{ROOM_PREFIX}")  # type: ignore[untyped-decorator]
+@handlers.on_unsubscribe(channel=f"^{ROOM_PREFIX}")
 def left(request: tidings.Request, socket: tidings.Socket, context: Context, channel: str) -> None:
     """The client left the room, or went away (then the socket has left every channel already)."""
     context.pop("room", None)

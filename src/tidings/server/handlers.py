@@ -15,7 +15,7 @@ import inspect
 import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 HandlerFunc = TypeVar("HandlerFunc", bound=Callable[..., Any])
 
@@ -91,6 +91,41 @@ class Handlers:
         self._handlers: dict[tuple[str, str], list[Handler]] = {}
         #: Plain WebSocket endpoints by URL path.
         self.endpoints: dict[str, Handler] = {}
+        # The seeds' events: ``@on_message`` or ``@on_message(channel="^room-")``.
+        self.on_connect = LifecycleDecorator(
+            self, CONNECT, "``(request, socket, context)`` once the client connects; raise Refuse to refuse."
+        )
+        self.on_message = LifecycleDecorator(
+            self,
+            MESSAGE,
+            "``(request, socket, context, message[, channel])`` for each message the client sends.\n\n"
+            'A message addressed to a channel (``emit("message", message, channel)``) fires handlers '
+            "bound to a pattern matching that channel; one addressed to no channel fires handlers bound "
+            "to a pattern matching any channel the socket is in. Unbound handlers fire for every message.",
+        )
+        self.on_subscribe = LifecycleDecorator(
+            self,
+            SUBSCRIBE,
+            "``(request, socket, context, channel)`` before the socket joins; Refuse refuses.",
+        )
+        self.on_unsubscribe = LifecycleDecorator(
+            self,
+            UNSUBSCRIBE,
+            "``(request, socket, context, channel)`` after the socket left a channel (also on disconnect).",
+        )
+        self.on_error = LifecycleDecorator(
+            self, ERROR, "``(request, socket, context, exception)`` when another handler raised."
+        )
+        self.on_disconnect = LifecycleDecorator(
+            self,
+            DISCONNECT,
+            "``(request, socket, context)`` once the socket is gone (client left, timeout, server).",
+        )
+        self.on_finish = LifecycleDecorator(
+            self,
+            FINISH,
+            "``(request, socket, context)`` once, last, when the connection is over (also if refused).",
+        )
 
     def on(self, event: str, namespace: str = "/") -> Callable[[HandlerFunc], HandlerFunc]:
         """Decorator: run the function for ``event`` in ``namespace``.
@@ -141,63 +176,39 @@ class Handlers:
 
         return register
 
-    # -- the seeds' events: ``@on_message`` or ``@on_message(channel="^room-")`` --------------------
 
-    def on_connect(self, func: HandlerFunc | None = None, *, namespace: str = "/") -> Any:
-        """``(request, socket, context)`` once the client connects; raise :class:`Refuse` to refuse."""
-        return self._lifecycle(CONNECT, func, None, namespace)
+class LifecycleDecorator:
+    """One of the seeds' events as a decorator: ``@handlers.on_message`` bare, or called as
+    ``@handlers.on_message(channel="^room-", namespace="/chat")``.
 
-    def on_message(
-        self, func: HandlerFunc | None = None, *, channel: str | None = None, namespace: str = "/"
-    ) -> Any:
-        """``(request, socket, context, message[, channel])`` for each message the client sends.
+    ``channel`` (a regular expression, matched with ``re.match``) binds the handler to the channels
+    it matches; every event but ``connect`` takes it.
+    """
 
-        A message addressed to a channel (``emit("message", message, channel)``) fires handlers
-        bound to a pattern matching that channel; one addressed to no channel fires handlers bound
-        to a pattern matching any channel the socket is in. Unbound handlers fire for every message.
-        """
-        return self._lifecycle(MESSAGE, func, channel, namespace)
+    def __init__(self, handlers: Handlers, event: str, doc: str) -> None:
+        self._handlers = handlers
+        self.event = event
+        self.__doc__ = doc
 
-    def on_subscribe(
-        self, func: HandlerFunc | None = None, *, channel: str | None = None, namespace: str = "/"
-    ) -> Any:
-        """``(request, socket, context, channel)`` before the socket joins; :class:`Refuse` refuses."""
-        return self._lifecycle(SUBSCRIBE, func, channel, namespace)
+    @overload
+    def __call__(self, func: HandlerFunc, /) -> HandlerFunc: ...
 
-    def on_unsubscribe(
-        self, func: HandlerFunc | None = None, *, channel: str | None = None, namespace: str = "/"
-    ) -> Any:
-        """``(request, socket, context, channel)`` after the socket left a channel (also on disconnect)."""
-        return self._lifecycle(UNSUBSCRIBE, func, channel, namespace)
+    @overload
+    def __call__(
+        self, func: None = None, /, *, channel: str | None = None, namespace: str = "/"
+    ) -> Callable[[HandlerFunc], HandlerFunc]: ...
 
-    def on_error(
-        self, func: HandlerFunc | None = None, *, channel: str | None = None, namespace: str = "/"
-    ) -> Any:
-        """``(request, socket, context, exception)`` when another handler raised."""
-        return self._lifecycle(ERROR, func, channel, namespace)
-
-    def on_disconnect(
-        self, func: HandlerFunc | None = None, *, channel: str | None = None, namespace: str = "/"
-    ) -> Any:
-        """``(request, socket, context)`` once the socket is gone (client left, timeout, server)."""
-        return self._lifecycle(DISCONNECT, func, channel, namespace)
-
-    def on_finish(
-        self, func: HandlerFunc | None = None, *, channel: str | None = None, namespace: str = "/"
-    ) -> Any:
-        """``(request, socket, context)`` once, last, when the connection is over (also if refused)."""
-        return self._lifecycle(FINISH, func, channel, namespace)
-
-    def _lifecycle(self, event: str, func: HandlerFunc | None, channel: str | None, namespace: str) -> Any:
-        if func is not None:  # used bare: @on_message
-            self.add(event, func, namespace, channel)
-            return func
-
+    def __call__(
+        self, func: HandlerFunc | None = None, /, *, channel: str | None = None, namespace: str = "/"
+    ) -> HandlerFunc | Callable[[HandlerFunc], HandlerFunc]:
         def register(func: HandlerFunc) -> HandlerFunc:
-            self.add(event, func, namespace, channel)
+            self._handlers.add(self.event, func, namespace, channel)
             return func
 
-        return register
+        return register if func is None else register(func)
+
+    def __repr__(self) -> str:
+        return f"<on_{self.event} decorator>"
 
 
 #: The registry module-level decorators (``tidings.on``, ``tidings.events``) write to and servers
