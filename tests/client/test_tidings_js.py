@@ -6,13 +6,9 @@ Also `tidings.script_tag`, the tag that puts it in a page, through the template 
 from __future__ import annotations
 
 import asyncio
-import base64
 import itertools
 import json
-import shutil
-import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import django.template
@@ -26,107 +22,13 @@ from gluon.html import DIV
 from websockets.asyncio.server import ServerConnection, serve
 
 import tidings
-from tests.node_client import NodeClient
-from tests.peers import NODE_DIR, missing
+from tests.client.js_client import CLIENT, JsClient, Rejected, run_script, settled, view
+from tests.peers import missing
 from tests.python_client import PythonClient
-from tests.serving import ROOT, TidingsProcess
+from tests.serving import TidingsProcess
 
-CLIENT = ROOT / "src" / "tidings" / "static" / "tidings.js"
 BROKER_APP = "tests/brokers/app.py:app"  # hist-* channels keep a history
 REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-def driver_script() -> str:
-    if shutil.which("node") is None:
-        missing("node", "no `node` on PATH")
-    if not (NODE_DIR / "node_modules" / "ws").is_dir():
-        missing("ws", f"run `npm ci` in {NODE_DIR}")
-    return str(NODE_DIR / "tidings_js_client.mjs")
-
-
-class Rejected(Exception):
-    """A subscribe() or unsubscribe() promise was rejected."""
-
-
-class JsClient(NodeClient):
-    """tidings.js in a Node process (tests/node/tidings_js_client.mjs); reports arrive as dicts.
-
-    The ``a``-methods wait in a thread, so the test's event loop (and its python-socketio clients)
-    keeps running meanwhile.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(driver_script())
-
-    def connect(self, url: str, listen: tuple[str, ...] = ("message",), **opts: Any) -> None:
-        self.command("connect", url=url, opts=opts, listen=list(listen))
-
-    async def wait(self, kind: str, timeout: float = 10, **match: Any) -> dict[str, Any]:
-        return await asyncio.to_thread(self.expect, kind, timeout, **match)
-
-    async def connected(self, url: str, **options: Any) -> str:
-        """Connects and returns the Socket.IO sid."""
-        self.connect(url, **options)
-        return (await self.wait("connect"))["id"]
-
-    def start(self, op: str, **fields: Any) -> int:
-        """Sends a command that reports an ack; returns the ack's id."""
-        ack = next(self._ack_ids)
-        self.command(op, ack=ack, **fields)
-        return ack
-
-    async def acked(self, ack: int, timeout: float = 10) -> Any:
-        report = await self.wait("ack", timeout, id=ack)
-        if "error" in report:
-            raise Rejected(report["error"])
-        return report["args"]
-
-    async def acall(self, event: str, *args: Any) -> list[Any]:
-        return await self.acked(self.start("emit", event=event, args=list(args)))
-
-    async def asend(self, message: Any, channel: str | None = None) -> list[Any]:
-        return await self.acked(self.start("send", message=message, channel=channel))
-
-    async def subscribe(self, channel: Any) -> Any:
-        return (await self.acked(self.start("subscribe", channel=channel)))[0]
-
-    async def unsubscribe(self, channel: str) -> Any:
-        return (await self.acked(self.start("unsubscribe", channel=channel)))[0]
-
-    async def aevent(self, name: str) -> list[Any]:
-        return (await self.wait("event", event=name))["args"]
-
-    async def inspect(self) -> dict[str, Any]:
-        self.command("inspect")
-        return await self.wait("inspect")
-
-
-def view(data: bytes, kind: str) -> dict[str, str]:
-    """``data`` sent by the driver as a typed array or DataView of that kind (over a larger buffer)."""
-    return {"$bin": base64.b64encode(data).decode(), "$view": kind}
-
-
-@pytest.fixture(scope="module")
-def channels_server() -> Iterator[TidingsProcess]:
-    running = TidingsProcess("tests/channels/app.py:app").start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def js() -> Iterator[JsClient]:
-    client = JsClient()
-    yield client
-    client.close()
-
-
-@pytest.fixture
-async def python(channels_server: TidingsProcess) -> AsyncIterator[PythonClient]:
-    client = PythonClient("async")
-    await client.connect(channels_server.url, transports=["websocket"])
-    yield client
-    if client.client.connected:
-        await client.disconnect()
 
 
 async def audit(observer: PythonClient, session_id: str, count: int) -> list[list[Any]]:
@@ -165,12 +67,7 @@ def test_a_classic_script_defines_window_tidings_and_defaults_to_the_pages_origi
     console.log(JSON.stringify({ self: typeof page.self.tidings.connect, opened,
                                  states: sockets.map((socket) => socket.state) }));
     """
-    if shutil.which("node") is None:
-        missing("node", "no `node` on PATH")
-    result = subprocess.run(
-        ["node", "-e", script, str(CLIENT)], capture_output=True, text=True, timeout=30, check=True
-    )
-    assert json.loads(result.stdout) == {
+    assert run_script(script) == {
         "self": "function",
         "opened": [
             "wss://example.com:8443/socket.io/?user=ann&EIO=4&transport=websocket",
@@ -214,15 +111,6 @@ async def test_acks_the_servers_calls(interop_server: TidingsProcess, js: JsClie
     assert await js.acall("ask", "meaning?") == [{"answer": {"reply": b"\x00\x2a"}}]
     assert await js.aevent("question") == ["meaning?"]
     assert await js.acall("ask_async", "again?") == [{"answer": {"reply": b"\x00\x2a"}}]
-
-
-async def settled(js: JsClient) -> dict[str, Any]:
-    """The driver's state once no socket of it is open; with a reconnect pending it never settles."""
-    for _ in range(200):  # a guard: closing takes a few milliseconds on localhost
-        state = await js.inspect()
-        if "TCPSocketWrap" not in state["resources"]:
-            return state
-    raise AssertionError(f"the client keeps a socket open: {state}")
 
 
 async def test_a_refused_connect_is_final(interop_server: TidingsProcess, js: JsClient) -> None:
@@ -294,10 +182,13 @@ async def test_refused_subscriptions_are_not_kept(channels_server: TidingsProces
     assert await js.acall("channels") == [["room-kept"]]
 
 
-async def test_answers_the_servers_heartbeat(channels_server: TidingsProcess, js: JsClient) -> None:
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+async def test_answers_the_servers_heartbeat(
+    channels_server: TidingsProcess, js: JsClient, transport: str
+) -> None:
     # The app pings every 0.5 s and waits 0.5 s for the pong: unanswered, the session would be closed
     # before the second ping, and the client would come back with another sid.
-    sid = await js.connected(channels_server.url, listen=("ping",))
+    sid = await js.connected(channels_server.url, listen=("ping",), transports=[transport])
     for _ in range(4):
         await js.wait("event", event="ping")
     assert await js.acall("channels") == [[]]
@@ -307,9 +198,12 @@ async def test_answers_the_servers_heartbeat(channels_server: TidingsProcess, js
     ]
 
 
-async def test_close_is_for_good(channels_server: TidingsProcess, js: JsClient, python: PythonClient) -> None:
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+async def test_close_is_for_good(
+    channels_server: TidingsProcess, js: JsClient, python: PythonClient, transport: str
+) -> None:
     assert await python.call("subscribe", "audit") == {"ok": True}
-    sid = await js.connected(channels_server.url)
+    sid = await js.connected(channels_server.url, transports=[transport])
     assert await js.subscribe("room-close") == {"ok": True}
     js.command("close")
     assert await js.wait("disconnect") == {
@@ -462,12 +356,13 @@ async def test_recovers_a_history_channel_after_a_server_restart(js: JsClient) -
         server.stop()
 
 
-async def test_says_when_recovery_is_impossible(js: JsClient) -> None:
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+async def test_says_when_recovery_is_impossible(js: JsClient, transport: str) -> None:
     """The memory broker's history goes with its process: a new epoch after the restart."""
     server = TidingsProcess(BROKER_APP).start()
     channel = "hist-memory"
     try:
-        js.connect(server.url, listen=("message", "unrecovered"), reconnectDelay=100)
+        js.connect(server.url, listen=("message", "unrecovered"), reconnectDelay=100, transports=[transport])
         await js.wait("connect")
         assert (await js.subscribe(channel))["ok"] is True
         assert await js.acall("publish", channel, "first") == [{"reached": 1}]

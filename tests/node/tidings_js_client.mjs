@@ -1,21 +1,35 @@
 // The browser client src/tidings/static/tidings.js, loaded in Node with `ws` as globalThis.WebSocket and
 // remote-controlled by the Python tests over stdin/stdout, one JSON object a line.
-// Commands in: {"op": "connect", "url", "opts", "listen": [event, ...]}, {"op": "emit", "event", "args",
-// "ack": id|null}, {"op": "send", "message", "channel", "ack"}, {"op": "subscribe"|"unsubscribe",
-// "channel", "ack"}, {"op": "answer", "event", "reply"}, {"op": "inspect"}, {"op": "close"}, {"op": "exit"}.
-// Reports out: {"type": "state"|"connect"|"disconnect"|"connect_error"|"event"|"ack"|"inspect", ...}.
+// Commands in: {"op": "connect", "url", "opts", "listen": [event, ...], "webSocket": "none" for a page
+// without window.WebSocket, "reporting" for one that reports each text message tidings.js has handled},
+// {"op": "emit", "event", "args", "ack": id|null}, {"op": "send", "message", "channel", "ack"},
+// {"op": "subscribe"|"unsubscribe", "channel", "ack"}, {"op": "answer", "event", "reply"},
+// {"op": "stream", "channel", "after"}, {"op": "inspect"}, {"op": "close"}, {"op": "exit"}.
+// Reports out: {"type": "state"|"connect"|"disconnect"|"connect_error"|"upgrade"|"event"|"ack"|"streamed"|
+// "ws-message"|"inspect", ...}; "connect", "upgrade" and "inspect" tell the transport.
 // Bytes travel as {"$bin": "<base64>"}; {"$bin", "$view": "Uint16Array"|"DataView"|...} sends a view of
 // them. A received ArrayBuffer is reported as {"$bin"}, any other binary type with its "$view" name.
 import { createRequire } from "node:module";
 import WebSocket from "ws";
 import { serve } from "./driver.mjs";
 
-globalThis.WebSocket = WebSocket;
 const require = createRequire(import.meta.url);
 const tidings = require("../../src/tidings/static/tidings.js");
 
 let socket = null;
 const answers = new Map();
+
+// A WebSocket whose own listener comes before tidings.js's onmessage, and reports on the next tick,
+// when tidings.js has handled the message.
+class ReportingWebSocket extends WebSocket {
+  constructor(...args) {
+    super(...args);
+    this.addEventListener("message", ({ data }) => {
+      if (typeof data === "string") setTimeout(() => report({ type: "ws-message", data }));
+    });
+  }
+}
+const WEBSOCKETS = { standard: WebSocket, reporting: ReportingWebSocket, none: undefined };
 
 function toWire(value) {
   if (value instanceof ArrayBuffer) return { $bin: Buffer.from(value).toString("base64") };
@@ -62,10 +76,14 @@ function listen(event) {
 }
 
 const commands = {
-  connect({ url, opts, listen: events }) {
+  connect({ url, opts, listen: events, webSocket }) {
+    globalThis.WebSocket = WEBSOCKETS[webSocket ?? "standard"];
     socket = tidings.connect(url, opts ?? {});
     socket.on("state", (state) => report({ type: "state", state }));
-    socket.on("connect", () => report({ type: "connect", id: socket.id, state: socket.state }));
+    socket.on("connect", () =>
+      report({ type: "connect", id: socket.id, state: socket.state, transport: socket.transport }),
+    );
+    socket.on("upgrade", (name) => report({ type: "upgrade", name, transport: socket.transport }));
     socket.on("disconnect", (reason) => report({ type: "disconnect", reason, state: socket.state }));
     socket.on("connect_error", (err) =>
       report({ type: "connect_error", message: err.message, data: err.data ?? null, kind: err.type }),
@@ -90,10 +108,26 @@ const commands = {
   answer({ event, reply }) {
     answers.set(event, reply);
   },
+  // send(0, channel), send(1, channel) ... one per timer tick, on whatever transport is current, until
+  // `after` more have gone since the socket was first seen on a WebSocket.
+  stream({ channel, after }) {
+    let sent = 0;
+    let upgradedAt = null;
+    const tick = () => {
+      if (upgradedAt === null && socket.transport === "websocket") upgradedAt = sent;
+      if (upgradedAt !== null && sent - upgradedAt >= after) {
+        return report({ type: "streamed", sent, upgradedAt });
+      }
+      socket.send(sent++, channel);
+      setTimeout(tick, 1);
+    };
+    tick();
+  },
   inspect() {
     // Timers and sockets keeping the process alive: a client at rest after close() has none of its own.
     const resources = process.getActiveResourcesInfo();
-    report({ type: "inspect", state: socket.state, id: socket.id, channels: socket.channels, resources });
+    const { state, id, channels, transport } = socket;
+    report({ type: "inspect", state, id, channels, transport, resources });
   },
   close() {
     socket.close();

@@ -1,22 +1,27 @@
-/* tidings.js: the browser client of tidings, Socket.IO v5 over Engine.IO v4 on a WebSocket.
- * No build step, no dependencies. `<script src="/tidings/tidings.js"></script>` defines
- * `window.tidings`; under CommonJS (Node) it is `module.exports`.
+/* tidings.js: the browser client of tidings, Socket.IO v5 over Engine.IO v4, on a WebSocket or on HTTP
+ * long-polling (with the upgrade from polling to WebSocket). No build step, no dependencies.
+ * `<script src="/tidings/tidings.js"></script>` defines `window.tidings`; under CommonJS (Node) it is
+ * `module.exports`.
  *
  *   const socket = tidings.connect();                 // the page's origin, namespace "/"
  *   socket.on("message", (message, channel) => {});
  *   socket.subscribe("room-1").then((ack) => {});     // {ok: true} or {ok: false, error}
  *   socket.send("hello", "room-1");
  *
- * tidings.connect(url?, {path, namespace, auth, query, reconnect, reconnectDelay, reconnectDelayMax,
- *   timeout}): only url's origin is used (http -> ws, https -> wss); auth is an object or a function
- *   returning one, sent with every connect. Methods: on/off(event, handler), emit(event, ...args, ack?),
- *   send(message, channel?, ack?), subscribe/unsubscribe(channel) -> Promise, close(). Properties: state
- *   ("connecting" | "connected" | "reconnecting" | "disconnected"), id, channels. Local events: "state"
- *   (state), "connect", "disconnect" (reason), "connect_error" (error: error.type "server" with
- *   error.data when refused, which is final; "transport" when an attempt failed), "ping", and for
- *   channels with history "recovered" (channel) / "unrecovered" (channel, reason) after a reconnect:
- *   the client keeps each channel's last {offset, epoch} and subscribes again with it. Binary
- *   (ArrayBuffer, typed arrays, DataView) may be anywhere in arguments; it arrives as ArrayBuffer.
+ * tidings.connect(url?, {path, namespace, auth, query, transports, upgrade, reconnect, reconnectDelay,
+ *   reconnectDelayMax, timeout}): only url's origin is used (http -> ws, https -> wss); auth is an object
+ *   or a function returning one, sent with every connect. transports (["websocket", "polling"]) are tried
+ *   in this order at each connection attempt, the next at once when one fails before the handshake;
+ *   with upgrade (true), a session opened on polling moves to a WebSocket when the server offers it.
+ *   Methods: on/off(event, handler), emit(event, ...args, ack?), send(message, channel?, ack?),
+ *   subscribe/unsubscribe(channel) -> Promise, close(). Properties: state ("connecting" | "connected" |
+ *   "reconnecting" | "disconnected"), transport ("websocket" | "polling" | null when not connected), id,
+ *   channels. Local events: "state" (state), "connect", "disconnect" (reason), "connect_error" (error:
+ *   error.type "server" with error.data when refused, which is final; "transport" when an attempt failed),
+ *   "upgrade" (transport name), "ping", and for channels with history "recovered" (channel) /
+ *   "unrecovered" (channel, reason) after a reconnect: the client keeps each channel's last {offset,
+ *   epoch} and subscribes again with it. Binary (ArrayBuffer, typed arrays, DataView) may be anywhere in
+ *   arguments; it arrives as ArrayBuffer.
  *
  * Specs: https://socket.io/docs/v4/engine-io-protocol/ (EIO) and
  * https://socket.io/docs/v4/socket-io-protocol/ (SIO). "§" below names their sections.
@@ -30,9 +35,12 @@
   // SIO §"Packet types"; an Engine.IO text packet is a type digit then data (EIO §"Packet encoding").
   const CONNECT = 0, DISCONNECT = 1, EVENT = 2, ACK = 3, CONNECT_ERROR = 4, BINARY_EVENT = 5, BINARY_ACK = 6;
   // Events this client fires itself; never sent to or taken from the server.
-  const LOCAL = ["connect", "connect_error", "disconnect", "state", "ping", "recovered", "unrecovered"];
+  const LOCAL = [
+    "connect", "connect_error", "disconnect", "state", "ping", "upgrade", "recovered", "unrecovered",
+  ];
   const DEFAULTS = {
     path: "/socket.io/", namespace: "/", auth: undefined, query: undefined,
+    transports: ["websocket", "polling"], upgrade: true,
     reconnect: true, reconnectDelay: 500, reconnectDelayMax: 5000, timeout: 20000,
   };
 
@@ -117,15 +125,23 @@
 
   // -- Transports ---------------------------------------------------------------------------------
 
-  // A transport carries Engine.IO packets: text packets as strings ("4..."), binary ones as ArrayBuffer.
-  // It calls handlers.onPacket(packet) for each packet received and handlers.onClose(reason) once when
-  // it goes, unless close() was called first. Over WebSocket a frame is one packet and binary data is a
-  // binary frame (EIO §"WebSocket"). A polling transport would do the same over HTTP, framing payloads
-  // with "\x1e" and binary as "b" + base64 (EIO §"HTTP long-polling").
+  // A transport carries Engine.IO packets: text packets as strings ("4..."), binary ones as ArrayBuffer
+  // (sent as any binary value). It calls handlers.onPacket(packet) for each packet received and
+  // handlers.onClose(reason) once when it goes, unless close() was called first. `available()` says
+  // whether the global API it needs is there; a transport without it is skipped.
+
+  // Over WebSocket a frame is one packet and binary data is a binary frame (EIO §"WebSocket").
   class WebSocketTransport {
+    static available() {
+      return typeof globalThis.WebSocket === "function";
+    }
+
     constructor(url, handlers) {
+      this.name = "websocket";
+      this._waiting = []; // sent before the WebSocket was open
       this.ws = new globalThis.WebSocket(url);
       this.ws.binaryType = "arraybuffer";
+      this.ws.onopen = () => this._waiting.splice(0).forEach((packet) => this.ws.send(packet));
       this.ws.onmessage = (event) => handlers.onPacket(event.data);
       this.ws.onerror = () => {}; // a close event follows
       this.ws.onclose = () => {
@@ -135,16 +151,188 @@
     }
 
     send(packet) {
-      this.ws.send(packet);
+      if (this.ws.readyState === 0) this._waiting.push(packet); // CONNECTING
+      else this.ws.send(packet);
     }
 
     close() {
-      this.ws.onmessage = this.ws.onclose = null;
+      this.ws.onopen = this.ws.onmessage = this.ws.onclose = null;
       if (this.ws.readyState < 2) this.ws.close(); // CONNECTING or OPEN
     }
   }
 
-  const TRANSPORTS = { websocket: WebSocketTransport };
+  // HTTP long-polling (EIO §"HTTP long-polling"): one GET at a time waits for what the server has;
+  // what the client sends goes in POSTs, one at a time, each taking every packet queued meanwhile.
+  // A payload joins packets with "\x1e", binary ones as "b" + base64 (EIO §"Packet encoding").
+  const SEPARATOR = "\x1e";
+  let requests = 0; // with the time, makes every request's URL unique: no cache may answer it
+
+  class PollingTransport {
+    static available() {
+      return typeof globalThis.fetch === "function";
+    }
+
+    constructor(url, handlers) {
+      this.name = "polling";
+      this._url = url;
+      this._handlers = handlers;
+      this._sid = null; // from the open packet on, every request names the session
+      this._maxPayload = Infinity; // the server's limit on a POST body, from the open packet
+      this._queue = []; // packets for the next POST
+      this._get = null; // the pending GET's AbortController
+      this._posting = false;
+      this._pausing = null; // pause()'s callback, until nothing is in flight
+      this._closed = false;
+      this._poll();
+    }
+
+    send(packet) {
+      this._queue.push(packet);
+      this._post();
+    }
+
+    // Ends the session too, with a close packet (EIO §"Protocol"), after what is still queued.
+    close() {
+      if (this._closed) return;
+      this._closed = true;
+      this._pausing = null;
+      if (this._get) this._get.abort();
+      if (this._sid) this.send("1");
+    }
+
+    // For the upgrade (EIO §"Upgrade"): no new request; once none is in flight, the transport is
+    // done and onPaused(queued) gets the packets that were never sent, for the WebSocket.
+    pause(onPaused) {
+      this._pausing = onPaused;
+      this._handOver();
+    }
+
+    // The upgrade failed before the hand-over: carry on polling.
+    resume() {
+      this._pausing = null;
+      this._poll();
+      this._post();
+    }
+
+    _handOver() {
+      if (!this._pausing || this._get || this._posting) return;
+      const onPaused = this._pausing;
+      this._closed = true;
+      this._pausing = null;
+      onPaused(this._queue.splice(0));
+    }
+
+    _poll() {
+      if (this._closed || this._get || this._pausing) return;
+      const get = (this._get = new AbortController());
+      this._request("GET", undefined, get.signal)
+        .then((payload) => {
+          this._get = null;
+          for (const part of payload.split(SEPARATOR)) {
+            if (this._closed) return; // a packet closed it (or the socket, from a handler)
+            this._receive(part[0] === "b" ? fromBase64(part.slice(1)) : part);
+          }
+          this._poll();
+          this._handOver();
+        })
+        .catch(() => this._fail());
+    }
+
+    _receive(packet) {
+      if (packet[0] === "0" && !this._sid) {
+        const handshake = JSON.parse(packet.slice(1)); // a bad one fails the transport
+        this._sid = handshake.sid;
+        this._maxPayload = handshake.maxPayload || Infinity;
+      }
+      if (packet === "1") this._sid = null; // the server closed the session: no close packet back
+      this._handlers.onPacket(packet);
+    }
+
+    _post() {
+      if (this._posting || !this._sid || !this._queue.length || this._pausing) return;
+      // As many queued packets as fit in the server's maxPayload (at least one).
+      const parts = [];
+      let size = -1;
+      for (const packet of this._queue) {
+        const part = typeof packet === "string" ? packet : "b" + toBase64(packet);
+        size += 1 + utf8Length(part);
+        if (parts.length && size > this._maxPayload) break;
+        parts.push(part);
+      }
+      this._queue.splice(0, parts.length);
+      this._posting = true;
+      this._request("POST", parts.join(SEPARATOR))
+        .then(() => {
+          this._posting = false;
+          this._post();
+          this._handOver();
+        })
+        .catch(() => this._fail());
+    }
+
+    _request(method, body, signal) {
+      const sid = this._sid ? `&sid=${encodeURIComponent(this._sid)}` : "";
+      const url = `${this._url}${sid}&t=${Date.now().toString(36)}.${(requests++).toString(36)}`;
+      return globalThis.fetch(url, { method, body, signal }).then((response) => {
+        if (response.status !== 200) throw new Error(`HTTP ${response.status}`);
+        return response.text();
+      });
+    }
+
+    // A non-200 answer or a network error (EIO §"HTTP long-polling": the session is gone or unusable).
+    _fail() {
+      if (this._closed) return; // closed by us: the aborted GET and late answers do not count
+      this._closed = true;
+      this._pausing = null;
+      this._queue = [];
+      if (this._get) this._get.abort();
+      this._handlers.onClose("transport error");
+    }
+  }
+
+  function toBase64(data) {
+    const bytes = ArrayBuffer.isView(data)
+      ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
+      : new Uint8Array(data);
+    let binary = "";
+    for (let i = 0; i < bytes.length; i += 0x8000) {
+      binary += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+    }
+    return btoa(binary);
+  }
+
+  function fromBase64(text) {
+    const binary = atob(text);
+    const bytes = new Uint8Array(binary.length);
+    for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+    return bytes.buffer;
+  }
+
+  // The size the server counts against maxPayload. Each half of a surrogate pair counts 3: an
+  // overestimate by 2 bytes, which only keeps a POST further under the limit.
+  function utf8Length(text) {
+    let length = text.length;
+    for (let i = 0; i < text.length; i++) {
+      const code = text.charCodeAt(i);
+      length += code >= 0x800 ? 2 : code >= 0x80 ? 1 : 0;
+    }
+    return length;
+  }
+
+  const TRANSPORTS = { websocket: WebSocketTransport, polling: PollingTransport };
+
+  // Bad options fail connect() at once: every name known, and one transport at least usable here.
+  function checkTransports(transports) {
+    const known = Object.keys(TRANSPORTS);
+    const listed = Array.isArray(transports) ? transports : [];
+    if (!listed.length || !listed.every((name) => known.includes(name))) {
+      const given = JSON.stringify(transports);
+      throw new Error(`tidings.connect: transports must list "websocket", "polling" or both, not ${given}`);
+    }
+    if (!transports.some((name) => TRANSPORTS[name].available())) {
+      throw new Error(`tidings.connect: no transport of ${transports} can run here (no WebSocket, no fetch)`);
+    }
+  }
 
   // -- The socket ---------------------------------------------------------------------------------
 
@@ -154,6 +342,7 @@
       const base = typeof location !== "undefined" ? location.href : undefined;
       if (!url && !base) throw new Error("tidings.connect: no url, and no page to take it from");
       this._origin = new URL(url || base, base).origin; // url's origin only; options.path is the path
+      checkTransports(this.options.transports);
       this.state = "connecting"; // | "connected" | "reconnecting" | "disconnected"
       this.id = null; // the Socket.IO sid while connected
       this._listeners = new Map(); // event -> handlers
@@ -163,12 +352,21 @@
       this._nextAck = 0;
       this._buffer = []; // emits made while not connected: sent once connected
       this._attempts = 0;
+      this._transport = null; // the one carrying the session, or trying to open one
+      this._untried = []; // the transports this connection attempt may still try
+      this._handshake = null; // the open packet's data, once it came
+      this._probe = null; // a WebSocket probing for the upgrade
       this._closed = false;
       this._open();
     }
 
     get channels() {
       return [...this._channels.keys()];
+    }
+
+    // "websocket" or "polling" while connected, else null.
+    get transport() {
+      return this.state === "connected" && this._transport ? this._transport.name : null;
     }
 
     on(event, handler) {
@@ -229,16 +427,36 @@
 
     // -- Engine.IO (EIO §"Protocol") --
 
-    _open(transport = "websocket") {
-      const query = new URLSearchParams(this.options.query || {});
-      query.set("EIO", "4");
-      query.set("transport", transport);
-      const origin = transport === "websocket" ? this._origin.replace(/^http/, "ws") : this._origin;
-      this._transport = new TRANSPORTS[transport](`${origin}${this.options.path}?${query}`, {
+    // A connection attempt tries the transports in order: one that fails before the open packet
+    // (EIO §"Handshake") makes way for the next at once.
+    _open() {
+      this._untried = this.options.transports.filter((name) => TRANSPORTS[name].available());
+      if (!this._untried.length) {
+        // Its API went away since connect() (a page removed window.WebSocket): nothing can connect.
+        const error = new Error("no transport available");
+        error.type = "transport";
+        this._finish();
+        return this._fire("connect_error", error);
+      }
+      this._openNext();
+    }
+
+    _openNext() {
+      const name = this._untried.shift();
+      this._transport = new TRANSPORTS[name](this._url(name), {
         onPacket: (packet) => this._onEnginePacket(packet),
         onClose: (reason) => this._drop(reason),
       });
       this._expectWithin(this.options.timeout, "timeout"); // until the handshake says better
+    }
+
+    _url(transport, sid) {
+      const query = new URLSearchParams(this.options.query || {});
+      query.set("EIO", "4");
+      query.set("transport", transport);
+      if (sid) query.set("sid", sid);
+      const origin = transport === "websocket" ? this._origin.replace(/^http/, "ws") : this._origin;
+      return `${origin}${this.options.path}?${query}`;
     }
 
     _onEnginePacket(packet) {
@@ -249,7 +467,9 @@
             this._handshake = JSON.parse(packet.slice(1));
             this._heartbeat();
             const auth = this.options.auth; // then connect the namespace (SIO §"Connection to a namespace")
-            return this._send(CONNECT, typeof auth === "function" ? auth() : auth);
+            this._send(CONNECT, typeof auth === "function" ? auth() : auth);
+            if (this._transport.name === "polling" && this._mayUpgrade()) this._upgrade();
+            return;
           }
           case "1": // close
             return this._drop("transport close");
@@ -259,7 +479,8 @@
             return this._fire("ping");
           case "4": // message: a Socket.IO packet
             return this._onSocketPacket(decode(packet.slice(1)));
-          // "3" pong, "5" upgrade, "6" noop: not sent to a WebSocket-only client
+          // "6" noop: answers a GET so that polling can pause for the upgrade. The server sends no
+          // "5" upgrade, and "3" pong only as "3probe", which only the probe sees.
         }
       } catch (error) {
         this._drop("parse error");
@@ -275,6 +496,49 @@
     _expectWithin(ms, reason) {
       clearTimeout(this._deadline);
       this._deadline = setTimeout(() => this._drop(reason), ms);
+    }
+
+    _mayUpgrade() {
+      const offered = this._handshake.upgrades || [];
+      return this.options.upgrade && this.options.transports.includes("websocket") &&
+        offered.includes("websocket") && WebSocketTransport.available();
+    }
+
+    // EIO §"Upgrade": a WebSocket on the same session sends "2probe" and must get "3probe"; then
+    // polling pauses (the server answers the pending GET with a noop), "5" makes the WebSocket the
+    // transport, and what was queued meanwhile follows on it, in order. A failed probe changes
+    // nothing: the session stays on polling.
+    _upgrade() {
+      const polling = this._transport;
+      let probing = true;
+      const giveUp = () => {
+        this._stopProbe();
+        polling.resume();
+      };
+      const probe = (this._probe = new WebSocketTransport(this._url("websocket", this._handshake.sid), {
+        onPacket: (packet) => {
+          if (!probing) return this._onEnginePacket(packet);
+          if (packet !== "3probe") return giveUp();
+          clearTimeout(this._probeTimer);
+          polling.pause((queued) => {
+            probing = false;
+            this._probe = null;
+            this._transport = probe;
+            probe.send("5");
+            queued.forEach((packet) => probe.send(packet));
+            this._fire("upgrade", probe.name);
+          });
+        },
+        onClose: (reason) => (probing ? giveUp() : this._drop(reason)),
+      }));
+      this._probeTimer = setTimeout(giveUp, this.options.timeout);
+      probe.send("2probe");
+    }
+
+    _stopProbe() {
+      clearTimeout(this._probeTimer);
+      if (this._probe) this._probe.close();
+      this._probe = null;
     }
 
     // -- Socket.IO (SIO §"Exchange protocol") --
@@ -396,8 +660,9 @@
 
     _teardown() {
       clearTimeout(this._deadline);
+      this._stopProbe();
       if (this._transport) this._transport.close();
-      this._transport = this._binary = this.id = null;
+      this._transport = this._binary = this.id = this._handshake = null;
       for (const [id, ack] of this._acks) {
         if (!ack.sent) continue; // emitted while disconnected: still buffered
         this._acks.delete(id); // sent on the lost session: no ack will ever come
@@ -405,11 +670,14 @@
       }
     }
 
-    // The connection failed or went: reconnect, with exponential backoff and jitter.
+    // The connection failed or went: the next transport, if this one never opened; else reconnect,
+    // with exponential backoff and jitter.
     _drop(reason) {
       if (this._closed || !this._transport) return;
+      const opened = this._handshake !== null;
       const wasConnected = this.state === "connected";
       this._teardown();
+      if (!opened && this._untried.length) return this._openNext();
       if (!this.options.reconnect) {
         this._finish();
       } else {
