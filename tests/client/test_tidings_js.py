@@ -49,6 +49,19 @@ async def test_the_server_serves_it(channels_server: TidingsProcess) -> None:
     assert reply.content == CLIENT.read_bytes()
 
 
+async def test_the_es_module_is_served_beside_it_importing_it_by_its_served_name() -> None:
+    """tidings.mjs (tidings.js's ES module face) follows client_path; its import is relative."""
+    server = tidings.Server(client_path="/rt/client.js", handlers=tidings.Handlers())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(server), base_url="http://test") as http:
+        module = await http.get("/rt/client.mjs")
+        script = await http.get("/rt/client.js")
+    assert module.status_code == script.status_code == 200
+    assert module.headers["content-type"].startswith("text/javascript")
+    assert b'import "./client.js";' in module.content
+    assert b'import "./tidings.js"' not in module.content
+    assert script.content == CLIENT.read_bytes()
+
+
 def test_a_classic_script_defines_window_tidings_and_defaults_to_the_pages_origin() -> None:
     """Run as a page would run it: no module system, ``self`` the global; the URL from ``location``."""
     script = """

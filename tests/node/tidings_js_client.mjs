@@ -1,4 +1,5 @@
-// The browser client src/tidings/static/tidings.js, loaded in Node with `ws` as globalThis.WebSocket and
+// The browser client src/tidings/static/tidings.js, loaded in Node as the ES module tidings.mjs (the
+// module face every bundler takes), with `ws` as globalThis.WebSocket and
 // remote-controlled by the Python tests over stdin/stdout, one JSON object a line.
 // Commands in: {"op": "connect", "url", "opts", "listen": [event, ...], "webSocket": "none" for a page
 // without window.WebSocket, "reporting" for one that reports each text message tidings.js has handled},
@@ -9,12 +10,9 @@
 // "ws-message"|"inspect", ...}; "connect", "upgrade" and "inspect" tell the transport.
 // Bytes travel as {"$bin": "<base64>"}; {"$bin", "$view": "Uint16Array"|"DataView"|...} sends a view of
 // them. A received ArrayBuffer is reported as {"$bin"}, any other binary type with its "$view" name.
-import { createRequire } from "node:module";
 import WebSocket from "ws";
+import tidings from "../../src/tidings/static/tidings.mjs";
 import { serve } from "./driver.mjs";
-
-const require = createRequire(import.meta.url);
-const tidings = require("../../src/tidings/static/tidings.js");
 
 let socket = null;
 const answers = new Map();

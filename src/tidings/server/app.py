@@ -20,13 +20,23 @@ from tidings.server.socketio import SocketIO
 from tidings.server.websocket import Endpoints
 
 _CACHE = b"public, max-age=3600"
+_JAVASCRIPT = b"text/javascript; charset=utf-8"
 logger = logging.getLogger("tidings")
 
 
 @functools.cache
-def client_script() -> bytes:
-    """The browser client, ``tidings/static/tidings.js``, read once."""
-    return resources.files("tidings").joinpath("static/tidings.js").read_bytes()
+def client_file(name: str) -> bytes:
+    """A file of the browser client in ``tidings/static/``: ``tidings.js``, or its ES module face
+    ``tidings.mjs``; read once."""
+    return resources.files("tidings").joinpath("static", name).read_bytes()
+
+
+def client_files(client_path: str) -> dict[str, bytes]:
+    """What is served where: the client at ``client_path``, the ES module beside it (``.mjs`` for
+    ``.js``), importing the client by the name it is served under."""
+    stem, name = client_path.removesuffix(".js"), client_path.rpartition("/")[2]
+    module = client_file("tidings.mjs").replace(b'"./tidings.js"', f'"./{name}"'.encode())
+    return {client_path: client_file("tidings.js"), stem + ".mjs": module}
 
 
 ASGIApp = Any  # an ASGI 3 callable: (scope, receive, send) -> Awaitable[None]
@@ -79,6 +89,7 @@ class Server:
         if wsgi_app is not None:
             self.asgi_app = WSGIMiddleware(wsgi_app)
         self._endpoint = self.settings.path.rstrip("/")
+        self._client = client_files(self.settings.client_path)
 
     def on(self, event: str, namespace: str = "/") -> Any:
         """Register a handler on this server's registry (see :meth:`Handlers.on`)."""
@@ -106,8 +117,8 @@ class Server:
                 await self.endpoints.serve(endpoint, scope, receive, send)
             elif kind == "http":
                 await self.endpoints.reject_http(send)
-        elif path == self.settings.client_path and kind == "http":
-            await respond(send, 200, client_script(), b"text/javascript; charset=utf-8", cache_control=_CACHE)
+        elif path in self._client and kind == "http":
+            await respond(send, 200, self._client[path], _JAVASCRIPT, cache_control=_CACHE)
         elif path.startswith(self.settings.path) or path == self._endpoint:
             self.socketio.hub.bind_loop()
             if kind == "http":

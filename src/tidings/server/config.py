@@ -22,7 +22,8 @@ class Settings:
     Attributes:
         path: URL prefix of the Engine.IO endpoint; official clients use ``/socket.io/``.
         client_path: URL the browser client script ``tidings.js`` is served at
-            (:func:`tidings.script_tag` writes it into pages).
+            (:func:`tidings.script_tag` writes it into pages); its ES module face, ``tidings.mjs``,
+            is served beside it: the same path with ``.mjs`` for ``.js``.
         transports: the transports offered; drop ``"polling"`` for WebSocket-only deployments
             (no sticky sessions needed behind a load balancer).
         ping_interval: seconds between the server's pings (Engine.IO heartbeat).

@@ -1,7 +1,7 @@
 /* tidings.js: the browser client of tidings, Socket.IO v5 over Engine.IO v4, on a WebSocket or on HTTP
  * long-polling (with the upgrade from polling to WebSocket). No build step, no dependencies.
  * `<script src="/tidings/tidings.js"></script>` defines `window.tidings`; under CommonJS (Node) it is
- * `module.exports`.
+ * `module.exports` too. tidings.mjs beside it is the same client as an ES module.
  *
  *   const socket = tidings.connect();                 // the page's origin, namespace "/"
  *   socket.on("message", (message, channel) => {});
@@ -27,9 +27,10 @@
  * https://socket.io/docs/v4/socket-io-protocol/ (SIO). "§" below names their sections.
  */
 (function (root, factory) {
-  if (typeof module === "object" && module.exports) module.exports = factory();
-  else root.tidings = factory();
-})(typeof self !== "undefined" ? self : this, function () {
+  const tidings = factory();
+  if (typeof module === "object" && module.exports) module.exports = tidings;
+  root.tidings = tidings; // always: tidings.mjs imports this file for its effect and reads it there
+})(globalThis, function () {
   "use strict";
 
   // SIO §"Packet types"; an Engine.IO text packet is a type digit then data (EIO §"Packet encoding").
