@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Set up everything the tests need (Debian's nginx, the Python venv and extras, the Node
+# Set up everything the tests need (Debian's chromium and nginx, the Python venv and extras, the Node
 # peers), lint, then run pytest.
 # Usage: ./test.sh [pytest arguments]. Safe to run again: installs are incremental.
 set -euo pipefail
 cd "$(dirname "$0")"
 python=${PYTHON:-python3}
 
-# The deployment tests put nginx in front of tidings. Installed once, from Debian's archive.
+# The browser tests drive Debian's chromium with Playwright (no browser download); the deployment
+# tests put nginx in front of tidings. Installed once, from Debian's archive.
 packages=()
+[ -x /usr/bin/chromium ] || packages+=(chromium)
 [ -x /usr/sbin/nginx ] || packages+=(nginx)
 if [ ${#packages[@]} -gt 0 ]; then
   sudo=$([ "$(id -u)" = 0 ] || echo sudo)
