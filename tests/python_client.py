@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
+from collections.abc import AsyncIterator
 from typing import Any
 
 import socketio
@@ -82,3 +84,14 @@ class PythonClient:
             if loop.time() > deadline:
                 raise AssertionError(f"transport is {self.client.transport()}, not {name}")
             await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def connected_client(url: str, transport: str) -> AsyncIterator[PythonClient]:
+    """An asyncio python-socketio client of ``url`` over one transport; shut down afterwards."""
+    client = PythonClient("async")
+    await client.connect(url, transports=[transport])
+    try:
+        yield client
+    finally:
+        await client.shutdown()

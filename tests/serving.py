@@ -99,7 +99,8 @@ class ThreadedServer:
 
 
 @contextlib.contextmanager
-def tidings_process(target: str, *extra: str) -> Iterator[TidingsProcess]:
+def tidings_process(target: str | None, *extra: str) -> Iterator[TidingsProcess]:
+    """A started :class:`TidingsProcess` (None: `tidings demo`), stopped afterwards."""
     server = TidingsProcess(target, None, *extra).start()
     try:
         yield server

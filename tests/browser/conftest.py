@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import Browser, sync_playwright
 
 from tests.peers import missing
-from tests.serving import ROOT, TidingsProcess
+from tests.serving import ROOT, TidingsProcess, tidings_process
 
 CHROMIUM = "/usr/bin/chromium"
 #: Screenshots and traces of the run (ignored by git; CI keeps the folder as the run's artifacts).
@@ -47,9 +47,8 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture
 def demo() -> Iterator[TidingsProcess]:
     """`tidings demo` on a free port, as a user starts it."""
-    server = TidingsProcess(None).start()
-    yield server
-    server.stop()
+    with tidings_process(None) as server:
+        yield server
 
 
 @pytest.fixture

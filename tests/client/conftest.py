@@ -5,15 +5,14 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from tests.client.js_client import JsClient
-from tests.python_client import PythonClient
-from tests.serving import TidingsProcess
+from tests.python_client import PythonClient, connected_client
+from tests.serving import TidingsProcess, tidings_process
 
 
 @pytest.fixture(scope="module")
 def channels_server() -> Iterator[TidingsProcess]:
-    running = TidingsProcess("tests/channels/app.py:app").start()
-    yield running
-    running.stop()
+    with tidings_process("tests/channels/app.py:app") as running:
+        yield running
 
 
 @pytest.fixture
@@ -26,8 +25,5 @@ def js() -> Iterator[JsClient]:
 @pytest.fixture
 async def python(channels_server: TidingsProcess) -> AsyncIterator[PythonClient]:
     """A python-socketio client of the channels server, over WebSocket."""
-    client = PythonClient("async")
-    await client.connect(channels_server.url, transports=["websocket"])
-    yield client
-    if client.client.connected:
-        await client.disconnect()
+    async with connected_client(channels_server.url, "websocket") as client:
+        yield client

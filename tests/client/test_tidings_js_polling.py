@@ -17,26 +17,22 @@ import pytest
 
 from tests.client.js_client import JsClient, run_script, view
 from tests.client.stand_ins import Request, ScriptedEngine, WebSocketGate
-from tests.python_client import PythonClient
-from tests.serving import TidingsProcess
+from tests.python_client import PythonClient, connected_client
+from tests.serving import TidingsProcess, tidings_process
 
 POLLING_APP = "tests/client/polling_app.py:app"  # the channels app, with polling only
 
 
 @pytest.fixture(scope="module")
 def polling_server() -> Iterator[TidingsProcess]:
-    running = TidingsProcess(POLLING_APP).start()
-    yield running
-    running.stop()
+    with tidings_process(POLLING_APP) as running:
+        yield running
 
 
 @pytest.fixture
 async def polling_python(polling_server: TidingsProcess) -> AsyncIterator[PythonClient]:
-    client = PythonClient("async")
-    await client.connect(polling_server.url, transports=["polling"])
-    yield client
-    if client.client.connected:
-        await client.disconnect()
+    async with connected_client(polling_server.url, "polling") as client:
+        yield client
 
 
 async def messages_until(receive: Any, end: Any) -> list[Any]:

@@ -21,7 +21,7 @@ import socketio
 from tests.brokers.cluster import REDIS_URL, broker_args, new_prefix
 from tests.peers import missing
 from tests.python_client import PythonClient
-from tests.serving import TidingsProcess, free_port, wait_for_port
+from tests.serving import TidingsProcess, free_port, tidings_process, wait_for_port
 from tidings import script_tag
 from tidings.demo import chat
 
@@ -42,9 +42,8 @@ ROOM_PAGE_IDS = (
 
 @pytest.fixture(scope="module")
 def demo() -> Iterator[TidingsProcess]:
-    running = TidingsProcess(None).start()  # `tidings demo --port PORT`
-    yield running
-    running.stop()
+    with tidings_process(None) as running:  # `tidings demo --port PORT`
+        yield running
 
 
 @pytest.fixture
