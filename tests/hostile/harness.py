@@ -1,0 +1,190 @@
+"""Tools to attack a real `tidings run`: raw sockets from another loopback address, the server's
+memory, and a bystander that checks that nothing of its own is lost meanwhile.
+
+The attacker connects from ``ATTACKER`` (127.0.0.2, also loopback on Linux) and the bystander from
+127.0.0.1, so per-address limits tell them apart as they would two hosts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import socket
+import struct
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from tests.raw_client import RawClient
+from tests.serving import TidingsProcess
+
+ATTACKER = "127.0.0.2"
+BYSTANDER_CHANNEL = "room-bystander"
+
+
+def rss_mib(server: TidingsProcess) -> float:
+    """The server process's resident memory, in MiB."""
+    assert server.process is not None
+    with open(f"/proc/{server.process.pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def open_fds(server: TidingsProcess) -> int:
+    assert server.process is not None
+    return len(os.listdir(f"/proc/{server.process.pid}/fd"))
+
+
+def tcp(server: TidingsProcess, source: str = ATTACKER) -> socket.socket:
+    """A TCP connection to the server from ``source``."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10, source_address=(source, 0))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def websocket(
+    server: TidingsProcess, path: str, source: str = ATTACKER, receive_buffer: int = 0
+) -> socket.socket:
+    """A raw WebSocket connection (opening handshake done) from ``source``.
+
+    ``receive_buffer`` (bytes), if given, shrinks the socket's receive buffer first: a client that
+    never reads then stops the server's writes sooner.
+    """
+    sock = socket.socket()
+    if receive_buffer:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.settimeout(10)
+    sock.bind((source, 0))
+    sock.connect(("127.0.0.1", server.port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)
+        if not chunk:
+            raise ConnectionError(f"closed during the handshake: {head!r}")
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def client_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    """A masked client frame (RFC 6455 §5.2, §5.3)."""
+    mask = os.urandom(4)
+    first = (0x80 if fin else 0) | opcode
+    length = len(payload)
+    if length < 126:
+        head = bytes((first, 0x80 | length))
+    elif length < 0x10000:
+        head = struct.pack("!BBH", first, 0x80 | 126, length)
+    else:
+        head = struct.pack("!BBQ", first, 0x80 | 127, length)
+    repeated = (mask * (length // 4 + 1))[:length]
+    masked = int.from_bytes(payload, "little") ^ int.from_bytes(repeated, "little")
+    return head + mask + masked.to_bytes(length, "little")
+
+
+def server_frames(data: bytes) -> list[tuple[int, bytes]]:
+    """The (opcode, payload) of each whole unmasked server frame in ``data``."""
+    frames = []
+    position = 0
+    while len(data) - position >= 2:
+        opcode, length = data[position] & 0x0F, data[position + 1] & 0x7F
+        start = position + 2
+        if length == 126:
+            length, start = int.from_bytes(data[start : start + 2], "big"), start + 2
+        elif length == 127:
+            length, start = int.from_bytes(data[start : start + 8], "big"), start + 8
+        if len(data) - start < length:
+            break
+        frames.append((opcode, data[start : start + length]))
+        position = start + length
+    return frames
+
+
+def read_until_closed(sock: socket.socket, timeout: float = 30) -> bytes:
+    """Everything the server sends until it closes the connection (or resets it)."""
+    sock.settimeout(timeout)
+    chunks = []
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(1 << 20):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def close_code(data: bytes) -> tuple[int, str] | None:
+    """The code and reason of the last close frame among the server frames in ``data``."""
+    closes = [payload for opcode, payload in server_frames(data) if opcode == 0x8]
+    if not closes:
+        return None
+    return int.from_bytes(closes[-1][:2], "big"), closes[-1][2:].decode()
+
+
+class Bystander:
+    """An ordinary user of the chat room: posts numbered messages and checks that each comes back.
+
+    Its loop runs while the attack goes on; :meth:`check` then asserts that it kept talking and that
+    every message it sent came back, once and in order.
+    """
+
+    def __init__(self, client: RawClient) -> None:
+        self.client = client
+        self.sent = 0
+        self.received: list[Any] = []
+        self.failure: BaseException | None = None
+
+    async def run(self, interval: float = 0.05) -> None:
+        try:
+            while True:
+                await self.client.emit("message", f"bystander-{self.sent}", BYSTANDER_CHANNEL)
+                self.sent += 1
+                event = await self.client.event(timeout=10)
+                self.received.append(event)
+                await asyncio.sleep(interval)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:  # reported by check()
+            self.failure = error
+
+    async def check(self, minimum: int = 1) -> None:
+        """A last round trip, then: nothing lost, nothing out of order."""
+        assert self.failure is None, f"the bystander failed: {self.failure!r}"
+        await self.client.emit("message", "last", BYSTANDER_CHANNEL)
+        self.received.append(await self.client.event(timeout=10))
+        texts = [event[1]["text"] for event in self.received if event[0] == "message"]
+        expected = [f"bystander-{n}" for n in range(len(texts) - 1)] + ["last"]
+        assert texts == expected, f"the bystander lost messages: {texts[-5:]}"
+        assert len(texts) - 1 >= minimum, f"the bystander sent only {len(texts) - 1} messages"
+
+
+@contextlib.asynccontextmanager
+async def bystander(server: TidingsProcess) -> AsyncIterator[Bystander]:
+    """A :class:`Bystander` in ``room-bystander``, talking in the background while the block runs."""
+    client = await RawClient.connect(server.url)
+    assert await client.call("subscribe", BYSTANDER_CHANNEL) == [{"ok": True}]
+    watcher = Bystander(client)
+    task = asyncio.create_task(watcher.run())
+    try:
+        yield watcher
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await watcher.check()
+    await client.close()
+
+
+def wait_until(condition: Any, timeout: float, what: str) -> None:
+    """Poll ``condition()`` until it is true; fail saying ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        time.sleep(0.1)
