@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.parse
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -18,9 +19,19 @@ class RawClient:
         self.answer_pings = answer_pings
 
     @classmethod
-    async def connect(cls, base_url: str, answer_pings: bool = True) -> RawClient:
+    async def connect(
+        cls,
+        base_url: str,
+        answer_pings: bool = True,
+        query: dict[str, str] | None = None,
+        source: str | None = None,
+    ) -> RawClient:
+        """Connect to ``base_url`` with ``query`` added to the URL, from the address ``source`` (if given)."""
         url = base_url.replace("http", "ws", 1) + "/socket.io/?EIO=4&transport=websocket"
-        ws = await connect(url, compression=None, max_size=None)
+        if query:
+            url += "&" + urllib.parse.urlencode(query)
+        local = {"local_addr": (source, 0)} if source is not None else {}
+        ws = await connect(url, compression=None, max_size=None, **local)
         opened = await ws.recv()
         assert isinstance(opened, str) and opened.startswith("0{"), opened
         await ws.send("40")

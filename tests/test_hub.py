@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import tidings
-from tidings.hub import Hub, Outgoing
+from tidings.hub import Hub, Outgoing, check_session_id
 
 
 class Recorder:
@@ -87,6 +87,30 @@ def test_a_delivery_that_drops_a_member_does_not_break_the_fan_out() -> None:
 def test_out_of_band_sends_without_a_running_server_raise_no_socket(send) -> None:
     with pytest.raises(tidings.NoSocket, match="no tidings server is running"):
         send()
+
+
+@pytest.mark.parametrize(
+    ("send", "error"),
+    [
+        (lambda: tidings.broadcast_channel("x", ""), "channel must not be empty"),
+        (lambda: tidings.broadcast_channel("x", None), "channel must be a string"),
+        (lambda: tidings.broadcast_channel("x", "r" * 201), "longer than 200"),
+        (lambda: tidings.send("node.id\n[null,null,1,[]]", "x"), "not a session id"),
+        (lambda: tidings.send("", "x"), "not a session id"),
+        (lambda: tidings.send(None, "x"), "not a session id"),
+    ],
+)
+def test_out_of_band_sends_refuse_what_is_no_channel_or_session_id(send, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        send()
+
+
+@pytest.mark.parametrize(
+    "session_id", ["abc", "node1234.0123456789abcdefghij", "A-_." * 16, "x" * 65, "a b", "a:b", "é", "a\n"]
+)
+def test_session_ids_are_letters_digits_and_three_marks(session_id: str) -> None:
+    valid = len(session_id) <= 64 and all(c.isascii() and (c.isalnum() or c in "-_.") for c in session_id)
+    assert (check_session_id(session_id) is None) is valid
 
 
 def test_a_message_json_cannot_hold_fails_at_the_caller() -> None:

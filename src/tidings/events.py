@@ -7,7 +7,9 @@
 
 Each handler is called as ``(request, socket, context, ...)``; see :class:`tidings.Handlers` for what
 each event passes and when it fires. All but ``on_connect`` take ``channel=`` (a regular expression,
-matched with ``re.match``) to fire only for matching channels; all take ``namespace=``.
+matched with ``re.match``) to fire only for matching channels; all take ``namespace=``. A message
+addressed to a channel the socket is not in is refused unless a matching ``on_message`` handler was
+registered with ``members_only=False``.
 """
 
 from tidings.server.handlers import default_handlers

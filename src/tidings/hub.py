@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import re
+import reprlib
 import threading
 import weakref
 from collections.abc import Callable, Hashable, Iterable
@@ -34,6 +36,12 @@ logger = logging.getLogger("tidings.hub")
 
 #: How long a call from another thread waits for the event loop before it gives up.
 CALL_TIMEOUT = 10.0
+#: The default of the ``max_channel_length`` setting: the longest channel name, in characters.
+MAX_CHANNEL_LENGTH = 200
+#: What every session id is (see :meth:`Broker.new_session_id <tidings.brokers.Broker.new_session_id>`):
+#: it is written into broker envelopes and Redis names, where a newline or a separator would let
+#: whoever chose it rewrite the rest.
+SESSION_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 class NoSocket(Exception):
@@ -139,6 +147,8 @@ class Hub:
         self.catching_up: dict[str, dict[Subscriber, CatchUp]] = {}
         #: True once the broker has started (and until it stops).
         self.started = False
+        #: The server's ``max_channel_length``: what out-of-band sends check channel names against.
+        self.max_channel_length = MAX_CHANNEL_LENGTH
         self._starting: asyncio.Future[None] | None = None
 
     def use_broker(self, broker: Broker) -> None:
@@ -388,6 +398,20 @@ def check_channel_name(channel: Any, max_length: int) -> str | None:
     if len(channel) > max_length:
         return f"channel name longer than {max_length} characters"
     return None
+
+
+def check_session_id(session_id: Any) -> str | None:
+    """Why ``session_id`` is no session id (:data:`SESSION_ID`), or None."""
+    if isinstance(session_id, str) and SESSION_ID.fullmatch(session_id):
+        return None
+    return f"not a session id: {reprlib.repr(session_id)}"
+
+
+def require(refusal: str | None) -> None:
+    """Raise ``ValueError(refusal)`` if there is one: what a check's refusal is for code that called
+    tidings with a bad name (a client gets it in an ack instead)."""
+    if refusal is not None:
+        raise ValueError(refusal)
 
 
 def check_subscription(

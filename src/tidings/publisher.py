@@ -20,7 +20,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from tidings.brokers import BROKER_ENV, broker_from
-from tidings.hub import NoSocket, Outgoing
+from tidings.hub import MAX_CHANNEL_LENGTH, NoSocket, Outgoing, check_channel_name, check_session_id, require
 
 T = TypeVar("T")
 
@@ -33,13 +33,18 @@ class AsyncPublisher:
             ``TIDINGS_BROKER``.
         prefix: the Redis name prefix the servers use; defaults to ``TIDINGS_BROKER_PREFIX``, else
             ``"tidings:"``.
+        max_channel_length: the servers' ``max_channel_length`` setting: a longer channel name is
+            refused (no server would let a socket subscribe to it).
 
     Each method returns how many server processes took the message and raises :class:`NoSocket`
-    when none did, :class:`~tidings.brokers.BrokerError` when Redis cannot be reached, and
-    ``TypeError`` for a message JSON cannot hold. The connection opens on first use.
+    when none did, :class:`~tidings.brokers.BrokerError` when Redis cannot be reached,
+    ``TypeError`` for a message JSON cannot hold, and ``ValueError`` for a channel name or session id
+    that is none. The connection opens on first use.
     """
 
-    def __init__(self, url: str | None = None, prefix: str | None = None) -> None:
+    def __init__(
+        self, url: str | None = None, prefix: str | None = None, max_channel_length: int = MAX_CHANNEL_LENGTH
+    ) -> None:
         from tidings.brokers.redis import RedisBroker
 
         url = url or os.environ.get(BROKER_ENV)
@@ -49,10 +54,12 @@ class AsyncPublisher:
         if not isinstance(broker, RedisBroker):
             raise ValueError(f"a publisher needs a shared broker (redis://...), not {url!r}")
         self.url = url
+        self.max_channel_length = max_channel_length
         self._broker = broker
 
     async def broadcast_channel(self, message: Any, channel: str) -> int:
         """Send ``message`` to every socket in ``channel``, on every server."""
+        require(check_channel_name(channel, self.max_channel_length))
         outgoing = Outgoing(message, channel)
         self._broker.prepare(outgoing)
         await self._broker.connect()
@@ -69,6 +76,7 @@ class AsyncPublisher:
 
     async def send(self, session_id: str, message: Any) -> int:
         """Send ``message`` to the socket ``session_id``; NoSocket if its server process is gone."""
+        require(check_session_id(session_id))
         outgoing = Outgoing(message)
         self._broker.prepare(outgoing)
         await self._broker.connect()
@@ -80,6 +88,7 @@ class AsyncPublisher:
     async def presence(self, channel: str) -> list[dict[str, Any]]:
         """Who is in ``channel`` on every server (see :func:`tidings.presence`); ``ValueError`` for
         a channel the servers' ``presence`` setting does not name."""
+        require(check_channel_name(channel, self.max_channel_length))
         await self._broker.connect()
         if not self._broker.options.presence(channel):
             raise ValueError(f"no presence for channel {channel!r}: see the servers' presence setting")
@@ -97,8 +106,10 @@ class Publisher:
     ``async with``) ends it.
     """
 
-    def __init__(self, url: str | None = None, prefix: str | None = None) -> None:
-        self._publisher = AsyncPublisher(url, prefix)
+    def __init__(
+        self, url: str | None = None, prefix: str | None = None, max_channel_length: int = MAX_CHANNEL_LENGTH
+    ) -> None:
+        self._publisher = AsyncPublisher(url, prefix, max_channel_length)
         self.url = self._publisher.url
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None

@@ -21,7 +21,16 @@ from collections.abc import Callable
 from typing import Any
 
 from tidings.brokers import BROKER_ENV, Broker, Count, MemoryBroker
-from tidings.hub import Hub, NoSocket, Outgoing, running_hubs
+from tidings.hub import (
+    MAX_CHANNEL_LENGTH,
+    Hub,
+    NoSocket,
+    Outgoing,
+    check_channel_name,
+    check_session_id,
+    require,
+    running_hubs,
+)
 from tidings.publisher import Publisher
 from tidings.server.socketio import prepare
 
@@ -46,8 +55,10 @@ def broadcast(message: Any, namespace: str = "/") -> int:
 def broadcast_channel(message: Any, channel: str) -> int:
     """Send ``message`` to every socket subscribed to ``channel``, as ``message`` with the channel.
 
-    Returns how many took it; raises :class:`NoSocket` if that is none.
+    Returns how many took it; raises :class:`NoSocket` if that is none, ``ValueError`` for a channel
+    name no socket could subscribe to (not a string, empty, over ``max_channel_length``).
     """
+    _check_channel(channel)
     return _sync(
         Outgoing(message, channel),
         "/",
@@ -61,8 +72,9 @@ def send(session_id: str, message: Any) -> int:
     """Send ``message`` to the one socket whose ``session_id`` this is; returns 1.
 
     Raises :class:`NoSocket` if no such socket is connected (with the Redis broker: if the server
-    process that held it is gone).
+    process that held it is gone), ``ValueError`` if ``session_id`` is no session id.
     """
+    require(check_session_id(session_id))
     _sync(
         Outgoing(message),
         "/",
@@ -86,6 +98,7 @@ async def abroadcast(message: Any, namespace: str = "/") -> int:
 
 async def abroadcast_channel(message: Any, channel: str) -> int:
     """:func:`broadcast_channel` for coroutines."""
+    _check_channel(channel)
     return await _async(
         Outgoing(message, channel),
         "/",
@@ -97,6 +110,7 @@ async def abroadcast_channel(message: Any, channel: str) -> int:
 
 async def asend(session_id: str, message: Any) -> int:
     """:func:`send` for coroutines."""
+    require(check_session_id(session_id))
     await _async(
         Outgoing(message),
         "/",
@@ -142,7 +156,15 @@ def _presence_task(hub: Hub, channel: str) -> asyncio.Future[list[dict[str, Any]
     return asyncio.ensure_future(hub.broker.presence(channel))
 
 
+def _check_channel(channel: Any) -> None:
+    """``ValueError`` for a channel name that no running server (or, with none, no server with the
+    default ``max_channel_length``) lets a socket subscribe to."""
+    limit = max((hub.max_channel_length for hub in _hubs()), default=MAX_CHANNEL_LENGTH)
+    require(check_channel_name(channel, limit))
+
+
 def _check_presence(hub: Hub, channel: str) -> None:
+    require(check_channel_name(channel, hub.max_channel_length))
     if not hub.options.presence(channel):
         raise ValueError(f"no presence for channel {channel!r}: see the presence setting")
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tidings.brokers.envelope import EnvelopeError, body, open_envelope, seal
-from tidings.hub import Outgoing
+from tidings.brokers.history import Position
+from tidings.hub import SESSION_ID, Outgoing, check_session_id
 
 
 def round_trip(outgoing: Outgoing, session_id: str | None = None) -> tuple[str | None, Outgoing]:
@@ -73,3 +76,49 @@ def test_the_body_is_encoded_once_and_json_refusals_are_type_errors() -> None:
 def test_what_is_no_envelope_is_refused(data: bytes) -> None:
     with pytest.raises(EnvelopeError):
         open_envelope(data)
+
+
+# -- what callers pass cannot change what an envelope says (issue 12, item 4) -------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
+    max_leaves=10,
+)
+#: A session id of a Redis node, then what an attacker appends: a line break, a header of its own ...
+forgeries = st.builds(
+    lambda tail: "abcdefgh.0123456789abcdefghij" + tail,
+    st.text(st.sampled_from(["\n", "\r", "@", ":", "1", "[", '"', "\x00", "\u2028", "x"]), min_size=1),
+)
+session_ids = st.none() | st.from_regex(SESSION_ID, fullmatch=True) | forgeries | st.text()
+
+
+@settings(max_examples=500)
+@given(session_ids, st.none() | st.text(), st.none() | st.text(), json_values)
+def test_no_session_id_or_channel_changes_what_the_envelope_carries(
+    session_id: str | None, channel: str | None, event: str | None, message: object
+) -> None:
+    data = body(Outgoing(message, channel, event))
+    try:
+        sealed = seal(session_id, data)
+    except ValueError:
+        assert check_session_id(session_id) is not None  # only what is no session id is refused
+        return
+    # As Redis delivers it, and with the position line the history script puts before it.
+    for envelope, position in ((sealed, None), (b"@7:epoch\n" + sealed, Position(7, "epoch"))):
+        opened_id, opened = open_envelope(envelope)
+        assert opened_id == session_id
+        assert (opened.channel, opened.event, opened.message) == (channel, event, message)
+        assert opened.position == position
+
+
+def test_a_session_id_with_a_header_of_its_own_is_refused() -> None:
+    forged = 'abcdefgh.0123456789abcdefghij\n["room-private",null,"forged",[]]'
+    with pytest.raises(ValueError, match="not a session id"):
+        seal(forged, body(Outgoing("harmless")))
+
+
+@pytest.mark.parametrize(("channel", "event"), [(5, None), (["room"], None), (None, b"tick")])
+def test_a_channel_or_event_that_is_no_string_is_refused(channel: object, event: object) -> None:
+    with pytest.raises(TypeError, match="must be strings"):
+        body(Outgoing("m", channel, event))  # type: ignore[arg-type]

@@ -56,6 +56,12 @@ async def unsubscribe(request, socket, context, channel):
     audit(socket, "unsubscribe", channel)
 
 
+@on_message(channel="^read-only-")
+def read_only(request, socket, context, message):
+    """Members may read, not write: a message is refused, and the handlers after this one do not run."""
+    raise tidings.Refuse("read-only channel")
+
+
 @on_message
 def every_message(request, socket, context, message, channel):
     context["seen"].append([message, channel])
@@ -69,8 +75,9 @@ def chat(request, socket, context, message, channel):
     return "room"
 
 
-@on_message(channel="^dashboard")
+@on_message(channel="^dashboard", members_only=False)
 async def dashboard(request, socket, context, message):
+    """Takes messages from sockets that are not in the channel too."""
     return "dashboard"
 
 
@@ -116,6 +123,11 @@ def do(request, socket, context, method, *args):
     return sorted(socket.channels) if result is None else result
 
 
+@tidings.on("refused")
+def refused(request, socket, context):
+    raise tidings.Refuse("not for you")
+
+
 @tidings.on("fence")
 def fence(request, socket, context, mark):
     """A marker to every socket: what a client got before it came is all an action sent it."""
@@ -137,6 +149,8 @@ def publish(environ, start_response):
             outcome["reached"] = getattr(tidings, call)(**query)
         except tidings.NoSocket as error:
             outcome["no_socket"] = str(error)
+        except ValueError as error:  # a channel name or session id that is none
+            outcome["value_error"] = str(error)
 
     if thread:
         worker = threading.Thread(target=run)

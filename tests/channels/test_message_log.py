@@ -18,8 +18,9 @@ async def test_each_client_message_is_logged_in_the_format(monkeypatch: pytest.M
     server = TidingsProcess("tests/channels/app.py:app").start()
     try:
         client = await RawClient.connect(server.url)
+        assert await client.call("subscribe", "room-log") == [{"ok": True}]
         assert await client.call("message", "hello log", "room-log") == ["room"]
-        assert await client.call("message", {"n": 2}) == []
+        assert await client.call("message", {"n": 2}) == ["room"]  # to no channel: the room it is in
         await client.close()
         expected = [
             f"127.0.0.1 {client.session_id} room-log hello log Python/",

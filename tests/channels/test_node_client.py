@@ -54,5 +54,6 @@ def test_refused_subscription(node: NodeClient) -> None:
 
 def test_handler_error_keeps_the_socket(node: NodeClient) -> None:
     node.emit("message", "boom")
+    assert node.call("subscribe", "dashboard") == [{"ok": True}]
     assert node.call("message", "still here", "dashboard") == ["dashboard"]
     assert node.call("seen") == [[["boom", None], ["still here", "dashboard"]]]

@@ -148,23 +148,55 @@ async def test_each_send_method_reaches_exactly_the_right_sockets(clients: Conne
 
 
 async def test_channel_bound_message_handlers(clients: Connect) -> None:
-    sender = await clients()
+    sender = await subscribed(await clients(), "room-7", "elsewhere")
     listener = await subscribed(await clients(), "room-7")
     assert await sender.call("message", "hello room", "room-7") == "room"  # the ^room- handler acked
     assert await listener.event("message") == ("hello room", "room-7")  # and broadcast it
-    assert await sender.call("message", "for the board", "dashboard") == "dashboard"
     assert await sender.call("message", "to nobody", "elsewhere") is None  # only the unbound handler
+    assert await sender.call("message", "for the board", "dashboard") == "dashboard"  # a non-member's
+    assert await sender.call("unsubscribe", "room-7") == {"ok": True}
     assert await sender.call("message", "no channel") is None
     # Not addressed to a channel: bound handlers match the channels the socket is in.
     await subscribed(sender, "dashboard-2")
     assert await sender.call("message", "via membership") == "dashboard"
-    assert await sender.call("seen") == [
+    assert await sender.call("seen") == [  # the unbound handler runs for members' messages only
         ["hello room", "room-7"],
-        ["for the board", "dashboard"],
         ["to nobody", "elsewhere"],
         ["no channel", None],
         ["via membership", None],
     ]
+
+
+async def test_a_message_to_a_channel_the_socket_is_not_in_is_refused(clients: Connect) -> None:
+    member = await subscribed(await clients(), "room-8")
+    outsider = await clients()
+    assert await outsider.call("subscribe", "private-8") == {"ok": False, "error": "private channel"}
+    for channel in ("room-8", "private-8"):
+        error = f"not subscribed to {channel!r}"
+        assert await outsider.call("message", "let me in", channel) == {"ok": False, "error": error}
+    assert await outsider.call("message", "x", "") == {"ok": False, "error": "channel must not be empty"}
+    too_long = {"ok": False, "error": "channel name longer than 200 characters"}
+    assert await outsider.call("message", "x", "room-" + "8" * 196) == too_long
+    # A handler registered with members_only=False takes it, and only such handlers run.
+    assert await outsider.call("message", "for the board", "dashboard") == "dashboard"
+    assert await outsider.call("seen") == []
+    mark = next(_marks)
+    await outsider.emit("fence", mark)
+    assert await messages_until_fence(member, mark) == []  # nothing reached the room
+
+
+async def test_refuse_in_a_message_or_event_handler_answers_the_client(clients: Connect) -> None:
+    observer = await subscribed(await clients(), "audit")
+    client = await subscribed(await clients(), "read-only-news", "room-r")
+    sid = client.client.get_sid()
+    assert len(await audit_events(observer, sid, 3)) == 3  # its connect and its two subscribes
+    refused = {"ok": False, "error": "read-only channel"}
+    assert await client.call("message", "may I?", "read-only-news") == refused
+    assert await client.call("refused") == {"ok": False, "error": "not for you"}  # an event of the app's
+    assert await client.call("seen") == []  # the handler after the refusing one did not run
+    # A refusal is no error: the first report after them is this error's.
+    await client.emit("message", "boom", "room-r")
+    assert await audit_events(observer, sid, 1) == [["error", sid, "boom"]]
 
 
 async def test_malformed_message_event_is_answered_not_fatal(clients: Connect) -> None:
@@ -177,9 +209,9 @@ async def test_malformed_message_event_is_answered_not_fatal(clients: Connect) -
 
 async def test_handler_errors_reach_on_error_and_the_socket_survives(clients: Connect) -> None:
     observer = await subscribed(await clients(), "audit")
-    client = await subscribed(await clients(), "room-e")
+    client = await subscribed(await clients(), "room-e", "other")
     sid = client.client.get_sid()
-    assert await audit_events(observer, sid, 2) == [["connect", sid], ["subscribe", sid, "room-e"]]
+    assert len(await audit_events(observer, sid, 3)) == 3  # its connect and its two subscribes
     await client.emit("message", "boom", "room-e")
     assert await audit_events(observer, sid, 2) == [["error", sid, "boom"], ["room-error", sid, "boom"]]
     await client.emit("message", "boom", "other")  # the room-bound error handler does not match

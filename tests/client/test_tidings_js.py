@@ -271,6 +271,7 @@ async def test_resubscribes_after_a_server_restart(js: JsClient) -> None:
         python = PythonClient("async")
         await python.connect(server.url, transports=["websocket"])
         try:
+            assert await python.call("subscribe", "room-r") == {"ok": True}
             assert await python.call("message", "again", "room-r") == "room"
             assert await js.aevent("message") == ["again", "room-r"]
         finally:

@@ -257,7 +257,7 @@ async def test_bad_requests_are_refused_with_a_reason_and_the_server_stays_up(
         (("message", "x" * (chat.MAX_MESSAGE + 1), "room-rules"), chat.MESSAGE_RULE),
         (("message", "   ", "room-rules"), chat.MESSAGE_RULE),
         (("message", {"not": "text"}, "room-rules"), chat.MESSAGE_RULE),
-        (("message", "psst", "room-elsewhere"), "not in 'room-elsewhere'"),
+        (("message", "psst", "room-elsewhere"), "not subscribed to 'room-elsewhere'"),
         (("rename", "no!"), chat.NICKNAME_RULE),
         (("rename",), chat.NICKNAME_RULE),
     ]

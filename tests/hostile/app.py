@@ -1,8 +1,8 @@
 """What the hostile tests attack: the README's chat room and the seed's echo endpoint, as they stand.
 
 Served with `tidings run tests/hostile/app.py:app` (its default path, ``--ws fast``), or ``:wildcard``
-for a server that accepts any namespace. ``room-private`` refuses subscribers: an outsider must not be
-able to post into it either.
+for a server that accepts any namespace. ``room-private`` refuses subscribers but ``?name=member``: an
+outsider must not be able to post into it either.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ def connect(request, socket, context):
 
 @on_subscribe(channel="^room-private")
 def members_only(request, socket, context, channel):
-    raise tidings.Refuse("members only")
+    if context["name"] != "member":  # the test's stand-in for the app's own check
+        raise tidings.Refuse("members only")
 
 
 @on_subscribe(channel="^room-")

@@ -55,6 +55,15 @@ def test_connect_and_named_events_cannot_be_bound_to_channels() -> None:
         handlers.on_message(namespace="admin")(print)
 
 
+def test_only_message_handlers_take_messages_from_non_members() -> None:
+    handlers = tidings.Handlers()
+    handlers.on_message(channel="^lobby$", members_only=False)(print)
+    handlers.on_message(print)
+    assert [handler.members_only for handler in handlers.get("/", "message")] == [False, True]
+    with pytest.raises(ValueError, match="members_only"):
+        handlers.add("subscribe", print, members_only=False)
+
+
 def test_module_decorators_write_to_the_default_registry() -> None:
     from tidings.events import on_finish
     from tidings.server.handlers import FINISH, default_handlers

@@ -64,7 +64,11 @@ class Broker(abc.ABC):
         """Disconnect (at server shutdown)."""
 
     def new_session_id(self) -> str:
-        """A new session id: what :meth:`send` can route to the node that holds the session."""
+        """A new session id: what :meth:`send` can route to the node that holds the session.
+
+        1 to 64 letters, digits, ``_``, ``.`` or ``-`` (:data:`tidings.hub.SESSION_ID`): sends to
+        anything else are refused before they reach a broker.
+        """
         return secrets.token_urlsafe(15)
 
     def prepare(self, outgoing: Outgoing) -> None:  # noqa: B027 - optional hook, nothing to do here

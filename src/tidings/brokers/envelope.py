@@ -5,7 +5,8 @@ One envelope is built per publish (in the publisher's thread) and decoded once p
     1:<session id>\\n<header JSON>[\\n<attachment><attachment>...]
 
 - ``1:`` is the format version; ``<session id>`` is the sender to leave out of a channel or namespace
-  broadcast, or the recipient of a send, or empty.
+  broadcast, or the recipient of a send, or empty. Only a session id (:data:`tidings.hub.SESSION_ID`:
+  no newline) is sealed in: nothing a caller passes can end the line early and write a header.
 - ``<header JSON>`` is ``[channel, event, message, [attachment lengths]]``: ``channel`` is the channel
   of a channel message (else null), ``event`` the Socket.IO event of ``Server.emit`` (null: the
   ``message`` event), ``message`` any JSON value.
@@ -15,7 +16,7 @@ One envelope is built per publish (in the publisher's thread) and decoded once p
 - Bytes anywhere in ``message`` are carried as Socket.IO's binary placeholders
   (``{"_placeholder": true, "num": n}``, :func:`tidings.protocol.socketio.deconstruct`), their bytes
   appended back to back after a newline. JSON text never holds a raw newline, so the first newline
-  after the header ends it.
+  after the header ends it, whatever its strings (the channel's name among them) hold.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from __future__ import annotations
 import orjson
 
 from tidings.brokers.history import Position
-from tidings.hub import Outgoing
+from tidings.hub import Outgoing, check_session_id, require
 from tidings.protocol.errors import ProtocolError
 from tidings.protocol.socketio import deconstruct, reconstruct
 
@@ -39,8 +40,11 @@ class EnvelopeError(ProtocolError):
 def body(outgoing: Outgoing) -> bytes:
     """The session-independent part of the envelope of ``outgoing``.
 
-    Raises ``TypeError`` for a message JSON cannot hold (as Socket.IO encoding would).
+    Raises ``TypeError`` for a message JSON cannot hold (as Socket.IO encoding would), and for a
+    channel or event that is not a string (no receiver would open the envelope).
     """
+    if not (_str_or_none(outgoing.channel) and _str_or_none(outgoing.event)):
+        raise TypeError("a message's channel and event must be strings")
     header = [outgoing.channel, outgoing.event, outgoing.message, []]
     try:
         return orjson.dumps(header)
@@ -55,8 +59,12 @@ def body(outgoing: Outgoing) -> bytes:
 
 
 def seal(session_id: str | None, body: bytes) -> bytes:
-    """The envelope: ``body`` addressed with ``session_id`` (excluded sender or recipient)."""
-    return b"%s%s\n%s" % (VERSION, session_id.encode() if session_id else b"", body)
+    """The envelope: ``body`` (from :func:`body`) addressed with ``session_id`` (excluded sender or
+    recipient); ``ValueError`` for a ``session_id`` that is no session id."""
+    if session_id is None:
+        return b"%s\n%s" % (VERSION, body)
+    require(check_session_id(session_id))
+    return b"%s%s\n%s" % (VERSION, session_id.encode(), body)
 
 
 def open_envelope(data: bytes) -> tuple[str | None, Outgoing]:

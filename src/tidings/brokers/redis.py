@@ -64,6 +64,7 @@ from tidings.brokers.history import (
     presence_list,
     recovery_from,
 )
+from tidings.hub import check_session_id, require
 
 if TYPE_CHECKING:
     from tidings.hub import Outgoing, Subscriber
@@ -439,6 +440,8 @@ class RedisBroker(Broker):
         return self._enqueue(self._name("group", group), outgoing, exclude)
 
     def send(self, outgoing: Outgoing, session_id: str) -> int | asyncio.Future[int]:
+        """``ValueError`` for a ``session_id`` that is no session id; 0 for one of no node."""
+        require(check_session_id(session_id))
         node, dot, _ = session_id.partition(".")
         if not dot or not node:
             return 0  # not a session id this broker handed out

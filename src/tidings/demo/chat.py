@@ -117,9 +117,9 @@ def joined(request: tidings.Request, socket: tidings.Socket, context: Context, c
 def said(
     request: tidings.Request, socket: tidings.Socket, context: Context, message: Any, channel: str | None
 ) -> dict[str, Any]:
-    channel = channel or ROOM_PREFIX + context["room"]  # addressed to no channel: the socket's room
-    if channel not in socket.channels:
-        return _refusal(f"not in {channel!r}: join it first")
+    # Addressed to no channel: the socket's room. Tidings refuses a message to a room the socket is not
+    # in before any handler runs ("not subscribed to ...").
+    channel = channel or ROOM_PREFIX + context["room"]
     if not isinstance(message, str) or not message.strip() or len(message) > MAX_MESSAGE:
         return _refusal(MESSAGE_RULE)
     text = {"action": "message", "name": context["name"], "text": message}

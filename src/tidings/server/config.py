@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tidings.brokers.history import check_options
+from tidings.hub import MAX_CHANNEL_LENGTH
 
 
 def _message_log_format() -> str | None:
@@ -49,7 +50,9 @@ class Settings:
             connection's events wait for its previous one, other connections do not.
         max_channels: channels one socket may be subscribed to at once. A subscription beyond it
             is refused ("too many channels"); each membership costs about 200 bytes.
-        max_channel_length: longest channel name, in characters; a longer one is refused.
+        max_channel_length: longest channel name, in characters; a longer one is refused (a
+            client's subscribe or message is acked with the reason; ``broadcast_channel`` and the
+            other sends from code raise ``ValueError``).
         max_sync_websockets: blocking (``def``) WebSocket endpoints and WSGI WebSocket views
             running at once, each in a thread of its own (an idle one is a parked thread: about
             40 KiB of memory, no CPU). An upgrade beyond it gets HTTP 503.
@@ -90,7 +93,7 @@ class Settings:
     cors_credentials: bool = True
     handler_threads: int = 32
     max_channels: int = 100
-    max_channel_length: int = 200
+    max_channel_length: int = MAX_CHANNEL_LENGTH
     max_sync_websockets: int = 1000
     websocket_max_queue: int = 32
     message_log_format: str | None = field(default_factory=_message_log_format)

@@ -33,11 +33,14 @@ _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_O
 
 
 class Refuse(Exception):
-    """Raised by a ``connect`` or ``subscribe`` handler to refuse the connection or subscription.
+    """Raised by a handler to refuse what the client asked for: a connection, a subscription, a
+    message, or an event of the app's own.
 
     A refused connect reaches the client as a CONNECT_ERROR with ``reason`` as its message (and
     ``data``, if given, as its data): the official clients raise it as ``connect_error``. A refused
     subscription is acked with ``{"ok": false, "error": reason}`` and the socket is not subscribed.
+    A ``message`` or other event handler that raises it stops the event's remaining handlers, and
+    the event is acked (if the client asked for an ack) with ``{"ok": false, "error": reason}``.
     """
 
     def __init__(self, reason: str = "Not authorized", data: Any = None) -> None:
@@ -54,14 +57,17 @@ class Handler:
     channel: re.Pattern[str] | None = None
     #: A ``message`` handler with room for a fifth argument gets the message's channel there.
     takes_channel: bool = False
+    #: A ``message`` handler fires for messages addressed to a channel only if the socket is in it.
+    members_only: bool = True
 
     @classmethod
-    def of(cls, func: Callable[..., Any], channel: str | None = None) -> Handler:
+    def of(cls, func: Callable[..., Any], channel: str | None = None, members_only: bool = True) -> Handler:
         return cls(
             func,
             inspect.iscoroutinefunction(func),
             re.compile(channel) if channel is not None else None,
             _takes_fifth_argument(func),
+            members_only,
         )
 
     def matches(self, channels: Collection[str]) -> bool:
@@ -95,13 +101,16 @@ class Handlers:
         self.on_connect = LifecycleDecorator(
             self, CONNECT, "``(request, socket, context)`` once the client connects; raise Refuse to refuse."
         )
-        self.on_message = LifecycleDecorator(
+        self.on_message = MessageDecorator(
             self,
             MESSAGE,
             "``(request, socket, context, message[, channel])`` for each message the client sends.\n\n"
             'A message addressed to a channel (``emit("message", message, channel)``) fires handlers '
             "bound to a pattern matching that channel; one addressed to no channel fires handlers bound "
-            "to a pattern matching any channel the socket is in. Unbound handlers fire for every message.",
+            "to a pattern matching any channel the socket is in. Unbound handlers fire for every message.\n\n"
+            "A message addressed to a channel the socket is not in fires only the handlers registered "
+            "with ``members_only=False``; if none matches, it is refused: acked with "
+            '``{"ok": false, "error": "not subscribed to ..."}``. Raise Refuse to refuse a message.',
         )
         self.on_subscribe = LifecycleDecorator(
             self,
@@ -142,13 +151,20 @@ class Handlers:
         return register
 
     def add(
-        self, event: str, func: Callable[..., Any], namespace: str = "/", channel: str | None = None
+        self,
+        event: str,
+        func: Callable[..., Any],
+        namespace: str = "/",
+        channel: str | None = None,
+        members_only: bool = True,
     ) -> None:
         if not namespace.startswith("/"):
             raise ValueError(f"namespace must start with '/': {namespace!r}")
         if channel is not None and event not in LIFECYCLE - {CONNECT}:
             raise ValueError(f"only lifecycle events other than connect bind to channels, not {event!r}")
-        self._handlers.setdefault((namespace, event), []).append(Handler.of(func, channel))
+        if not members_only and event != MESSAGE:
+            raise ValueError(f"members_only is an option of message handlers, not of {event!r}")
+        self._handlers.setdefault((namespace, event), []).append(Handler.of(func, channel, members_only))
 
     def get(self, namespace: str, event: str) -> list[Handler]:
         return self._handlers.get((namespace, event), [])
@@ -209,6 +225,42 @@ class LifecycleDecorator:
 
     def __repr__(self) -> str:
         return f"<on_{self.event} decorator>"
+
+
+class MessageDecorator(LifecycleDecorator):
+    """``on_message``, which also takes ``members_only``: ``@on_message(channel="^lobby$",
+    members_only=False)`` fires for messages addressed to a matching channel by sockets that are not
+    in it (by default such a message is refused: only a channel's members may post to it).
+    """
+
+    @overload
+    def __call__(self, func: HandlerFunc, /) -> HandlerFunc: ...
+
+    @overload
+    def __call__(
+        self,
+        func: None = None,
+        /,
+        *,
+        channel: str | None = None,
+        namespace: str = "/",
+        members_only: bool = True,
+    ) -> Callable[[HandlerFunc], HandlerFunc]: ...
+
+    def __call__(
+        self,
+        func: HandlerFunc | None = None,
+        /,
+        *,
+        channel: str | None = None,
+        namespace: str = "/",
+        members_only: bool = True,
+    ) -> HandlerFunc | Callable[[HandlerFunc], HandlerFunc]:
+        def register(func: HandlerFunc) -> HandlerFunc:
+            self._handlers.add(self.event, func, namespace, channel, members_only)
+            return func
+
+        return register if func is None else register(func)
 
 
 #: The registry module-level decorators (``tidings.on``, ``tidings.events``) write to and servers

@@ -10,11 +10,12 @@ thread pool, ``async def`` handlers on the event loop.
 
 Channels on the wire are ordinary events, so any Socket.IO client can use them:
 ``emit("subscribe", channel)`` / ``emit("unsubscribe", channel)`` (acked with ``{"ok": true}`` or
-``{"ok": false, "error": reason}``), ``emit("message", message[, channel])`` to send, and the
-``message`` event with ``(message[, channel])`` to receive; a message of a channel with history has
-a third argument, its position ``{"offset": n, "epoch": e}``, and ``emit("subscribe", channel,
-{"since": position})`` recovers what followed it. ``emit("presence", channel)`` asks who is in a
-channel with presence; ``join`` and ``leave`` events tell its members.
+``{"ok": false, "error": reason}``), ``emit("message", message[, channel])`` to send (to a channel
+the socket is in, unless a handler takes messages from non-members), and the ``message`` event with
+``(message[, channel])`` to receive; a message of a channel with history has a third argument, its
+position ``{"offset": n, "epoch": e}``, and ``emit("subscribe", channel, {"since": position})``
+recovers what followed it. ``emit("presence", channel)`` asks who is in a channel with presence;
+``join`` and ``leave`` events tell its members.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Any
 
 from tidings.brokers import Broker, BrokerError
 from tidings.brokers.history import NO_HISTORY, ChannelOptions, HistoryRule, Position
-from tidings.hub import CALL_TIMEOUT, Hub, Outgoing, check_channel_name, check_subscription
+from tidings.hub import CALL_TIMEOUT, Hub, Outgoing, check_channel_name, check_subscription, require
 from tidings.protocol import ProtocolError
 from tidings.protocol import engineio as eio
 from tidings.protocol import socketio as sio
@@ -236,7 +237,8 @@ class Socket:
     def broadcast_channel(self, message: Any, channel: str | None = None) -> None:
         """Send ``message`` to the other sockets in ``channel``, or in each channel this socket is in.
 
-        Recipients get the ``message`` event with the channel as its second argument.
+        Recipients get the ``message`` event with the channel as its second argument. Any channel may
+        be named, this socket's or not (the server decides); ``ValueError`` for a name over the limits.
         """
         self._to_channels(message, channel, self)
 
@@ -253,6 +255,8 @@ class Socket:
     def _to_channels(self, message: Any, channel: str | None, exclude: Socket | None) -> None:
         hub = self.io.hub
         broker = hub.broker
+        if channel is not None:
+            require(check_channel_name(channel, self.io.settings.max_channel_length))
         for name in [channel] if channel is not None else list(self.subscriptions):
             hub.post(broker.publish, prepare(Outgoing(message, name), self.namespace, broker), exclude)
 
@@ -377,6 +381,7 @@ class SocketIO:
         else:
             self._namespaces = {"/", *namespaces}
         self.hub = Hub(broker)
+        self.hub.max_channel_length = settings.max_channel_length
         self.hub.configure(ChannelOptions(settings.history, settings.presence, settings.presence_timeout))
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
 
@@ -394,16 +399,24 @@ class SocketIO:
         return await loop.run_in_executor(self._executor, context.run, handler.func, *args)
 
     async def run_handler(
-        self, socket: Socket, handler: Handler, args: Iterable[Any], channels: Collection[str]
+        self,
+        socket: Socket,
+        handler: Handler,
+        args: Iterable[Any],
+        channels: Collection[str],
+        refusable: bool = False,
     ) -> Any:
         """Run one handler as ``func(request, socket, context, *args)``.
 
         An exception is logged with its traceback and handed to the ``error`` handlers that match
-        ``channels``; the connection goes on and the result is None.
+        ``channels``; the connection goes on and the result is None. If ``refusable``, a
+        :class:`Refuse` is raised on instead: the handler refused what the client asked for.
         """
         try:
             return await self.invoke(handler, socket.request, socket, socket.context, *args)
         except Exception as error:
+            if refusable and isinstance(error, Refuse):
+                raise
             logger.exception("handler %s raised", _name(handler))
             await self._run_error_handlers(socket, error, channels)
             return None
@@ -415,6 +428,22 @@ class SocketIO:
                     await self.invoke(handler, socket.request, socket, socket.context, error)
                 except Exception:  # not handed to error handlers again: that could loop
                     logger.exception("error handler %s raised", _name(handler))
+
+    async def _run_answering(
+        self, socket: Socket, calls: Iterable[tuple[Handler, Iterable[Any]]], channels: Collection[str]
+    ) -> Any:
+        """Run the handlers of one client event with their arguments, in order, for its ack: the first
+        result that is not None, or the refusal of a handler that raised :class:`Refuse` (the
+        handlers after it do not run)."""
+        result = None
+        for handler, args in calls:
+            try:
+                value = await self.run_handler(socket, handler, args, channels, refusable=True)
+            except Refuse as refused:
+                return _answer(refused.reason)
+            if result is None:
+                result = value
+        return result
 
     async def _fire(self, socket: Socket, event: str, channels: Collection[str], *args: Any) -> None:
         """Run the lifecycle handlers of ``event`` that match ``channels``."""
@@ -581,11 +610,9 @@ class SocketIO:
             if not handlers:
                 logger.debug("no handler for event %r in %s", event, socket.namespace)
                 return
-            result = None
-            for handler in handlers:
-                value = await self.run_handler(socket, handler, args, socket.channels)
-                if result is None:
-                    result = value
+            result = await self._run_answering(
+                socket, [(handler, args) for handler in handlers], socket.channels
+            )
         if packet.id is not None and socket._state is SocketState.CONNECTED:
             ack = sio.Packet(sio.PacketType.ACK, socket.namespace, _ack_args(result), packet.id)
             try:
@@ -594,7 +621,11 @@ class SocketIO:
                 logger.error("handler for %r returned an ack that JSON cannot hold: %s", event, error)
 
     async def _run_message(self, socket: Socket, args: list[Any]) -> Any:
-        """``emit("message", message[, channel])``: the ``message`` handlers that match, in order."""
+        """``emit("message", message[, channel])``: the ``message`` handlers that match, in order.
+
+        A message addressed to a channel the socket is not in runs only the handlers that take
+        messages from non-members; if none matches, it is refused, as one to a bad channel name is.
+        """
         if len(args) not in (1, 2) or (len(args) == 2 and not isinstance(args[1], str)):
             logger.info("socket %s: malformed message event ignored", socket.session_id)
             return {"ok": False, "error": "expected (message) or (message, channel)"}
@@ -602,15 +633,25 @@ class SocketIO:
         channel: str | None = args[1] if len(args) == 2 else None
         if self.settings.message_log_format is not None:
             self._log_message(socket, message, channel)
-        channels: Collection[str] = (channel,) if channel is not None else socket.channels
-        result = None
-        for handler in self.handlers.get(socket.namespace, MESSAGE):
-            if handler.matches(channels):
-                handler_args = (message, channel) if handler.takes_channel else (message,)
-                value = await self.run_handler(socket, handler, handler_args, channels)
-                if result is None:
-                    result = value
-        return result
+        handlers = self.handlers.get(socket.namespace, MESSAGE)
+        channels: Collection[str]
+        if channel is None:
+            channels = socket.channels
+        else:
+            refusal = check_channel_name(channel, self.settings.max_channel_length)
+            if refusal is not None:
+                return _answer(refusal)
+            channels = (channel,)
+            if channel not in socket.subscriptions:
+                handlers = [handler for handler in handlers if not handler.members_only]
+                if not any(handler.matches(channels) for handler in handlers):
+                    return _answer(f"not subscribed to {channel!r}")
+        calls = [
+            (handler, (message, channel) if handler.takes_channel else (message,))
+            for handler in handlers
+            if handler.matches(channels)
+        ]
+        return await self._run_answering(socket, calls, channels)
 
     async def _run_subscribe(self, socket: Socket, args: list[Any]) -> dict[str, Any]:
         """The client asks to join a channel: the ``subscribe`` handlers may refuse it first."""
@@ -746,7 +787,7 @@ class SocketIO:
 
 
 def _answer(refusal: str | None) -> dict[str, Any]:
-    """The ack of a subscribe or unsubscribe request."""
+    """The ack of a subscribe or unsubscribe request, and of a refused message or event."""
     return {"ok": True} if refusal is None else {"ok": False, "error": refusal}
 
 
