@@ -1,8 +1,9 @@
 """What the hostile tests attack: the README's chat room and the seed's echo endpoint, as they stand.
 
 Served with `tidings run tests/hostile/app.py:app` (its default path, ``--ws fast``), or ``:wildcard``
-for a server that accepts any namespace. ``room-private`` refuses subscribers: an outsider must not be
-able to post into it either.
+for a server that accepts any namespace; the servers at the end are the same app with the settings a
+test needs (CORS choices). ``room-private`` refuses subscribers: an
+outsider must not be able to post into it either.
 """
 
 from __future__ import annotations
@@ -49,3 +50,9 @@ def page(environ, start_response):
 
 app = tidings.Server(wsgi_app=page)
 wildcard = tidings.Server(wsgi_app=page, namespaces="*")
+# CORS: any origin; any origin with credentials asked for; a list of origins.
+anywhere = tidings.Server(wsgi_app=page, cors_allowed_origins="*")
+anywhere_with_credentials = tidings.Server(wsgi_app=page, cors_allowed_origins="*", cors_credentials=True)
+listed = tidings.Server(
+    wsgi_app=page, cors_allowed_origins=["https://Chat.Example.org:443", "http://localhost:3000"]
+)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tidings.brokers.history import check_options
+from tidings.server.responses import parse_allowed_origins
 
 
 def _message_log_format() -> str | None:
@@ -41,10 +42,19 @@ class Settings:
         max_sessions: Engine.IO sessions this process holds at once. A handshake beyond it gets
             HTTP 503 ("Server at capacity"); existing sessions are not affected. Each idle session
             costs a few KiB, so the default bounds that memory to a few hundred MiB.
-        cors_allowed_origins: ``None`` (default) allows requests without an ``Origin`` header and
-            those whose origin is the server's own host; a list allows exactly those origins;
-            ``"*"`` allows any. Others get 403 (polling and WebSocket alike).
-        cors_credentials: send ``Access-Control-Allow-Credentials: true`` to allowed origins.
+        cors_allowed_origins: which browser pages may connect, by their ``Origin`` header.
+            ``None`` (default): the server's own origin, i.e. the request's scheme (``https`` behind
+            a trusted proxy that sends ``X-Forwarded-Proto``), ``Host`` and port; a list: exactly
+            those origins (``"https://chat.example.org"``; compared by scheme, host and port, an
+            absent port being the scheme's default); ``"*"``: any. Requests without ``Origin``
+            (no browser's cross-origin request) are allowed; ``Origin: null`` (sandboxed frames,
+            ``file:`` pages) never is. Others get 403, polling and WebSocket alike.
+        cors_credentials: whether pages of other origins may send the user's cookies with their
+            polling requests (``Access-Control-Allow-Credentials: true``). ``None`` (default): yes
+            for the origins of a list and the server's own, no with ``"*"`` (which is then
+            answered ``Access-Control-Allow-Origin: *``). ``True`` with ``"*"`` lets every site on
+            the web make requests carrying its visitors' cookies for this server, acting as them;
+            it is allowed, with a warning in the log.
         handler_threads: worker threads for ``def`` handlers. A blocked handler holds one; a
             connection's events wait for its previous one, other connections do not.
         max_channels: channels one socket may be subscribed to at once. A subscription beyond it
@@ -87,7 +97,7 @@ class Settings:
     max_attachments: int = 10
     max_sessions: int = 100_000
     cors_allowed_origins: str | Sequence[str] | None = None
-    cors_credentials: bool = True
+    cors_credentials: bool | None = None
     handler_threads: int = 32
     max_channels: int = 100
     max_channel_length: int = 200
@@ -134,3 +144,5 @@ class Settings:
                 self.message_log_format % defaultdict(str)
             except ValueError as error:  # a broken format: say so now, not at the first message
                 raise ValueError(f"message_log_format: {error}") from None
+        # -- hostile clients: sessions --
+        parse_allowed_origins(self.cors_allowed_origins)  # an entry that is no origin: say so now

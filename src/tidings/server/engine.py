@@ -22,16 +22,7 @@ from tidings.protocol import engineio as eio
 from tidings.server.config import Settings
 from tidings.server.outbox import DirectSend, Outbox, direct_send
 from tidings.server.request import Headers
-from tidings.server.responses import (
-    JSON,
-    TEXT,
-    Receive,
-    Scope,
-    Send,
-    allowed_origin,
-    reject_websocket,
-    respond,
-)
+from tidings.server.responses import JSON, TEXT, OriginCheck, Receive, Scope, Send, reject_websocket, respond
 
 logger = logging.getLogger("tidings.engine")
 
@@ -155,6 +146,12 @@ class Engine:
         self.settings = settings
         self.handler = handler
         self.sessions: dict[str, Session] = {}
+        self.origins = OriginCheck(settings.cors_allowed_origins, settings.cors_credentials)
+        if self.origins.any and self.origins.credentials:
+            logger.warning(
+                'cors_allowed_origins="*" with cors_credentials=True: any web site can make requests '
+                "to this server that carry its visitors' cookies, and act as them"
+            )
 
     def _open(self, transport: str, scope: Scope) -> Session:
         sid = secrets.token_urlsafe(15)
@@ -198,25 +195,15 @@ class Engine:
         for session in list(self.sessions.values()):
             session.close("server shutdown", GOING_AWAY)
 
-    # -- origin checks and CORS ----------------------------------------------------------------
-
-    def _cors_headers(self, origin: str | None) -> list[tuple[bytes, bytes]]:
-        if origin is None:
-            return []
-        headers = [(b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"Origin")]
-        if self.settings.cors_credentials:
-            headers.append((b"access-control-allow-credentials", b"true"))
-        return headers
-
     # -- HTTP long-polling (EIO §"HTTP long-polling") ------------------------------------------------
 
     async def handle_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = Headers(scope.get("headers", []))
-        allowed, origin = allowed_origin(headers, self.settings.cors_allowed_origins)
+        allowed, origin = self.origins.allows(scope, headers)
         if not allowed:
             await respond(send, 403, eio.ErrorCode.FORBIDDEN.body(), JSON)
             return
-        cors = self._cors_headers(origin)
+        cors = self.origins.headers(origin)
         method = scope["method"]
         if method == "OPTIONS":
             await _preflight(send, headers, cors)
@@ -302,7 +289,7 @@ class Engine:
             return
         headers = Headers(scope.get("headers", []))
         try:
-            if not allowed_origin(headers, self.settings.cors_allowed_origins)[0]:
+            if not self.origins.allows(scope, headers)[0]:
                 raise eio.RequestError(eio.ErrorCode.FORBIDDEN)
             info = eio.parse_query(scope.get("query_string", b""))
             if info.transport != "websocket" or not self._offers("websocket"):
