@@ -83,6 +83,21 @@ class Settings:
         presence_timeout: seconds after which the presence entries of a server process that
             stopped (was killed, lost its network) are gone (Redis broker); each process renews its
             entries every third of it.
+        max_sessions_per_address: Engine.IO sessions one client address may hold open at once (an
+            IPv6 client: its /64 network). A handshake beyond it gets HTTP 429 ``{"code": 3,
+            "message": "Too many sessions from this address"}``; its other sessions go on. The
+            address is the peer's, or the client's as a trusted proxy gives it (docs/deploy.md):
+            behind a proxy uvicorn does not trust, every client is the proxy's address and they
+            share this limit. The default leaves room for an office or a campus behind one NAT,
+            each person with a few tabs, while one address takes at most 1% of ``max_sessions``.
+        session_rate_per_address: new sessions per second one client address may open, on
+            average (a token bucket); a handshake beyond it gets HTTP 429 ``{"code": 3, "message":
+            "Too many new sessions from this address"}``. Refusing costs the server less than
+            opening and closing; the table of addresses costs about 200 bytes each, and holds only
+            those that opened sessions faster than this lately.
+        session_burst_per_address: new sessions one client address may open at once, before
+            ``session_rate_per_address`` holds it back: as many as ``max_sessions_per_address``, so
+            that all the clients of a NAT'd office can reconnect at once after a restart.
     """
 
     path: str = "/socket.io/"
@@ -107,6 +122,10 @@ class Settings:
     history: Sequence[tuple[str, int, float]] = ()
     presence: Sequence[str] = ()
     presence_timeout: float = 30.0
+    # -- hostile clients: sessions --
+    max_sessions_per_address: int = 1000
+    session_rate_per_address: float = 20.0
+    session_burst_per_address: int = 1000
 
     def __post_init__(self) -> None:
         if not self.path.startswith("/") or not self.path.endswith("/"):
@@ -146,3 +165,8 @@ class Settings:
                 raise ValueError(f"message_log_format: {error}") from None
         # -- hostile clients: sessions --
         parse_allowed_origins(self.cors_allowed_origins)  # an entry that is no origin: say so now
+        for name in ("max_sessions_per_address", "session_burst_per_address"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.session_rate_per_address <= 0:
+            raise ValueError("session_rate_per_address must be positive")

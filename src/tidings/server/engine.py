@@ -17,9 +17,12 @@ import logging
 import secrets
 from typing import Any, Protocol
 
+import orjson
+
 from tidings.protocol import ProtocolError
 from tidings.protocol import engineio as eio
 from tidings.server.config import Settings
+from tidings.server.limits import AddressLimits, RefusalLog
 from tidings.server.outbox import DirectSend, Outbox, direct_send
 from tidings.server.request import Headers
 from tidings.server.responses import JSON, TEXT, OriginCheck, Receive, Scope, Send, reject_websocket, respond
@@ -55,13 +58,25 @@ class EngineHandler(Protocol):
 class Session:
     """One Engine.IO session. All methods run on the event loop thread."""
 
-    __slots__ = ("_handle", "_poll", "data", "engine", "outbox", "scope", "sid", "state", "transport")
+    __slots__ = (
+        "_handle",
+        "_poll",
+        "address",
+        "data",
+        "engine",
+        "outbox",
+        "scope",
+        "sid",
+        "state",
+        "transport",
+    )
 
-    def __init__(self, engine: Engine, sid: str, transport: str, scope: Scope) -> None:
+    def __init__(self, engine: Engine, sid: str, transport: str, scope: Scope, address: str | None) -> None:
         self.engine = engine
         self.sid = sid
         self.transport = transport
         self.scope = scope
+        self.address = address  # what the per-address limits count it under (None: not counted)
         self.state = State.OPEN
         self.data: Any = None  # the Socket.IO layer's per-session state
         self.outbox = Outbox(engine.settings.max_buffer, self._write_failed)
@@ -128,6 +143,7 @@ class Session:
         if self._handle is not None:
             self._handle.cancel()
         self.engine.sessions.pop(self.sid, None)
+        self.engine._release(self.address)
         if self.transport == "websocket":
             self.outbox.close(code, reason)
         else:
@@ -152,10 +168,16 @@ class Engine:
                 'cors_allowed_origins="*" with cors_credentials=True: any web site can make requests '
                 "to this server that carry its visitors' cookies, and act as them"
             )
+        self.limits = AddressLimits(
+            settings.max_sessions_per_address,
+            settings.session_rate_per_address,
+            settings.session_burst_per_address,
+        )
+        self._refusals = RefusalLog(logger)
 
-    def _open(self, transport: str, scope: Scope) -> Session:
+    def _open(self, transport: str, scope: Scope, address: str | None) -> Session:
         sid = secrets.token_urlsafe(15)
-        session = Session(self, sid, transport, scope)
+        session = Session(self, sid, transport, scope, address)
         self.sessions[sid] = session
         upgrades = ["websocket"] if transport == "polling" and self._offers("websocket") else []
         settings = self.settings
@@ -168,11 +190,26 @@ class Engine:
         self.handler.session_opened(session)
         return session
 
-    def _at_capacity(self) -> bool:
-        if len(self.sessions) < self.settings.max_sessions:
-            return False
-        logger.warning("refusing a new session: max_sessions (%d) reached", self.settings.max_sessions)
-        return True
+    def _admit(self, scope: Scope) -> tuple[str | None, tuple[int, bytes] | None]:
+        """May a new session open for this request? ``(address, None)``: yes, counted under
+        ``address`` (None: a client without one, counted under none); ``(None, (status, body))``:
+        refused, with that answer."""
+        if len(self.sessions) >= self.settings.max_sessions:
+            self._refusals.refused("max_sessions (%d) reached", self.settings.max_sessions)
+            return None, (503, _AT_CAPACITY)
+        client = scope.get("client")
+        if not client:
+            return None, None
+        address, reason = self.limits.admit(client[0])
+        if reason is not None:
+            self._refusals.refused("%s: %s", reason, client[0])
+            return None, (429, orjson.dumps({"code": int(eio.ErrorCode.BAD_REQUEST), "message": reason}))
+        return address, None
+
+    def _release(self, address: str | None) -> None:
+        """A session :meth:`_admit` let in is gone."""
+        if address is not None:
+            self.limits.release(address)
 
     def _offers(self, transport: str) -> bool:
         return transport in self.settings.transports
@@ -215,10 +252,11 @@ class Engine:
             if info.sid is None:
                 if method != "GET":
                     raise eio.RequestError(eio.ErrorCode.BAD_HANDSHAKE_METHOD)
-                if self._at_capacity():
-                    await respond(send, 503, _AT_CAPACITY, JSON, cors)
+                address, refusal = self._admit(scope)
+                if refusal is not None:
+                    await respond(send, *refusal, JSON, cors)
                     return
-                opened = self._open("polling", scope)
+                opened = self._open("polling", scope, address)
                 await respond(send, 200, opened._take_payload().encode(), TEXT, cors)
                 return
             found = self.sessions.get(info.sid)
@@ -301,20 +339,27 @@ class Engine:
                     raise eio.RequestError(eio.ErrorCode.UNKNOWN_SID)
                 if session.transport != "polling" or session.state is not State.OPEN:
                     raise eio.RequestError(eio.ErrorCode.BAD_REQUEST)
-            if session is None and self._at_capacity():
-                await reject_websocket(scope, send, 503, _AT_CAPACITY)
-                return
         except eio.RequestError as error:
             status = 403 if error.code is eio.ErrorCode.FORBIDDEN else 400
             await reject_websocket(scope, send, status, error.code.body())
             return
-        await send({"type": "websocket.accept"})
         direct = direct_send(scope)
         if session is None:
-            session = self._open("websocket", scope)
+            address, refusal = self._admit(scope)
+            if refusal is not None:
+                await reject_websocket(scope, send, *refusal)
+                return
+            try:
+                await send({"type": "websocket.accept"})
+            except BaseException:
+                self._release(address)  # no session after all
+                raise
+            session = self._open("websocket", scope, address)
             session.outbox.attach(send, direct=direct)
-        elif not await self._upgrade(session, direct, receive, send):
-            return
+        else:
+            await send({"type": "websocket.accept"})
+            if not await self._upgrade(session, direct, receive, send):
+                return
         if direct is not None:
             # tidings' own WebSocket protocol: messages come by callback, and this coroutine (and
             # the server's task running it) ends here, so an idle session holds no task.
