@@ -173,7 +173,8 @@ class Engine:
             settings.session_rate_per_address,
             settings.session_burst_per_address,
         )
-        self._refusals = RefusalLog(logger)
+        self._capacity_refusals = RefusalLog(logger)
+        self._address_refusals = RefusalLog(logger)
 
     def _open(self, transport: str, scope: Scope, address: str | None) -> Session:
         sid = secrets.token_urlsafe(15)
@@ -195,14 +196,14 @@ class Engine:
         ``address`` (None: a client without one, counted under none); ``(None, (status, body))``:
         refused, with that answer."""
         if len(self.sessions) >= self.settings.max_sessions:
-            self._refusals.refused("max_sessions (%d) reached", self.settings.max_sessions)
+            self._capacity_refusals.refused("max_sessions (%d) reached", self.settings.max_sessions)
             return None, (503, _AT_CAPACITY)
         client = scope.get("client")
         if not client:
             return None, None
         address, reason = self.limits.admit(client[0])
         if reason is not None:
-            self._refusals.refused("%s: %s", reason, client[0])
+            self._address_refusals.refused("%s: %s", reason, client[0])
             return None, (429, orjson.dumps({"code": int(eio.ErrorCode.BAD_REQUEST), "message": reason}))
         return address, None
 
