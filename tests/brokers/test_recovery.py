@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import signal
 import subprocess
 import time
@@ -17,10 +19,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
+import redis.asyncio
 
 import tidings
 from tests.brokers.clients import Client
-from tests.brokers.cluster import APP, REDIS_URL, OwnRedis, broker_args, running_nodes, until
+from tests.brokers.cluster import APP, REDIS_URL, OwnRedis, broker_args, new_prefix, running_nodes, until
 from tests.serving import TidingsProcess
 
 
@@ -132,6 +136,62 @@ async def test_redis_restarted_mid_stream_loses_nothing_of_a_history_channel(own
         await client.close()
     finally:
         server.stop()
+
+
+async def test_after_a_redis_restart_a_new_publisher_knows_the_history_channels(own_redis: OwnRedis) -> None:
+    """The servers' options key, lost with Redis, is written again when a server reconnects: a
+    publisher made afterwards gives history channels' messages their positions, and a client that
+    missed some recovers them. The node's members stay in presence through a publisher's read."""
+    history, here = f"hist-{uuid.uuid4().hex[:8]}", f"pres-{uuid.uuid4().hex[:8]}"
+    server = TidingsProcess(APP, None, *broker_args("options:", own_redis.url)).start()
+    store = redis.asyncio.Redis.from_url(own_redis.url)
+    try:
+        watcher, dropping = await asyncio.gather(Client.connect(server.url), Client.connect(server.url))
+        for client in (watcher, dropping):
+            await client.subscribe(history)
+        await watcher.subscribe(here)
+        own_redis.stop()
+        own_redis.start()  # empty: no options key, no presence, no alive key
+        # The node enters its members again once it is back (it wrote its options before them).
+        await until(lambda: store.exists(f"options:presence:{here}"), what="the server's members are back")
+        async with tidings.Publisher(own_redis.url, "options:") as publisher:
+            assert [m["session_id"] for m in await publisher.apresence(here)] == [watcher.session_id]
+            await publisher.abroadcast_channel(0, history)
+            [message] = await dropping.messages(1)
+            assert len(message) == 3, "no position: the publisher did not know the channel keeps a history"
+            position = message[2]
+            await dropping.close()
+            for n in range(1, 4):
+                await publisher.abroadcast_channel(n, history)
+        back = await Client.connect(server.url)
+        assert (await back.subscribe(history, position))["recovered"] is True
+        assert numbers(await back.messages(3)) == [1, 2, 3]
+        assert numbers(await watcher.messages(4)) == [0, 1, 2, 3]
+        await asyncio.gather(watcher.close(), back.close())
+    finally:
+        await store.aclose()
+        server.stop()
+
+
+async def test_a_publisher_without_the_servers_options_says_so_once_and_looks_again(
+    redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    prefix = new_prefix()  # no server has ever written its options under it
+    channel = f"hist-{uuid.uuid4().hex[:8]}"
+    async with tidings.Publisher(REDIS_URL, prefix) as publisher:
+        with caplog.at_level(logging.WARNING, "tidings.broker"):
+            for _ in range(2):
+                with pytest.raises(tidings.NoSocket):
+                    await publisher.abroadcast_channel("lost", channel)
+        warnings = [r.getMessage() for r in caplog.records if "no server's settings" in r.getMessage()]
+        assert len(warnings) == 1 and repr(channel) in warnings[0], warnings
+        assert not redis_client.exists(f"{prefix}history:{channel}")  # no position, no history
+
+        redis_client.set(f"{prefix}options", json.dumps({"history": [["^hist-", 50, 60]], "presence": []}))
+        with pytest.raises(tidings.NoSocket):
+            await publisher.abroadcast_channel("kept", channel)
+        assert redis_client.xlen(f"{prefix}history:{channel}") == 1  # found now: the message has a position
+    redis_client.delete(f"{prefix}options", f"{prefix}history:{channel}", f"{prefix}meta:{channel}")
 
 
 async def test_a_killed_worker_s_clients_recover_elsewhere_and_its_presence_goes(own_redis: OwnRedis) -> None:

@@ -1,8 +1,9 @@
 """What the hostile tests attack: the README's chat room and the seed's echo endpoint, as they stand.
 
 Served with `tidings run tests/hostile/app.py:app` (its default path, ``--ws fast``), or ``:wildcard``
-for a server that accepts any namespace. ``room-private`` refuses subscribers but ``?name=member``: an
-outsider must not be able to post into it either.
+for a server that accepts any namespace; the servers at the end are the same app with the settings a
+test needs (small per-address limits, CORS choices). ``room-private`` refuses subscribers but
+``?name=member``: an outsider must not be able to post into it either.
 """
 
 from __future__ import annotations
@@ -50,3 +51,13 @@ def page(environ, start_response):
 
 app = tidings.Server(wsgi_app=page)
 wildcard = tidings.Server(wsgi_app=page, namespaces="*")
+# Per-address session limits small enough to reach: few open sessions, or few new ones (a token
+# every 100 s, so that none comes back during a test).
+few_sessions = tidings.Server(wsgi_app=page, max_sessions_per_address=5)
+slow_sessions = tidings.Server(wsgi_app=page, session_burst_per_address=5, session_rate_per_address=0.01)
+# CORS: any origin; any origin with credentials asked for; a list of origins.
+anywhere = tidings.Server(wsgi_app=page, cors_allowed_origins="*")
+anywhere_with_credentials = tidings.Server(wsgi_app=page, cors_allowed_origins="*", cors_credentials=True)
+listed = tidings.Server(
+    wsgi_app=page, cors_allowed_origins=["https://Chat.Example.org:443", "http://localhost:3000"]
+)

@@ -54,25 +54,43 @@ def websocket(
     ``receive_buffer`` (bytes), if given, shrinks the socket's receive buffer first: a client that
     never reads then stops the server's writes sooner.
     """
+    sock, head = upgrade(server, path, source, receive_buffer=receive_buffer)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def upgrade(
+    server: TidingsProcess,
+    path: str,
+    source: str = ATTACKER,
+    headers: dict[str, str] | None = None,
+    receive_buffer: int = 0,
+) -> tuple[socket.socket, bytes]:
+    """A WebSocket opening handshake from ``source`` with extra ``headers`` (or others in place of
+    its own): the socket and the server's answer up to its blank line (``HTTP/1.1 101 ...`` if it
+    was accepted)."""
     sock = socket.socket()
     if receive_buffer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
     sock.settimeout(10)
     sock.bind((source, 0))
     sock.connect(("127.0.0.1", server.port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
+    fields = {
+        "Host": f"127.0.0.1:{server.port}",
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+        "Sec-WebSocket-Version": "13",
+    } | (headers or {})
+    lines = "".join(f"{name}: {value}\r\n" for name, value in fields.items())
+    sock.sendall(f"GET {path} HTTP/1.1\r\n{lines}\r\n".encode())
     head = b""
     while b"\r\n\r\n" not in head:
         chunk = sock.recv(1)
         if not chunk:
             raise ConnectionError(f"closed during the handshake: {head!r}")
         head += chunk
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return sock
+    return sock, head
 
 
 def client_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:

@@ -34,6 +34,9 @@ to ``[node id, info]``; ``<prefix>alive:<node id>`` is set by each node every ``
 seconds and expires after ``presence_timeout``: entries of a node without it are dropped when presence
 is read. ``<prefix>options`` holds the servers' history and presence settings for publishers that serve
 nothing.
+
+Keys that only a server's start would write (``options``, this node's ``alive``) are written again
+whenever its connection to Redis comes back: a restarted Redis has lost them.
 """
 
 from __future__ import annotations
@@ -162,6 +165,10 @@ class RedisBroker(Broker):
         # Presence channels: how many local members each has (what the heartbeat keeps alive).
         self._present: dict[str, int] = {}
         self._catching_up: set[asyncio.Task[None]] = set()
+        # A publisher: whether it found the servers' options in Redis (until then it looks again
+        # before each publish), and whether it said that it publishes without them.
+        self._options_found = False
+        self._warned_no_options = False
 
     @property
     def reach(self) -> Hashable:
@@ -181,23 +188,27 @@ class RedisBroker(Broker):
     # -- start and stop ------------------------------------------------------------------------------
 
     async def connect(self) -> None:
-        """Open the publishing connection pool and check Redis answers (what a publisher needs)."""
-        if self._redis is not None:
-            return
-        client = aioredis.Redis.from_url(
-            self.url, socket_connect_timeout=self.connect_timeout, socket_timeout=self.connect_timeout
-        )
-        try:
-            await client.ping()
-        except (RedisError, OSError) as error:
-            await client.aclose()
-            raise BrokerError(f"cannot reach the Redis broker at {safe_url(self.url)}: {error}") from None
-        self._redis = client
-        if self.hub is None:  # a publisher: the servers' history and presence settings
+        """Open the publishing connection pool and check Redis answers (what a publisher needs).
+
+        A publisher (a broker without a hub) also reads the servers' history and presence settings,
+        here and, for as long as it finds none, each time it is called again.
+        """
+        if self._redis is None:
+            client = aioredis.Redis.from_url(
+                self.url, socket_connect_timeout=self.connect_timeout, socket_timeout=self.connect_timeout
+            )
+            try:
+                await client.ping()
+            except (RedisError, OSError) as error:
+                await client.aclose()
+                raise BrokerError(f"cannot reach the Redis broker at {safe_url(self.url)}: {error}") from None
+            self._redis = client
+        if self.hub is None and not self._options_found:
             with contextlib.suppress(RedisError, OSError, ValueError, TypeError, AttributeError):
-                stored = await client.get(self._key("options"))
+                stored = await self._redis.get(self._key("options"))
                 if stored:
                     self.options = ChannelOptions.from_json(orjson.loads(stored))
+                    self._options_found = True
 
     async def start(self) -> None:
         """Connect, subscribe this node's topic and the topics of members that joined already."""
@@ -216,7 +227,7 @@ class RedisBroker(Broker):
         self._reader = loop.create_task(self._read(), name="tidings-redis-reader")
         try:
             await asyncio.wait_for(asyncio.shield(confirmed), self.connect_timeout)
-            await self._redis.set(self._key("options"), orjson.dumps(self.options.to_json()))
+            await self._redis.set(*self._options())
             if self.options.presence_rules:
                 await self._beat()
                 self._heart = loop.create_task(self._heartbeat(), name="tidings-redis-presence")
@@ -423,6 +434,16 @@ class RedisBroker(Broker):
         channel = outgoing.channel
         assert channel is not None
         topic = self._name("channel", channel)
+        if self.hub is None and not self._options_found and not self._warned_no_options:
+            self._warned_no_options = True
+            logger.warning(
+                "broker: no server's settings in Redis at %s (key %s; none connected since Redis "
+                "started?): if channel %r keeps a history, this message has no position there and "
+                "clients cannot recover it",
+                safe_url(self.url),
+                self._key("options"),
+                channel,
+            )
         if self.options.any and outgoing.event is None:
             rule = self.options.history(channel)
             if rule is not None:
@@ -551,9 +572,22 @@ class RedisBroker(Broker):
         self._positions[channel] = position
         return True
 
+    def _options(self) -> tuple[str, bytes]:
+        """The key and value that tell publishers the servers' history and presence settings."""
+        return self._key("options"), orjson.dumps(self.options.to_json())
+
+    def _alive_entry(self) -> Command:
+        """The command that says this node is alive, for ``presence_timeout``."""
+        expiry = max(1, int(self.options.presence_timeout * 1000))
+        return ("SET", self._key("alive", self.node_id), 1, "PX", expiry)
+
     def _catch_up_all(self) -> None:
-        """Redis came back: deliver what this node's history channels missed, then go on live; enter
-        this node's members in presence again (a restarted Redis may have lost them)."""
+        """Redis came back, and may have lost everything (a restart): write the options again, say
+        this node is alive and enter its members in presence again (before another node reading
+        presence drops them), and deliver what its history channels missed, then go on live."""
+        self._queue(("SET", *self._options()))
+        if self._heart is not None:
+            self._queue(self._alive_entry())
         hub = self.hub
         if hub is not None:
             for channel in self._present:
@@ -659,9 +693,7 @@ class RedisBroker(Broker):
         """This node is alive (for ``presence_timeout``), and so are its presence hashes."""
         assert self._redis is not None
         pipeline = self._redis.pipeline(transaction=False)
-        pipeline.set(
-            self._key("alive", self.node_id), 1, px=max(1, int(self.options.presence_timeout * 1000))
-        )
+        pipeline.execute_command(*self._alive_entry())
         for channel in self._present:
             pipeline.pexpire(self._key("presence", channel), self._presence_expiry())
         await pipeline.execute()

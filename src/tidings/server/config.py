@@ -10,6 +10,7 @@ from typing import Any
 
 from tidings.brokers.history import check_options
 from tidings.hub import MAX_CHANNEL_LENGTH
+from tidings.server.responses import parse_allowed_origins
 
 
 def _message_log_format() -> str | None:
@@ -42,10 +43,19 @@ class Settings:
         max_sessions: Engine.IO sessions this process holds at once. A handshake beyond it gets
             HTTP 503 ("Server at capacity"); existing sessions are not affected. Each idle session
             costs a few KiB, so the default bounds that memory to a few hundred MiB.
-        cors_allowed_origins: ``None`` (default) allows requests without an ``Origin`` header and
-            those whose origin is the server's own host; a list allows exactly those origins;
-            ``"*"`` allows any. Others get 403 (polling and WebSocket alike).
-        cors_credentials: send ``Access-Control-Allow-Credentials: true`` to allowed origins.
+        cors_allowed_origins: which browser pages may connect, by their ``Origin`` header.
+            ``None`` (default): the server's own origin, i.e. the request's scheme (``https`` behind
+            a trusted proxy that sends ``X-Forwarded-Proto``), ``Host`` and port; a list: exactly
+            those origins (``"https://chat.example.org"``; compared by scheme, host and port, an
+            absent port being the scheme's default); ``"*"``: any. Requests without ``Origin``
+            (no browser's cross-origin request) are allowed; ``Origin: null`` (sandboxed frames,
+            ``file:`` pages) never is. Others get 403, polling and WebSocket alike.
+        cors_credentials: whether pages of other origins may send the user's cookies with their
+            polling requests (``Access-Control-Allow-Credentials: true``). ``None`` (default): yes
+            for the origins of a list and the server's own, no with ``"*"`` (which is then
+            answered ``Access-Control-Allow-Origin: *``). ``True`` with ``"*"`` lets every site on
+            the web make requests carrying its visitors' cookies for this server, acting as them;
+            it is allowed, with a warning in the log.
         handler_threads: worker threads for ``def`` handlers. A blocked handler holds one; a
             connection's events wait for its previous one, other connections do not.
         max_channels: channels one socket may be subscribed to at once. A subscription beyond it
@@ -76,6 +86,21 @@ class Settings:
         presence_timeout: seconds after which the presence entries of a server process that
             stopped (was killed, lost its network) are gone (Redis broker); each process renews its
             entries every third of it.
+        max_sessions_per_address: Engine.IO sessions one client address may hold open at once (an
+            IPv6 client: its /64 network). A handshake beyond it gets HTTP 429 ``{"code": 3,
+            "message": "Too many sessions from this address"}``; its other sessions go on. The
+            address is the peer's, or the client's as a trusted proxy gives it (docs/deploy.md):
+            behind a proxy uvicorn does not trust, every client is the proxy's address and they
+            share this limit. The default leaves room for an office or a campus behind one NAT,
+            each person with a few tabs, while one address takes at most 1% of ``max_sessions``.
+        session_rate_per_address: new sessions per second one client address may open, on
+            average (a token bucket); a handshake beyond it gets HTTP 429 ``{"code": 3, "message":
+            "Too many new sessions from this address"}``. Refusing costs the server less than
+            opening and closing; the table of addresses costs about 200 bytes each, and holds only
+            those that opened sessions faster than this lately.
+        session_burst_per_address: new sessions one client address may open at once, before
+            ``session_rate_per_address`` holds it back: as many as ``max_sessions_per_address``, so
+            that all the clients of a NAT'd office can reconnect at once after a restart.
     """
 
     path: str = "/socket.io/"
@@ -90,7 +115,7 @@ class Settings:
     max_attachments: int = 10
     max_sessions: int = 100_000
     cors_allowed_origins: str | Sequence[str] | None = None
-    cors_credentials: bool = True
+    cors_credentials: bool | None = None
     handler_threads: int = 32
     max_channels: int = 100
     max_channel_length: int = MAX_CHANNEL_LENGTH
@@ -100,6 +125,10 @@ class Settings:
     history: Sequence[tuple[str, int, float]] = ()
     presence: Sequence[str] = ()
     presence_timeout: float = 30.0
+    # -- hostile clients: sessions --
+    max_sessions_per_address: int = 1000
+    session_rate_per_address: float = 20.0
+    session_burst_per_address: int = 1000
 
     def __post_init__(self) -> None:
         if not self.path.startswith("/") or not self.path.endswith("/"):
@@ -137,3 +166,10 @@ class Settings:
                 self.message_log_format % defaultdict(str)
             except ValueError as error:  # a broken format: say so now, not at the first message
                 raise ValueError(f"message_log_format: {error}") from None
+        # -- hostile clients: sessions --
+        parse_allowed_origins(self.cors_allowed_origins)  # an entry that is no origin: say so now
+        for name in ("max_sessions_per_address", "session_burst_per_address"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.session_rate_per_address <= 0:
+            raise ValueError("session_rate_per_address must be positive")

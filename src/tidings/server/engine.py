@@ -17,21 +17,15 @@ import logging
 import secrets
 from typing import Any, Protocol
 
+import orjson
+
 from tidings.protocol import ProtocolError
 from tidings.protocol import engineio as eio
 from tidings.server.config import Settings
+from tidings.server.limits import AddressLimits, RefusalLog
 from tidings.server.outbox import DirectSend, Outbox, direct_send
 from tidings.server.request import Headers
-from tidings.server.responses import (
-    JSON,
-    TEXT,
-    Receive,
-    Scope,
-    Send,
-    allowed_origin,
-    reject_websocket,
-    respond,
-)
+from tidings.server.responses import JSON, TEXT, OriginCheck, Receive, Scope, Send, reject_websocket, respond
 
 logger = logging.getLogger("tidings.engine")
 
@@ -64,13 +58,25 @@ class EngineHandler(Protocol):
 class Session:
     """One Engine.IO session. All methods run on the event loop thread."""
 
-    __slots__ = ("_handle", "_poll", "data", "engine", "outbox", "scope", "sid", "state", "transport")
+    __slots__ = (
+        "_handle",
+        "_poll",
+        "address",
+        "data",
+        "engine",
+        "outbox",
+        "scope",
+        "sid",
+        "state",
+        "transport",
+    )
 
-    def __init__(self, engine: Engine, sid: str, transport: str, scope: Scope) -> None:
+    def __init__(self, engine: Engine, sid: str, transport: str, scope: Scope, address: str | None) -> None:
         self.engine = engine
         self.sid = sid
         self.transport = transport
         self.scope = scope
+        self.address = address  # what the per-address limits count it under (None: not counted)
         self.state = State.OPEN
         self.data: Any = None  # the Socket.IO layer's per-session state
         self.outbox = Outbox(engine.settings.max_buffer, self._write_failed)
@@ -137,6 +143,7 @@ class Session:
         if self._handle is not None:
             self._handle.cancel()
         self.engine.sessions.pop(self.sid, None)
+        self.engine._release(self.address)
         if self.transport == "websocket":
             self.outbox.close(code, reason)
         else:
@@ -155,10 +162,23 @@ class Engine:
         self.settings = settings
         self.handler = handler
         self.sessions: dict[str, Session] = {}
+        self.origins = OriginCheck(settings.cors_allowed_origins, settings.cors_credentials)
+        if self.origins.any and self.origins.credentials:
+            logger.warning(
+                'cors_allowed_origins="*" with cors_credentials=True: any web site can make requests '
+                "to this server that carry its visitors' cookies, and act as them"
+            )
+        self.limits = AddressLimits(
+            settings.max_sessions_per_address,
+            settings.session_rate_per_address,
+            settings.session_burst_per_address,
+        )
+        self._capacity_refusals = RefusalLog(logger)
+        self._address_refusals = RefusalLog(logger)
 
-    def _open(self, transport: str, scope: Scope) -> Session:
+    def _open(self, transport: str, scope: Scope, address: str | None) -> Session:
         sid = secrets.token_urlsafe(15)
-        session = Session(self, sid, transport, scope)
+        session = Session(self, sid, transport, scope, address)
         self.sessions[sid] = session
         upgrades = ["websocket"] if transport == "polling" and self._offers("websocket") else []
         settings = self.settings
@@ -171,11 +191,26 @@ class Engine:
         self.handler.session_opened(session)
         return session
 
-    def _at_capacity(self) -> bool:
-        if len(self.sessions) < self.settings.max_sessions:
-            return False
-        logger.warning("refusing a new session: max_sessions (%d) reached", self.settings.max_sessions)
-        return True
+    def _admit(self, scope: Scope) -> tuple[str | None, tuple[int, bytes] | None]:
+        """May a new session open for this request? ``(address, None)``: yes, counted under
+        ``address`` (None: a client without one, counted under none); ``(None, (status, body))``:
+        refused, with that answer."""
+        if len(self.sessions) >= self.settings.max_sessions:
+            self._capacity_refusals.refused("max_sessions (%d) reached", self.settings.max_sessions)
+            return None, (503, _AT_CAPACITY)
+        client = scope.get("client")
+        if not client:
+            return None, None
+        address, reason = self.limits.admit(client[0])
+        if reason is not None:
+            self._address_refusals.refused("%s: %s", reason, client[0])
+            return None, (429, orjson.dumps({"code": int(eio.ErrorCode.BAD_REQUEST), "message": reason}))
+        return address, None
+
+    def _release(self, address: str | None) -> None:
+        """A session :meth:`_admit` let in is gone."""
+        if address is not None:
+            self.limits.release(address)
 
     def _offers(self, transport: str) -> bool:
         return transport in self.settings.transports
@@ -198,25 +233,15 @@ class Engine:
         for session in list(self.sessions.values()):
             session.close("server shutdown", GOING_AWAY)
 
-    # -- origin checks and CORS ----------------------------------------------------------------
-
-    def _cors_headers(self, origin: str | None) -> list[tuple[bytes, bytes]]:
-        if origin is None:
-            return []
-        headers = [(b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"Origin")]
-        if self.settings.cors_credentials:
-            headers.append((b"access-control-allow-credentials", b"true"))
-        return headers
-
     # -- HTTP long-polling (EIO §"HTTP long-polling") ------------------------------------------------
 
     async def handle_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = Headers(scope.get("headers", []))
-        allowed, origin = allowed_origin(headers, self.settings.cors_allowed_origins)
+        allowed, origin = self.origins.allows(scope, headers)
         if not allowed:
             await respond(send, 403, eio.ErrorCode.FORBIDDEN.body(), JSON)
             return
-        cors = self._cors_headers(origin)
+        cors = self.origins.headers(origin)
         method = scope["method"]
         if method == "OPTIONS":
             await _preflight(send, headers, cors)
@@ -228,10 +253,11 @@ class Engine:
             if info.sid is None:
                 if method != "GET":
                     raise eio.RequestError(eio.ErrorCode.BAD_HANDSHAKE_METHOD)
-                if self._at_capacity():
-                    await respond(send, 503, _AT_CAPACITY, JSON, cors)
+                address, refusal = self._admit(scope)
+                if refusal is not None:
+                    await respond(send, *refusal, JSON, cors)
                     return
-                opened = self._open("polling", scope)
+                opened = self._open("polling", scope, address)
                 await respond(send, 200, opened._take_payload().encode(), TEXT, cors)
                 return
             found = self.sessions.get(info.sid)
@@ -302,7 +328,7 @@ class Engine:
             return
         headers = Headers(scope.get("headers", []))
         try:
-            if not allowed_origin(headers, self.settings.cors_allowed_origins)[0]:
+            if not self.origins.allows(scope, headers)[0]:
                 raise eio.RequestError(eio.ErrorCode.FORBIDDEN)
             info = eio.parse_query(scope.get("query_string", b""))
             if info.transport != "websocket" or not self._offers("websocket"):
@@ -314,20 +340,27 @@ class Engine:
                     raise eio.RequestError(eio.ErrorCode.UNKNOWN_SID)
                 if session.transport != "polling" or session.state is not State.OPEN:
                     raise eio.RequestError(eio.ErrorCode.BAD_REQUEST)
-            if session is None and self._at_capacity():
-                await reject_websocket(scope, send, 503, _AT_CAPACITY)
-                return
         except eio.RequestError as error:
             status = 403 if error.code is eio.ErrorCode.FORBIDDEN else 400
             await reject_websocket(scope, send, status, error.code.body())
             return
-        await send({"type": "websocket.accept"})
         direct = direct_send(scope)
         if session is None:
-            session = self._open("websocket", scope)
+            address, refusal = self._admit(scope)
+            if refusal is not None:
+                await reject_websocket(scope, send, *refusal)
+                return
+            try:
+                await send({"type": "websocket.accept"})
+            except BaseException:
+                self._release(address)  # no session after all
+                raise
+            session = self._open("websocket", scope, address)
             session.outbox.attach(send, direct=direct)
-        elif not await self._upgrade(session, direct, receive, send):
-            return
+        else:
+            await send({"type": "websocket.accept"})
+            if not await self._upgrade(session, direct, receive, send):
+                return
         if direct is not None:
             # tidings' own WebSocket protocol: messages come by callback, and this coroutine (and
             # the server's task running it) ends here, so an idle session holds no task.

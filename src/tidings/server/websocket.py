@@ -34,7 +34,7 @@ from tidings.server.config import Settings
 from tidings.server.handlers import Handler
 from tidings.server.outbox import Outbox, direct_send
 from tidings.server.request import Headers, Request, route_path
-from tidings.server.responses import TEXT, Receive, Scope, Send, allowed_origin, reject_websocket, respond
+from tidings.server.responses import TEXT, OriginCheck, Receive, Scope, Send, reject_websocket, respond
 
 logger = logging.getLogger("tidings.websocket")
 
@@ -285,6 +285,7 @@ class Endpoints:
     def __init__(self, settings: Settings, hub: Hub) -> None:
         self.settings = settings
         self.hub = hub
+        self.origins = OriginCheck(settings.cors_allowed_origins, settings.cors_credentials)
         self.open: set[AsyncWebSocket] = set()
         self._threads = 0  # blocking handlers running now, each in a thread of its own
 
@@ -363,7 +364,7 @@ class Endpoints:
         if (await receive())["type"] != "websocket.connect":
             return None
         headers = Headers(scope.get("headers", []))
-        if not allowed_origin(headers, self.settings.cors_allowed_origins)[0]:
+        if not self.origins.allows(scope, headers)[0]:
             await reject_websocket(scope, send, 403, b"Origin not allowed\n", TEXT)
             return None
         if blocking and self._threads >= self.settings.max_sync_websockets:
