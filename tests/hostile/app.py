@@ -49,3 +49,14 @@ def page(environ, start_response):
 
 app = tidings.Server(wsgi_app=page)
 wildcard = tidings.Server(wsgi_app=page, namespaces="*")
+
+# The same app with small connection limits, so that the transport tests reach them with a few
+# dozen connections and short waits. 127.0.0.1 (the bystander) is a trusted proxy address, exempt
+# from the per-address limit; the attackers come from 127.0.0.2 and up.
+limited = tidings.Server(
+    wsgi_app=page,
+    close_timeout=1,
+    header_timeout=3,
+    max_connections=100,
+    max_connections_per_address=40,
+)

@@ -73,6 +73,33 @@ class Settings:
         presence_timeout: seconds after which the presence entries of a server process that
             stopped (was killed, lost its network) are gone (Redis broker); each process renews its
             entries every third of it.
+        close_timeout: seconds a closing connection may take. A WebSocket closed by the server
+            waits this long for the client's close frame; then, and whenever the server drops a
+            connection (HTTP or WebSocket) with bytes still unsent, a peer that took none of them
+            for this long is cut off (TCP reset): a client that never reads cannot hold a closed
+            connection, or the memory of what was left to send it.
+        header_timeout: seconds a connection has to send a complete HTTP request head, from the
+            moment it connects (or, on a kept-alive connection, from the first byte of the next
+            request); it is closed then. Idle and slowly dribbling connections (slowloris) cost a
+            file descriptor each only this long. ``tidings run`` only.
+        max_request_head: bytes of an HTTP request line and headers; a longer head gets HTTP 431
+            and the connection is closed. ``tidings run`` only.
+        max_connections: TCP connections this process holds at once (HTTP, WebSocket, and closing
+            ones). A connection beyond it is closed as soon as it is accepted, and a warning is
+            logged (at most every 10 s). ``tidings run`` raises its soft limit on open files to the
+            hard one and lowers this below that limit (a tenth of it, at least 64, is kept for
+            Redis, files and the listening socket), logging the value in force. Each idle
+            connection costs a file descriptor and a few KiB. ``tidings run`` only.
+        max_connections_per_address: TCP connections one peer address may hold at once; beyond it
+            its new connections are closed at once, with a warning (at most every 10 s). Addresses
+            trusted as proxies (uvicorn's ``forwarded_allow_ips``, ``tidings run
+            --forwarded-allow-ips``, default 127.0.0.1 and ::1) are exempt: every client behind a
+            proxy shares its address. Raise it for many clients behind one NAT. ``tidings run``
+            only.
+        websocket_control_frames_per_minute: pings and pongs a WebSocket client may send in one
+            minute (counted per minute since its first); one more closes the connection with 1008
+            "too many control frames". Browsers send none; other clients one every few seconds at
+            most. Pings that arrive together are answered with one pong (RFC 6455 §5.5.3).
     """
 
     path: str = "/socket.io/"
@@ -97,6 +124,13 @@ class Settings:
     history: Sequence[tuple[str, int, float]] = ()
     presence: Sequence[str] = ()
     presence_timeout: float = 30.0
+    # -- hostile clients: transport (connections, timeouts, control frames) --
+    close_timeout: float = 10.0
+    header_timeout: float = 10.0
+    max_request_head: int = 65536
+    max_connections: int = 100_000
+    max_connections_per_address: int = 1000
+    websocket_control_frames_per_minute: int = 100
 
     def __post_init__(self) -> None:
         if not self.path.startswith("/") or not self.path.endswith("/"):
@@ -134,3 +168,15 @@ class Settings:
                 self.message_log_format % defaultdict(str)
             except ValueError as error:  # a broken format: say so now, not at the first message
                 raise ValueError(f"message_log_format: {error}") from None
+        # -- hostile clients: transport --
+        for name in ("close_timeout", "header_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        for name in (
+            "max_request_head",
+            "max_connections",
+            "max_connections_per_address",
+            "websocket_control_frames_per_minute",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
