@@ -1,8 +1,10 @@
 """The connection limits of `tidings run` (tidings.server.guard), without sockets; tests/hostile/
-test_transport.py attacks them over real ones."""
+test_transport.py attacks them over real ones. The guard runs in an event loop (its throttled
+warnings use the loop's timers): the tests are coroutines."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -12,7 +14,7 @@ from tidings.server.config import Settings
 from tidings.server.guard import ConnectionGuard, Throttled, connection_capacity
 
 
-def test_per_address_limit_and_release() -> None:
+async def test_per_address_limit_and_release() -> None:
     limits = ConnectionGuard(Settings(max_connections=100, max_connections_per_address=2), "127.0.0.1")
     first, second = limits.admit(1, "10.0.0.7"), limits.admit(2, "10.0.0.7")
     assert first is not None and second is not None
@@ -24,14 +26,14 @@ def test_per_address_limit_and_release() -> None:
     assert limits.admit(3, "10.0.0.7") is not None
 
 
-def test_trusted_proxies_are_exempt_from_the_per_address_limit() -> None:
+async def test_trusted_proxies_are_exempt_from_the_per_address_limit() -> None:
     limits = ConnectionGuard(Settings(max_connections_per_address=1), "127.0.0.1, 10.1.0.0/16")
     for address in ("127.0.0.1", "127.0.0.1", "10.1.2.3", "10.1.2.3"):
         assert limits.admit(1, address) is not None
     assert limits.counts == {}
 
 
-def test_the_process_limit_holds_for_every_address() -> None:
+async def test_the_process_limit_holds_for_every_address() -> None:
     limits = ConnectionGuard(Settings(max_connections=3), "127.0.0.1")
     assert limits.admit(3, "127.0.0.1") is not None
     assert limits.admit(4, "127.0.0.1") is None  # trusted, but the process is full
@@ -39,20 +41,21 @@ def test_the_process_limit_holds_for_every_address() -> None:
     assert limits.counts == {}
 
 
-def test_limits_hit_are_logged_at_most_once_an_interval(
+async def test_limits_hit_are_logged_at_most_once_an_interval(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    now = [1000.0]
-    monkeypatch.setattr(guard.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(guard, "LOG_INTERVAL", 0.05)
     warn = Throttled("refused %s")
     with caplog.at_level(logging.WARNING, "tidings"):
         for address in ("a", "b", "c"):
             warn(address)
-        now[0] += guard.LOG_INTERVAL
+        await asyncio.sleep(0.2)
         warn("d")
+        await asyncio.sleep(0.2)
     assert [record.getMessage() for record in caplog.records] == [
-        "refused a (1 times since the last such message)",
-        "refused d (3 times since the last such message)",
+        "refused a",
+        "refused c (2 times in 0.05 s, the last shown)",  # written once the interval is over
+        "refused d",
     ]
 
 

@@ -43,24 +43,37 @@ DEFAULT_SETTINGS = Settings()
 
 
 class Throttled:
-    """A log message written at most once every ``LOG_INTERVAL`` seconds, saying how many times it
-    happened since it was last written."""
+    """A log message written at once the first time, then at most once every ``LOG_INTERVAL``
+    seconds, saying how many times it happened meanwhile (with the last one's arguments)."""
 
-    __slots__ = ("count", "level", "message", "next_time")
+    __slots__ = ("args", "count", "level", "message", "next_time", "timer")
 
     def __init__(self, message: str, level: int = logging.WARNING) -> None:
-        self.message = message + " (%d times since the last such message)"
+        self.message = message
         self.level = level
-        self.count = 0
+        self.args: tuple[object, ...] = ()
+        self.count = 0  # times since the last message
         self.next_time = 0.0
+        self.timer: asyncio.TimerHandle | None = None
 
     def __call__(self, *args: object) -> None:
+        self.args = args
         self.count += 1
         now = time.monotonic()
         if now >= self.next_time:
-            logger.log(self.level, self.message, *args, self.count)
-            self.count = 0
-            self.next_time = now + LOG_INTERVAL
+            self._write()
+        elif self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(self.next_time - now, self._write)
+
+    def _write(self) -> None:
+        self.timer = None
+        if self.count == 1:
+            logger.log(self.level, self.message, *self.args)
+        else:
+            summary = self.message + " (%d times in %g s, the last shown)"
+            logger.log(self.level, summary, *self.args, self.count, LOG_INTERVAL)
+        self.count = 0
+        self.next_time = time.monotonic() + LOG_INTERVAL
 
 
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets the connection
