@@ -399,6 +399,16 @@ async def test_a_peer_still_reading_is_given_time_to_take_the_rest() -> None:
     await wait_for_abort(transport)  # then it stops
 
 
+async def test_a_close_frame_unanswered_though_delivered_closes_the_connection() -> None:
+    protocol, transport = await opened(close_timeout=CLOSE_TIMEOUT)
+    protocol.close(1000, "bye")  # the peer takes it all (unsent 0) but never answers
+    for _ in range(200):
+        if transport.closing:
+            break
+        await asyncio.sleep(CLOSE_TIMEOUT / 5)
+    assert transport.closing and not transport.aborted  # as usual: the kernel delivers what it has
+
+
 async def test_connection_lost_releases_the_address_slot_and_the_timer() -> None:
     protocol, transport = await opened(close_timeout=CLOSE_TIMEOUT)
     counts = {"127.0.0.2": 1}

@@ -73,11 +73,11 @@ class Settings:
         presence_timeout: seconds after which the presence entries of a server process that
             stopped (was killed, lost its network) are gone (Redis broker); each process renews its
             entries every third of it.
-        close_timeout: seconds a closing connection may take. A WebSocket closed by the server
-            waits this long for the client's close frame; then, and whenever the server drops a
-            connection (HTTP or WebSocket) with bytes still unsent, a peer that took none of them
-            for this long is cut off (TCP reset): a client that never reads cannot hold a closed
-            connection, or the memory of what was left to send it.
+        close_timeout: seconds a closing connection may stall. A WebSocket closed by the server
+            waits this long for the client's close frame, then closes. A connection (HTTP or
+            WebSocket) closed with bytes still unsent whose client took none of them for this long
+            is reset: a client that never reads cannot hold a closed connection, nor the memory of
+            what was left to send it. One still reading, however slowly, gets more time.
         header_timeout: seconds a connection has to send a complete HTTP request head, from the
             moment it connects (or, on a kept-alive connection, from the first byte of the next
             request); it is closed then. Idle and slowly dribbling connections (slowloris) cost a

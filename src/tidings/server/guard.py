@@ -80,12 +80,14 @@ _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets the connec
 
 
 class Linger:
-    """Resets a closing connection once its peer has taken none of what is left to send for
-    ``timeout`` seconds: a peer that never reads would otherwise hold the connection (and those
-    bytes) forever, as ``transport.close()`` waits for them to go out. The reset also drops what the
-    kernel still holds for it (a plain ``abort()`` leaves that to a FIN queued behind it).
+    """Ends a closing connection ``timeout`` seconds on, however its peer behaves.
 
-    A peer that still takes some, however slowly, gets another ``timeout``. Cancel it in
+    ``transport.close()`` waits until the peer has taken every byte left to send: one that never
+    reads would hold the connection, and those bytes, forever. So once the peer has taken none of
+    them for ``timeout``, the connection is reset, which also drops what the kernel still holds for
+    it (a plain ``abort()`` would leave that queued before a FIN). A peer that still takes some,
+    however slowly, gets another ``timeout``. One that has everything but has not closed (a
+    WebSocket client that does not answer our close frame) is closed as usual. Cancel it in
     ``connection_lost``.
     """
 
@@ -100,7 +102,9 @@ class Linger:
 
     def _check(self) -> None:
         left = self.transport.get_write_buffer_size()
-        if 0 < left < self.left:
+        if not left:
+            self.transport.close()
+        elif left < self.left:
             self.left = left
             self.handle = self.loop.call_later(self.timeout, self._check)
         else:
