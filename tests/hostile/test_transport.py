@@ -205,6 +205,14 @@ async def test_the_per_address_limit_counts_websockets_until_they_close(ws: str)
     assert "(max_connections_per_address)" in log(server)
 
 
+def test_trusted_proxies_are_exempt_from_the_per_address_limit() -> None:
+    with tidings_process(LIMITED, "--forwarded-allow-ips", ATTACKER) as server:
+        sockets = [websocket(server, "/ws") for _ in range(45)]  # a proxy: many clients, one address
+        assert get_page(server, ATTACKER).startswith(b"HTTP/1.1 200 ")
+        for sock in sockets:
+            sock.close()
+
+
 async def test_the_process_limit_closes_connections_beyond_it() -> None:
     with tidings_process(LIMITED) as server:
         async with bystander(server):  # one connection of the 100
