@@ -75,8 +75,9 @@ def websocket(
     return sock
 
 
-#: TCP states (Linux, ``TCP_INFO``) of a client socket: the server closed it (FIN), or reset it.
-ESTABLISHED, CLOSE_WAIT, CLOSED = 1, 8, 7
+#: TCP states (Linux, ``TCP_INFO``) of a client socket: open, or reset by the server (a server that
+#: closed it gracefully leaves it in a third one, CLOSE_WAIT).
+ESTABLISHED, CLOSED = 1, 7
 
 
 def tcp_state(sock: socket.socket) -> int:
@@ -148,10 +149,13 @@ class Bystander:
         self.sent = 0
         self.received: list[Any] = []
         self.failure: BaseException | None = None
+        # Set to end the loop after its round trip (cancelling it could be lost: on Python 3.11,
+        # asyncio.wait_for swallows a cancellation that comes as the message does).
+        self.stopping = False
 
     async def run(self, interval: float = 0.05) -> None:
         try:
-            while True:
+            while not self.stopping:
                 await self.client.emit("message", f"bystander-{self.sent}", BYSTANDER_CHANNEL)
                 self.sent += 1
                 event = await self.client.event(timeout=10)
@@ -166,13 +170,11 @@ class Bystander:
         """A last round trip, then: nothing lost, nothing out of order."""
         assert self.failure is None, f"the bystander failed: {self.failure!r}"
         await self.client.emit("message", "last", BYSTANDER_CHANNEL)
-        while not self.received or self.received[-1][1].get("text") != "last":
-            # (the loop may have been stopped between a message and its echo)
-            self.received.append(await self.client.event(timeout=10))
+        self.received.append(await self.client.event(timeout=10))
         texts = [event[1]["text"] for event in self.received if event[0] == "message"]
-        expected = [f"bystander-{n}" for n in range(self.sent)] + ["last"]
+        expected = [f"bystander-{n}" for n in range(len(texts) - 1)] + ["last"]
         assert texts == expected, f"the bystander lost messages: {texts[-5:]}"
-        assert self.sent >= minimum, f"the bystander sent only {self.sent} messages"
+        assert len(texts) - 1 >= minimum, f"the bystander sent only {len(texts) - 1} messages"
 
 
 @contextlib.asynccontextmanager
@@ -185,9 +187,8 @@ async def bystander(server: TidingsProcess) -> AsyncIterator[Bystander]:
     try:
         yield watcher
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        watcher.stopping = True
+        await task
     await watcher.check()
     await client.close()
 
