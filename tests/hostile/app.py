@@ -61,3 +61,14 @@ anywhere_with_credentials = tidings.Server(wsgi_app=page, cors_allowed_origins="
 listed = tidings.Server(
     wsgi_app=page, cors_allowed_origins=["https://Chat.Example.org:443", "http://localhost:3000"]
 )
+
+# The same app with small connection limits, so that the transport tests reach them with a few
+# dozen connections and short waits. 127.0.0.1 (the bystander) is a trusted proxy address, exempt
+# from the per-address limit; the attackers come from 127.0.0.2 and up.
+limited = tidings.Server(
+    wsgi_app=page,
+    close_timeout=1,
+    header_timeout=3,
+    max_connections=100,
+    max_connections_per_address=40,
+)

@@ -93,6 +93,16 @@ def upgrade(
     return sock, head
 
 
+#: TCP states (Linux, ``TCP_INFO``) of a client socket: open, or reset by the server (a server that
+#: closed it gracefully leaves it in a third one, CLOSE_WAIT).
+ESTABLISHED, CLOSED = 1, 7
+
+
+def tcp_state(sock: socket.socket) -> int:
+    """The kernel's TCP state of ``sock``, seen without reading from it."""
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+
+
 def client_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
     """A masked client frame (RFC 6455 §5.2, §5.3)."""
     mask = os.urandom(4)
@@ -157,6 +167,8 @@ class Bystander:
         self.sent = 0
         self.received: list[Any] = []
         self.failure: BaseException | None = None
+        # Set to end the loop after its round trip (cancelling it could be lost: on Python 3.11,
+        # asyncio.wait_for swallows a cancellation that comes as the message does).
         self.stopping = False
 
     async def run(self, interval: float = 0.05) -> None:

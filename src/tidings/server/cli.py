@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import functools
 import importlib
 import importlib.util
 import inspect
@@ -27,6 +29,8 @@ from tidings.brokers import BROKER_ENV, PREFIX_ENV, BrokerError, broker_from
 from tidings.hub import NoSocket
 from tidings.publisher import Publisher
 from tidings.server.app import Server
+from tidings.server.config import Settings
+from tidings.server.guard import GuardedHttpToolsProtocol, connection_capacity, raise_open_files_limit
 
 logger = logging.getLogger("tidings")
 _TARGET_ENV = "TIDINGS_APP"
@@ -144,13 +148,20 @@ def run(
     broker: str | None = None,
     broker_prefix: str | None = None,
     ws: str | None = None,
+    forwarded_allow_ips: str | None = None,
 ) -> None:
     """Serve ``target`` on uvicorn with uvloop and httptools.
 
     ``broker`` (a URL) replaces the app's own broker, in every worker; ``broker_prefix`` sets the
     Redis name prefix (``TIDINGS_BROKER_PREFIX``). ``ws`` picks the WebSocket protocol: ``"fast"``
     (tidings' own: one frame per broadcast, batched writes) or ``"websockets"`` (uvicorn's stock
-    one); default ``TIDINGS_WS``, else ``"fast"``.
+    one); default ``TIDINGS_WS``, else ``"fast"``. ``forwarded_allow_ips``: the proxies whose
+    ``X-Forwarded-*`` headers are trusted, exempt from ``max_connections_per_address`` (uvicorn's;
+    default ``FORWARDED_ALLOW_IPS``, else 127.0.0.1 and ::1).
+
+    The app's connection limits (``max_connections``, ``header_timeout``, ... in its Settings) hold
+    for every connection, through :class:`~tidings.server.guard.GuardedHttpToolsProtocol` and the
+    WebSocket protocol.
     """
     ws = ws or os.environ.get(WS_ENV) or DEFAULT_WS
     if ws not in WS_PROTOCOLS:
@@ -164,14 +175,16 @@ def run(
         os.environ[BROKER_ENV] = os.environ[_BROKER_FLAG_ENV] = broker
     app = _with_broker_flag(load_target(target))  # fail early, in the parent, on a bad target
     check_broker(app)  # and on an unreachable broker
+    settings = connection_settings(app.settings)
     options: dict[str, Any] = {
         "host": host,
         "port": port,
         "log_level": log_level,
         "access_log": access_log,
         "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        "http": "httptools",
-        "ws": _ws_protocol(ws),
+        # Classes with the app's limits (partials, so that worker processes can be given them too).
+        "http": functools.partial(GuardedHttpToolsProtocol, settings=settings),
+        "ws": _ws_protocol(ws, settings),
         # Engine.IO has its own heartbeat and size limit; WebSocket-level pings would double them,
         # and per-message compression would cost one deflate per recipient of every broadcast.
         "ws_ping_interval": None,
@@ -179,6 +192,8 @@ def run(
         "ws_max_size": app.settings.max_payload,
         "timeout_graceful_shutdown": 5,
     }
+    if forwarded_allow_ips is not None:
+        options["forwarded_allow_ips"] = forwarded_allow_ips
     # uvicorn deprecates its "websockets" protocol for "websockets-sansio", which cannot answer a
     # refused upgrade with an HTTP status (the Engine.IO errors need 400 and 403). `--ws websockets`
     # keeps the one that can, and keeps the warning out of the log.
@@ -192,11 +207,25 @@ def run(
     _Uvicorn(config, app).run()
 
 
-def _ws_protocol(name: str) -> Any:
+def connection_settings(settings: Settings) -> Settings:
+    """``settings`` with ``max_connections`` lowered below the open files limit, once that is raised
+    to its hard limit (for this process and the workers it starts); the value in force is logged."""
+    open_files = raise_open_files_limit()
+    capacity = connection_capacity(settings.max_connections, open_files)
+    logger.info(
+        "at most %d connections per process (max_connections %d, open files limit %s)",
+        capacity,
+        settings.max_connections,
+        open_files or "none",
+    )
+    return dataclasses.replace(settings, max_connections=capacity)
+
+
+def _ws_protocol(name: str, settings: Settings) -> Any:
     if name == "fast":
         from tidings.server.fastws import FastWebSocketProtocol
 
-        return FastWebSocketProtocol
+        return functools.partial(FastWebSocketProtocol, settings=settings)
     return name
 
 
@@ -214,11 +243,19 @@ def main(argv: list[str] | None = None) -> None:
         help=f"WebSocket protocol: fast (tidings' own) or websockets (uvicorn's); env {WS_ENV}, "
         f"default {DEFAULT_WS}",
     )
+    serve.add_argument(
+        "--forwarded-allow-ips",
+        metavar="ADDRESSES",
+        help="comma-separated addresses or networks of trusted proxies (their X-Forwarded-For is "
+        "believed, and they are exempt from max_connections_per_address); '*' trusts all; "
+        "env FORWARDED_ALLOW_IPS, default 127.0.0.1,::1",
+    )
     _broker_arguments(serve, "the broker workers and nodes share channels through (default: the app's own)")
     chat = commands.add_parser("demo", help="serve the chat demo: rooms, nicknames, who is here")
     _server_arguments(chat)
     _broker_arguments(chat, "demos sharing a broker (redis://...) share their rooms")
-    chat.set_defaults(target=demo.TARGET, workers=1, access_log=False, ws=None)  # then as `tidings run`
+    # then as `tidings run`
+    chat.set_defaults(target=demo.TARGET, workers=1, access_log=False, ws=None, forwarded_allow_ips=None)
     publish = commands.add_parser("publish", help="publish a message to a channel of the servers")
     publish.add_argument("channel")
     publish.add_argument("message", help="a JSON value, or else taken as a string")
@@ -241,6 +278,7 @@ def main(argv: list[str] | None = None) -> None:
             args.broker,
             args.broker_prefix,
             args.ws,
+            args.forwarded_allow_ips,
         )
     except ValueError as error:  # a bad broker URL
         raise SystemExit(f"tidings: {error}") from None

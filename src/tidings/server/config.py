@@ -101,6 +101,33 @@ class Settings:
         session_burst_per_address: new sessions one client address may open at once, before
             ``session_rate_per_address`` holds it back: as many as ``max_sessions_per_address``, so
             that all the clients of a NAT'd office can reconnect at once after a restart.
+        close_timeout: seconds a closing connection may stall. A WebSocket closed by the server
+            waits this long for the client's close frame, then closes. A connection (HTTP or
+            WebSocket) closed with bytes still unsent whose client took none of them for this long
+            is reset: a client that never reads cannot hold a closed connection, nor the memory of
+            what was left to send it. One still reading, however slowly, gets more time.
+        header_timeout: seconds a connection has to send a complete HTTP request head, from the
+            moment it connects (or, on a kept-alive connection, from the first byte of the next
+            request); it is closed then. Idle and slowly dribbling connections (slowloris) cost a
+            file descriptor each only this long. ``tidings run`` only.
+        max_request_head: bytes of an HTTP request line and headers; a longer head gets HTTP 431
+            and the connection is closed. ``tidings run`` only.
+        max_connections: TCP connections this process holds at once (HTTP, WebSocket, and closing
+            ones). A connection beyond it is closed as soon as it is accepted, and a warning is
+            logged (at most every 10 s). ``tidings run`` raises its soft limit on open files to the
+            hard one and lowers this below that limit (a tenth of it, at least 64, is kept for
+            Redis, files and the listening socket), logging the value in force. Each idle
+            connection costs a file descriptor and a few KiB. ``tidings run`` only.
+        max_connections_per_address: TCP connections one peer address may hold at once; beyond it
+            its new connections are closed at once, with a warning (at most every 10 s). Addresses
+            trusted as proxies (uvicorn's ``forwarded_allow_ips``, ``tidings run
+            --forwarded-allow-ips``, default 127.0.0.1 and ::1) are exempt: every client behind a
+            proxy shares its address. Raise it for many clients behind one NAT. ``tidings run``
+            only.
+        websocket_control_frames_per_minute: pings and pongs a WebSocket client may send in one
+            minute (counted per minute since its first); one more closes the connection with 1008
+            "too many control frames". Browsers send none; other clients one every few seconds at
+            most. Pings that arrive together are answered with one pong (RFC 6455 §5.5.3).
     """
 
     path: str = "/socket.io/"
@@ -129,6 +156,13 @@ class Settings:
     max_sessions_per_address: int = 1000
     session_rate_per_address: float = 20.0
     session_burst_per_address: int = 1000
+    # -- hostile clients: transport (connections, timeouts, control frames) --
+    close_timeout: float = 10.0
+    header_timeout: float = 10.0
+    max_request_head: int = 65536
+    max_connections: int = 100_000
+    max_connections_per_address: int = 1000
+    websocket_control_frames_per_minute: int = 100
 
     def __post_init__(self) -> None:
         if not self.path.startswith("/") or not self.path.endswith("/"):
@@ -173,3 +207,15 @@ class Settings:
                 raise ValueError(f"{name} must be at least 1")
         if self.session_rate_per_address <= 0:
             raise ValueError("session_rate_per_address must be positive")
+        # -- hostile clients: transport --
+        for name in ("close_timeout", "header_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        for name in (
+            "max_request_head",
+            "max_connections",
+            "max_connections_per_address",
+            "websocket_control_frames_per_minute",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")

@@ -21,9 +21,22 @@ What makes it fast is the write side:
   (tidings: 1008 "send buffer full"). ``await send(...)`` waits while the transport is paused
   (``pause_writing``), as any ASGI server's does.
 
-Limits: ``config.ws_max_size`` bounds one incoming message (1009 past it). Server-side keepalive
-pings (``ws_ping_interval``) and per-message deflate are not implemented: ``tidings run`` turns both off
-(Engine.IO has its own heartbeat). Client pings are answered with pongs.
+Limits: ``config.ws_max_size`` bounds one incoming message (1009 past it); the others come from
+the app's :class:`~tidings.Settings`, which ``tidings run`` passes as ``settings=`` (under plain
+``uvicorn --ws tidings.server.fastws:FastWebSocketProtocol`` the defaults apply):
+
+- ``max_buffer`` bounds the unsent bytes of pongs too: one that would pass it closes with 1008.
+  Pings that arrive together get one pong (RFC 6455 §5.5.3), and while the transport is paused for
+  writing (the peer does not read) the peer is not read either, so it cannot make us answer more;
+- ``websocket_control_frames_per_minute``: one ping or pong more closes with 1008 "too many control
+  frames";
+- ``close_timeout``: a close frame of ours unanswered that long, or a closed connection whose peer
+  takes none of what is left to send for that long, is aborted (:class:`~tidings.server.guard.Linger`);
+- ``websocket_max_queue``: received messages the app has not read before reading pauses;
+- ``max_request_head``: the upgrade request's head (431 past it).
+
+Server-side keepalive pings (``ws_ping_interval``) and per-message deflate are not implemented:
+``tidings run`` turns both off (Engine.IO has its own heartbeat).
 """
 
 from __future__ import annotations
@@ -41,16 +54,17 @@ from urllib.parse import unquote
 from uvicorn.protocols.utils import ClientDisconnected, get_local_addr, get_remote_addr, is_ssl
 
 from tidings.protocol import websocket as ws
+from tidings.server.config import Settings
+from tidings.server.guard import DEFAULT_SETTINGS, Linger, Slot, Throttled
 
 logger = logging.getLogger("uvicorn.error")
 
 #: ASGI scope extension naming the synchronous send (see :meth:`FastWebSocketProtocol.send_frame`).
 FASTSEND = "tidings.fastsend"
-#: Seconds to wait for the client's answer to our close frame before dropping the connection.
-CLOSE_TIMEOUT = 10.0
-#: Received messages the app has not read yet before reading from the socket pauses (TCP backpressure).
-READ_QUEUE = 16
-_MAX_HEAD = 65536
+_CONTROL_WINDOW = 60.0  # seconds: websocket_control_frames_per_minute counts control frames per minute
+_control_flood = Throttled(
+    "WebSocket from %s closed: more than %d pings and pongs in a minute (websocket_control_frames_per_minute)"
+)
 # The received-messages queue of a connection with none waiting: shared, never written to (an empty
 # deque holds a 64-slot block, ~0.7 KiB per idle connection).
 _NO_MESSAGES: deque[dict[str, Any]] = deque()
@@ -129,28 +143,33 @@ class FastWebSocketProtocol(asyncio.Protocol):
     __slots__ = (
         "_buffer",
         "_close_code",
-        "_close_timer",
+        "_control_frames",
+        "_control_window_end",
         "_disconnected",
         "_drain",
         "_flusher",
         "_http_response",
+        "_linger",
         "_messages",
         "_on_close",
         "_on_message",
         "_paused",
         "_pending",
         "_pending_size",
+        "_queue_full",
         "_read_paused",
         "_waiter",
         "accept_key",
         "app",
         "app_state",
         "config",
+        "connection_slot",
         "connections",
         "default_headers",
         "loop",
         "parser",
         "scope",
+        "settings",
         "state",
         "tasks",
         "transport",
@@ -162,10 +181,12 @@ class FastWebSocketProtocol(asyncio.Protocol):
         server_state: Any,
         app_state: dict[str, Any],
         _loop: asyncio.AbstractEventLoop | None = None,
+        settings: Settings = DEFAULT_SETTINGS,
     ) -> None:
         if not config.loaded:
             config.load()  # pragma: no cover
         self.config = config
+        self.settings = settings
         self.app = config.loaded_app
         self.loop = _loop or asyncio.get_event_loop()
         self.app_state = app_state
@@ -182,12 +203,17 @@ class FastWebSocketProtocol(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._disconnected = False  # the app has been given websocket.disconnect
         self._close_code = ws.ABNORMAL_CLOSURE
-        self._read_paused = False
+        self._read_paused = False  # we asked the transport to stop reading
+        self._queue_full = False  # the app has websocket_max_queue messages unread
+        self._control_frames = 0  # pings and pongs received in the current minute
+        self._control_window_end = 0.0
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._paused = False  # the transport asked us to stop writing (pause_writing)
         self._drain: asyncio.Future[None] | None = None
-        self._close_timer: asyncio.TimerHandle | None = None
+        self._linger: Linger | None = None  # aborts the connection if its peer stops taking our bytes
+        # Released when the connection is lost: its count against max_connections_per_address.
+        self.connection_slot: Slot | None = None
         self._http_response: list[Any] | None = None  # status, headers, body chunks
         self._flusher = _flusher(self.loop)
         # Set by detach(): the app takes messages by callback and its coroutine has returned.
@@ -205,9 +231,12 @@ class FastWebSocketProtocol(asyncio.Protocol):
         self.state = State.CLOSED
         self._pending = []
         self._pending_size = 0
-        if self._close_timer is not None:
-            self._close_timer.cancel()
-            self._close_timer = None
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        if self.connection_slot is not None:
+            self.connection_slot.release()
+            self.connection_slot = None
         self._disconnect(ws.ABNORMAL_CLOSURE, "")
         self._wake_writers()
         self._on_message = None  # break the cycles through the app's session objects
@@ -220,10 +249,26 @@ class FastWebSocketProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._paused = True
+        self._set_reading()
 
     def resume_writing(self) -> None:
         self._paused = False
+        self._set_reading()
         self._wake_writers()
+
+    def _set_reading(self) -> None:
+        """Read the peer unless the app has enough unread messages, or the peer does not take what
+        we write (it is not read either: its pings would only make more to write). Once closing,
+        read: the peer's close frame has to come through."""
+        if self.state is State.CLOSED:
+            return
+        pause = self.state is not State.CLOSING and (self._paused or self._queue_full)
+        if pause is not self._read_paused:
+            self._read_paused = pause
+            if pause:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         if self.state is State.HANDSHAKE:
@@ -235,6 +280,7 @@ class FastWebSocketProtocol(asyncio.Protocol):
         except ws.WebSocketError as error:
             self._fail(error.code, error.reason)
             return
+        ping: ws.Ping | None = None
         for event in events:
             if type(event) is ws.Message:
                 if self.state is State.CLOSING:
@@ -245,12 +291,40 @@ class FastWebSocketProtocol(asyncio.Protocol):
                     self._deliver({"type": "websocket.receive", "text": event.data})
                 else:
                     self._deliver({"type": "websocket.receive", "bytes": event.data})
-            elif type(event) is ws.Ping:
-                if self.state is State.OPEN:
-                    self._write_now(ws.pong_frame(event.payload))  # RFC 6455 §5.5.2
             elif type(event) is ws.Close:
                 self._close_received(event)
+            elif not self._control_frame_allowed():
+                self._fail(ws.POLICY_VIOLATION, "too many control frames")
+                return
+            elif type(event) is ws.Ping:
+                ping = event
             # a Pong: we send no pings, an unsolicited pong is ignored (§5.5.3)
+        if ping is not None and self.state is State.OPEN:
+            self._answer(ping)
+
+    def _control_frame_allowed(self) -> bool:
+        """Count a ping or pong; False once there are more than allowed in the current minute."""
+        now = self.loop.time()
+        if now >= self._control_window_end:
+            self._control_window_end = now + _CONTROL_WINDOW
+            self._control_frames = 0
+        self._control_frames += 1
+        limit = self.settings.websocket_control_frames_per_minute
+        if self._control_frames <= limit:
+            return True
+        client = self.scope.get("client")
+        _control_flood(client[0] if client else None, limit)
+        return False
+
+    def _answer(self, ping: ws.Ping) -> None:
+        """The pong to the last of the pings received together (§5.5.2, §5.5.3), counted against
+        max_buffer as our other frames are."""
+        pong = ws.pong_frame(ping.payload)
+        unsent = self._pending_size + self.transport.get_write_buffer_size()
+        if unsent + len(pong) > self.settings.max_buffer:
+            self._fail(ws.POLICY_VIOLATION, "send buffer full")
+        else:
+            self._push(pong)
 
     # -- the handshake -------------------------------------------------------------------------------
 
@@ -259,7 +333,7 @@ class FastWebSocketProtocol(asyncio.Protocol):
         self._buffer += data
         head, found, rest = self._buffer.partition(b"\r\n\r\n")
         if not found:
-            if len(self._buffer) > _MAX_HEAD:
+            if len(self._buffer) > self.settings.max_request_head:
                 self._refuse(431, b"request head too large")
             return b""
         self._buffer = b""
@@ -313,8 +387,7 @@ class FastWebSocketProtocol(asyncio.Protocol):
             phrase = ""
         if self.state is not State.CLOSED:
             self.transport.write(ws.http_response(status, phrase, [*self.default_headers, *headers], body))
-            self.transport.close()
-        self.state = State.CLOSED
+            self._close_transport()
         self._disconnect(ws.ABNORMAL_CLOSURE, "")
 
     # -- ASGI -------------------------------------------------------------------------------------------
@@ -341,8 +414,7 @@ class FastWebSocketProtocol(asyncio.Protocol):
         if self.state is State.OPEN:
             self._send_close(ws.NORMAL_CLOSURE, "")
         if self.state is not State.CLOSED:
-            self._flush()
-            self.transport.close()
+            self._close_transport()
 
     async def receive(self) -> dict[str, Any]:
         messages = self._messages
@@ -358,9 +430,9 @@ class FastWebSocketProtocol(asyncio.Protocol):
         message = messages.popleft()
         if not messages:
             self._messages = _NO_MESSAGES
-        if self._read_paused and len(messages) < READ_QUEUE // 2 and self.state is not State.CLOSED:
-            self._read_paused = False
-            self.transport.resume_reading()
+        if self._queue_full and len(messages) < self.settings.websocket_max_queue // 2:
+            self._queue_full = False
+            self._set_reading()
         return message
 
     async def send(self, message: Any) -> None:
@@ -466,9 +538,8 @@ class FastWebSocketProtocol(asyncio.Protocol):
         self._on_message = on_message
         self._on_close = on_close
         messages, self._messages = self._messages, _NO_MESSAGES
-        if self._read_paused and self.state is not State.CLOSED:
-            self._read_paused = False
-            self.transport.resume_reading()
+        self._queue_full = False
+        self._set_reading()
         for message in messages:
             if message["type"] == "websocket.receive":
                 data = message.get("text")
@@ -531,33 +602,26 @@ class FastWebSocketProtocol(asyncio.Protocol):
 
     def _send_close(self, code: int, reason: str) -> None:
         """Start the closing handshake; the transport closes on the client's answer or a timeout."""
-        self._write_now(ws.close_frame(code, reason))
-        self.state = State.CLOSING
+        self._write_close(code, reason)
         self._close_code = code
-        if self._read_paused:  # keep reading: the client's close frame has to come through
-            self._read_paused = False
-            self.transport.resume_reading()
-        self._close_timer = self.loop.call_later(CLOSE_TIMEOUT, self.transport.close)
+        self._set_reading()
+        self._start_linger()
 
     def _close_received(self, close: ws.Close) -> None:
         if self.state is State.OPEN:
             # §5.5.1: answer with a close frame, echoing the code.
-            code = None if close.code == ws.NO_STATUS else close.code
-            self._write_now(ws.close_frame(code))
+            self._write_close(None if close.code == ws.NO_STATUS else close.code)
         self._disconnect(close.code, close.reason)
-        self.state = State.CLOSED
-        self._flush()
-        self.transport.close()  # §7.1.1: the server closes the TCP connection first
+        self._close_transport()  # §7.1.1: the server closes the TCP connection first
 
     def _fail(self, code: int, reason: str) -> None:
         """The client broke the protocol (§7.1.7): close with ``code`` and drop the connection."""
         logger.debug("WebSocket protocol error (%d): %s", code, reason)
         if self.state is State.OPEN:
-            self._write_now(ws.close_frame(code, reason))
+            self._write_close(code, reason)
         self._disconnect(code, reason)
-        self.state = State.CLOSED
-        self._flush()
-        self.transport.close()
+        if self.state is not State.CLOSED:
+            self._close_transport()
 
     def shutdown(self) -> None:
         """uvicorn is stopping: close with 1012 (service restart), or refuse a pending upgrade."""
@@ -565,12 +629,28 @@ class FastWebSocketProtocol(asyncio.Protocol):
             self._write_http(500, [(b"content-type", b"text/plain; charset=utf-8")], b"")
             return
         if self.state is State.OPEN:
-            self._write_now(ws.close_frame(ws.SERVICE_RESTART))
+            self._write_close(ws.SERVICE_RESTART)
             self._disconnect(ws.SERVICE_RESTART, "")
         if self.state is not State.CLOSED:
-            self.state = State.CLOSED
-            self._flush()
-            self.transport.close()
+            self._close_transport()
+
+    def _write_close(self, code: int | None, reason: str = "") -> None:
+        """Our close frame, after what is pending; the last frame we send (the app, told of the end
+        next, may ask to close too)."""
+        self._write_now(ws.close_frame(code, reason))
+        self.state = State.CLOSING
+
+    def _close_transport(self) -> None:
+        """Close the TCP connection once what is queued is written, or abort it if the peer stops
+        taking that (close_timeout)."""
+        self.state = State.CLOSED
+        self._flush()
+        self.transport.close()
+        self._start_linger()
+
+    def _start_linger(self) -> None:
+        if self._linger is None:
+            self._linger = Linger(self.loop, self.transport, self.settings.close_timeout)
 
     # -- receiving --------------------------------------------------------------------------------------
 
@@ -582,9 +662,9 @@ class FastWebSocketProtocol(asyncio.Protocol):
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        if len(messages) >= READ_QUEUE and not self._read_paused and self.state is not State.CLOSED:
-            self._read_paused = True
-            self.transport.pause_reading()
+        if len(messages) >= self.settings.websocket_max_queue and not self._queue_full:
+            self._queue_full = True
+            self._set_reading()
 
     def _disconnect(self, code: int, reason: str) -> None:
         if self._disconnected:

@@ -1,0 +1,338 @@
+"""The connection limits of ``tidings run``: what a client that sends no request, or never reads,
+may hold.
+
+uvicorn makes one HTTP protocol object per accepted TCP connection; ``tidings run`` gives it
+:class:`GuardedHttpToolsProtocol`, uvicorn's httptools protocol with :class:`~tidings.Settings`'
+limits:
+
+- ``max_connections``: a connection accepted while the process holds that many is closed at once;
+- ``max_connections_per_address``: the same per peer address, except for the proxies uvicorn trusts
+  (``forwarded_allow_ips``). A WebSocket connection stays counted after its upgrade, until it closes;
+- ``header_timeout``: a request head not complete that long after the connection was made (or the
+  next request's first byte came) closes the connection; ``max_request_head`` bounds its size;
+- ``close_timeout``: a closing connection whose peer takes none of what is left to send for that
+  long is aborted (:class:`Linger`; the WebSocket protocol uses it too).
+
+A limit that is hit is logged (logger ``tidings``), at most once every ``LOG_INTERVAL`` seconds per
+kind, with how many times it was hit meanwhile: an attack does not flood the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import struct
+import sys
+import time
+import weakref
+from typing import Any
+
+from uvicorn.middleware.proxy_headers import _TrustedHosts
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from tidings.protocol.websocket import http_response
+from tidings.server.config import Settings
+
+logger = logging.getLogger("tidings")
+
+#: Seconds between two warnings of the same kind (limits hit during an attack).
+LOG_INTERVAL = 10.0
+DEFAULT_SETTINGS = Settings()
+
+
+class Throttled:
+    """A log message written at once the first time, then at most once every ``LOG_INTERVAL``
+    seconds, saying how many times it happened meanwhile (with the last one's arguments)."""
+
+    __slots__ = ("args", "count", "level", "message", "next_time", "timer")
+
+    def __init__(self, message: str, level: int = logging.WARNING) -> None:
+        self.message = message
+        self.level = level
+        self.args: tuple[object, ...] = ()
+        self.count = 0  # times since the last message
+        self.next_time = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+
+    def __call__(self, *args: object) -> None:
+        self.args = args
+        self.count += 1
+        now = time.monotonic()
+        if now >= self.next_time:
+            self._write()
+        elif self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(self.next_time - now, self._write)
+
+    def _write(self) -> None:
+        self.timer = None
+        if self.count == 1:
+            logger.log(self.level, self.message, *self.args)
+        else:
+            summary = self.message + " (%d times in %g s, the last shown)"
+            logger.log(self.level, summary, *self.args, self.count, LOG_INTERVAL)
+        self.count = 0
+        self.next_time = time.monotonic() + LOG_INTERVAL
+
+
+_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets the connection
+
+
+class Linger:
+    """Ends a closing connection ``timeout`` seconds on, however its peer behaves.
+
+    ``transport.close()`` waits until the peer has taken every byte left to send: one that never
+    reads would hold the connection, and those bytes, forever. So once the peer has taken none of
+    them for ``timeout``, the connection is reset, which also drops what the kernel still holds for
+    it (a plain ``abort()`` would leave that queued before a FIN). A peer that still takes some,
+    however slowly, gets another ``timeout``. One that has everything but has not closed (a
+    WebSocket client that does not answer our close frame) is closed as usual. Cancel it in
+    ``connection_lost``.
+    """
+
+    __slots__ = ("handle", "left", "loop", "timeout", "transport")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, transport: asyncio.Transport, timeout: float) -> None:
+        self.loop = loop
+        self.transport = transport
+        self.timeout = timeout
+        self.left = transport.get_write_buffer_size()
+        self.handle = loop.call_later(timeout, self._check)
+
+    def _check(self) -> None:
+        left = self.transport.get_write_buffer_size()
+        if not left:
+            self.transport.close()
+        elif left < self.left:
+            self.left = left
+            self.handle = self.loop.call_later(self.timeout, self._check)
+        else:
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+            self.transport.abort()
+
+    def cancel(self) -> None:
+        self.handle.cancel()
+
+
+class Slot:
+    """One connection counted against its address's limit, until :meth:`release`."""
+
+    __slots__ = ("address", "counts")
+
+    def __init__(self, counts: dict[str, int], address: str | None) -> None:
+        self.counts = counts
+        self.address = address
+
+    def release(self) -> None:
+        address = self.address
+        if address is None:
+            return
+        self.address = None
+        left = self.counts[address] - 1
+        if left:
+            self.counts[address] = left
+        else:
+            del self.counts[address]
+
+
+_UNCOUNTED = Slot({}, None)  # the slot of a connection from a trusted proxy
+
+
+class ConnectionGuard:
+    """The connections of one uvicorn server (one process), counted by peer address."""
+
+    def __init__(self, settings: Settings, trusted: list[str] | str) -> None:
+        self.settings = settings
+        self.trusted = _TrustedHosts(trusted)
+        self.counts: dict[str, int] = {}
+        self.process_full = Throttled(
+            "connection from %s refused: %d connections open, the most this process takes (max_connections)"
+        )
+        self.address_full = Throttled(
+            "connection from %s refused: %d connections open from that address (max_connections_per_address)"
+        )
+        self.head_timeouts = Throttled(
+            "connection from %s closed: no complete request head within %g s (header_timeout)", logging.INFO
+        )
+
+    def admit(self, open_connections: int, address: str | None) -> Slot | None:
+        """The new connection's slot, or None if it is refused: the process holds ``open_connections``
+        (this one included)."""
+        settings = self.settings
+        if open_connections > settings.max_connections:
+            self.process_full(address, open_connections - 1)
+            return None
+        if address is None or address in self.trusted:
+            return _UNCOUNTED
+        count = self.counts.get(address, 0)
+        if count >= settings.max_connections_per_address:
+            self.address_full(address, count)
+            return None
+        self.counts[address] = count + 1
+        return Slot(self.counts, address)
+
+
+_guards: weakref.WeakKeyDictionary[Any, ConnectionGuard] = weakref.WeakKeyDictionary()
+
+
+def guard_of(server_state: Any, settings: Settings, trusted: list[str] | str) -> ConnectionGuard:
+    """The guard of the uvicorn server whose ``server_state`` this is (made on its first connection)."""
+    guard = _guards.get(server_state)
+    if guard is None:
+        guard = _guards[server_state] = ConnectionGuard(settings, trusted)
+    return guard
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the connection limits of ``settings`` (see the module)."""
+
+    def __init__(
+        self,
+        config: Any,
+        server_state: Any,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+        settings: Settings = DEFAULT_SETTINGS,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.settings = settings
+        self.guard = guard_of(server_state, settings, config.forwarded_allow_ips)
+        self.slot: Slot | None = None
+        self.head_timer: asyncio.TimerHandle | None = None
+        self.head_size = 0
+        self.linger: Linger | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.slot = self.guard.admit(len(self.connections), self.client[0] if self.client else None)
+        if self.slot is None:
+            transport.close()  # nothing was written: it goes at once
+            return
+        self._expect_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self._head_received()
+        if self.linger is not None:
+            self.linger.cancel()
+            self.linger = None
+        if self.slot is not None:
+            self.slot.release()
+            self.slot = None
+
+    # -- the request head ---------------------------------------------------------------------------
+
+    def _expect_head(self) -> None:
+        if self.head_timer is None:
+            self.head_size = 0
+            self.head_timer = self.loop.call_later(self.settings.header_timeout, self._head_timed_out)
+
+    def _head_received(self) -> None:
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self.head_timer = None
+        self.guard.head_timeouts(self.client[0] if self.client else None, self.settings.header_timeout)
+        self.transport.close()
+        self._linger()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._expect_head()  # the next request on a kept-alive connection; the first one's runs already
+
+    def on_headers_complete(self) -> None:
+        self._head_received()
+        super().on_headers_complete()
+
+    def data_received(self, data: bytes) -> None:
+        head = self.head_timer  # a request head begun before this data
+        super().data_received(data)
+        if head is not None and head is self.head_timer:  # and not complete after it
+            # Every byte of it so far: the parser and uvicorn keep them all until the head ends. (The
+            # data that begins a head is not counted: it may hold the end of the request before.)
+            self.head_size += len(data)
+            if self.head_size > self.settings.max_request_head:
+                self._refuse_head()
+
+    def _refuse_head(self) -> None:
+        self._head_received()
+        body = b"Request Header Fields Too Large"
+        headers = [*self.server_state.default_headers, (b"content-type", b"text/plain; charset=utf-8")]
+        self.transport.write(http_response(431, body.decode(), headers, body))
+        self.transport.close()
+        self._linger()
+
+    def send_400_response(self, msg: str) -> None:
+        super().send_400_response(msg)
+        self._linger()
+
+    # -- the upgrade: the WebSocket protocol takes the connection, and its slot -----------------------
+
+    def handle_websocket_upgrade(self) -> None:
+        super().handle_websocket_upgrade()
+        slot, self.slot = self.slot, None
+        if slot is not None:
+            hand_over(self.transport.get_protocol(), slot)
+
+    # -- closing: not waiting forever on a peer that does not read ----------------------------------
+
+    def _linger(self) -> None:
+        if self.linger is None and self.transport.is_closing():
+            self.linger = Linger(self.loop, self.transport, self.settings.close_timeout)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._linger()  # the response said "connection: close"
+
+    def timeout_keep_alive_handler(self) -> None:
+        super().timeout_keep_alive_handler()
+        self._linger()
+
+
+def hand_over(protocol: Any, slot: Slot) -> None:
+    """Have ``protocol`` (the WebSocket protocol that took the connection) release ``slot`` when its
+    connection is lost: tidings' own through its ``connection_slot``, another by a wrapped
+    ``connection_lost``."""
+    if hasattr(protocol, "connection_slot"):
+        protocol.connection_slot = slot
+        return
+    lost = protocol.connection_lost
+
+    def connection_lost(exc: Exception | None) -> None:
+        slot.release()
+        lost(exc)
+
+    protocol.connection_lost = connection_lost
+
+
+def raise_open_files_limit() -> int | None:
+    """Raise this process's soft limit on open files to its hard limit; the soft limit now in force
+    (None where there is no such limit)."""
+    if sys.platform == "win32":
+        return None
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard and hard != resource.RLIM_INFINITY:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):  # not allowed here: keep the soft limit
+            pass
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def connection_capacity(max_connections: int, open_files: int | None) -> int:
+    """``max_connections``, lowered so that the connections leave file descriptors for the rest: a
+    tenth of ``open_files``, at least 64 (Redis, log and app files, the listening socket, and a
+    connection accepted beyond the limit until it is closed)."""
+    if open_files is None:
+        return max_connections
+    reserve = max(64, open_files // 10)
+    return max(1, min(max_connections, open_files - reserve))
