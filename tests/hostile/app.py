@@ -1,7 +1,8 @@
 """What the hostile tests attack: the README's chat room and the seed's echo endpoint, as they stand.
 
 Served with `tidings run tests/hostile/app.py:app` (its default path, ``--ws fast``), or ``:wildcard``
-for a server that accepts any namespace. ``room-private`` refuses subscribers: an outsider must not be
+for a server that accepts any namespace, or ``:impatient`` for one that waits only a second for a
+binary packet's attachments. ``room-private`` refuses subscribers: an outsider must not be
 able to post into it either.
 """
 
@@ -49,3 +50,4 @@ def page(environ, start_response):
 
 app = tidings.Server(wsgi_app=page)
 wildcard = tidings.Server(wsgi_app=page, namespaces="*")
+impatient = tidings.Server(wsgi_app=page, attachment_timeout=1.0)

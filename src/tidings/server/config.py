@@ -73,6 +73,20 @@ class Settings:
         presence_timeout: seconds after which the presence entries of a server process that
             stopped (was killed, lost its network) are gone (Redis broker); each process renews its
             entries every third of it.
+        max_binary_size: bytes the binary attachments of one Socket.IO packet may hold together:
+            what a session holds while a packet's attachments come in. Passing it is a protocol
+            error (the session is closed, "binary attachments over N bytes"). The default,
+            ``max_payload``'s, lets a binary packet carry what one message can, in one attachment
+            or several, and keeps a relayed binary message well inside each recipient's
+            ``max_buffer``.
+        attachment_timeout: seconds a client has from the text part of a binary packet to its last
+            attachment; the session is closed then ("binary attachments not received within Ns").
+            Long enough for ``max_binary_size`` over a slow mobile uplink (1 MB at 256 kbit/s
+            takes 32 s); memory meanwhile is bounded by ``max_binary_size``.
+        max_namespaces: namespaces one session may be connected to at once (each costs a socket,
+            about 2 KiB, and with the Redis broker possibly a subscription). A connect beyond it
+            gets ``connect_error`` "too many namespaces"; the session and its other namespaces go
+            on. Matters with ``namespaces="*"``, where a client can name as many as it likes.
     """
 
     path: str = "/socket.io/"
@@ -97,6 +111,10 @@ class Settings:
     history: Sequence[tuple[str, int, float]] = ()
     presence: Sequence[str] = ()
     presence_timeout: float = 30.0
+    # -- hostile clients: packets (binary attachments, namespaces) --
+    max_binary_size: int = 1_000_000
+    attachment_timeout: float = 60.0
+    max_namespaces: int = 32
 
     def __post_init__(self) -> None:
         if not self.path.startswith("/") or not self.path.endswith("/"):
@@ -112,6 +130,7 @@ class Settings:
             "upgrade_timeout",
             "connect_timeout",
             "presence_timeout",
+            "attachment_timeout",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
@@ -125,6 +144,8 @@ class Settings:
             "max_channel_length",
             "max_sync_websockets",
             "websocket_max_queue",
+            "max_binary_size",
+            "max_namespaces",
         )
         for name in limits:
             if getattr(self, name) < 1:
