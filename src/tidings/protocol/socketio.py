@@ -221,7 +221,9 @@ def _check_faithful(text: str, data: Any) -> None:
     if shape.count(b"[") > MAX_DEPTH and _too_deep(data):
         raise ProtocolError(f"JSON nested deeper than {MAX_DEPTH} levels")
     if _LONG_DIGIT_RUN in shape:
-        json.loads(text, parse_int=_int64)  # exact integers this time; raises for the first too big
+        # Exact integers this time; raises for the first too big. What orjson took, the laxer
+        # Python parser takes too, at a depth its recursion allows (checked above).
+        json.loads(text, parse_int=_int64)
 
 
 def _too_deep(data: Any) -> bool:
