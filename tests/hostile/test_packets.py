@@ -17,6 +17,8 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 
+import httpx
+import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -137,6 +139,26 @@ async def test_partial_binary_packet_past_attachment_timeout() -> None:
             await ws.send(f'4510-["upload",{placeholders(range(10))}]')
             await send_all(ws, [bytes(1000)] * 9)
             assert await close_of(ws) == (1002, "binary attachments not received within 1s")
+
+
+async def test_partial_binary_packet_over_polling_past_attachment_timeout() -> None:
+    # The same over long-polling: the held poll is answered with the Engine.IO CLOSE packet.
+    with tidings_process("tests/hostile/app.py:impatient") as server:
+        transport = httpx.AsyncHTTPTransport(local_address=ATTACKER)
+        async with (
+            bystander(server),
+            httpx.AsyncClient(base_url=server.url, timeout=TIMEOUT, transport=transport) as http,
+        ):
+            query = {"EIO": "4", "transport": "polling"}
+            opened = await http.get("/socket.io/", params=query)
+            query["sid"] = orjson.loads(opened.text[1:])["sid"]
+            await http.post("/socket.io/", params=query, content="40")
+            assert (await http.get("/socket.io/", params=query)).text.startswith("40{")
+            body = f'452-["upload",{placeholders(range(2))}]\x1ebAAEC'  # and the first attachment
+            assert (await http.post("/socket.io/", params=query, content=body)).text == "ok"
+            assert (await http.get("/socket.io/", params=query)).text == "1"
+            gone = await http.get("/socket.io/", params=query)
+            assert gone.json() == {"code": 1, "message": "Session ID unknown"}
 
 
 # -- item 7: namespaces per session ----------------------------------------------------------------
