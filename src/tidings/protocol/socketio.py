@@ -282,6 +282,18 @@ class Decoder:
       :meth:`check_deadline`, which raises once it has passed.
     """
 
+    __slots__ = (
+        "_attachments",
+        "_clock",
+        "_deadline",
+        "_expected",
+        "_partial",
+        "_size",
+        "attachment_timeout",
+        "max_attachments",
+        "max_binary_size",
+    )
+
     def __init__(
         self,
         max_attachments: int = 10,
