@@ -24,14 +24,20 @@ ATTACKER = "127.0.0.2"
 BYSTANDER_CHANNEL = "room-bystander"
 
 
-def rss_mib(server: TidingsProcess) -> float:
+def rss_mib(server: TidingsProcess, field: str = "VmRSS") -> float:
     """The server process's resident memory, in MiB."""
     assert server.process is not None
     with open(f"/proc/{server.process.pid}/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
+    raise AssertionError(f"no {field}")
+
+
+def peak_rss_mib(server: TidingsProcess) -> float:
+    """The most resident memory the server process has had so far, in MiB: what an attack cost at
+    its worst, even if it was given back since."""
+    return rss_mib(server, "VmHWM")
 
 
 def open_fds(server: TidingsProcess) -> int:

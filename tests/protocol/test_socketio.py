@@ -20,6 +20,7 @@ from tidings.protocol.socketio import Decoder, Packet, PacketType
 
 PLACEHOLDER_0 = '{"_placeholder":true,"num":0}'
 PLACEHOLDER_1 = '{"_placeholder":true,"num":1}'
+PLACEHOLDER_2 = '{"_placeholder":true,"num":2}'
 
 # -- encoding and decoding the valid packets of the spec ------------------------------------------
 
@@ -134,14 +135,16 @@ def test_decode_binary_event_through_decoder() -> None:
 
 
 def test_decode_binary_ack_with_two_attachments() -> None:
+    # Placeholders need not come in the order of their numbers: an encoder numbers them as it walks
+    # its own maps, which may list their keys in another order than the JSON text does.
     decoder = Decoder()
-    text = f'62-/admin,456[{PLACEHOLDER_1},{{"inner":{PLACEHOLDER_0}}},{PLACEHOLDER_1}]'
+    text = f'62-/admin,456[{PLACEHOLDER_1},{{"inner":{PLACEHOLDER_0}}}]'
     assert sio.decode_text(text)[1] == 2
     assert decoder.receive_text(text) is None
     assert decoder.receive_binary(b"first") is None
     assert decoder.awaiting_attachments
     assert decoder.receive_binary(b"second") == Packet(
-        PacketType.ACK, "/admin", [b"second", {"inner": b"first"}, b"second"], 456
+        PacketType.ACK, "/admin", [b"second", {"inner": b"first"}], 456
     )
 
 
@@ -162,10 +165,36 @@ def test_non_placeholder_objects_in_binary_packet_are_left_alone() -> None:
     )
 
 
-def test_unused_attachment_is_accepted() -> None:
+TWICE = "attachment placeholder used twice"
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        # one attachment standing for many values: each would be sent on as bytes of its own
+        (f'["a",{PLACEHOLDER_0},{PLACEHOLDER_0}]', TWICE),
+        (
+            f'["a",[{PLACEHOLDER_1},{{"b":{PLACEHOLDER_1}}}],{PLACEHOLDER_0}]',
+            "attachment placeholder used twice",
+        ),
+        ("[" + ",".join(['"a"'] + [PLACEHOLDER_0] * 200) + "]", TWICE),
+        # an attachment nothing refers to
+        (f'["a",{PLACEHOLDER_0}]', "attachment without a placeholder"),
+        ('["a"]', "attachment without a placeholder"),
+        # more placeholders than attachments
+        (
+            f'["a",{PLACEHOLDER_0},{PLACEHOLDER_1},{{"_placeholder":true,"num":2}}]',
+            "invalid attachment placeholder",
+        ),
+    ],
+)
+def test_each_attachment_is_referenced_exactly_once(data: str, reason: str) -> None:
     decoder = Decoder()
-    assert decoder.receive_text('51-["a"]') is None
-    assert decoder.receive_binary(b"unused") == Packet(PacketType.EVENT, "/", ["a"])
+    assert decoder.receive_text(f"52-{data}") is None
+    assert decoder.receive_binary(b"first") is None
+    with pytest.raises(ProtocolError, match=f"^{reason}$"):
+        decoder.receive_binary(b"second")
+    assert not decoder.awaiting_attachments
 
 
 def test_attachment_count_up_to_max_attachments() -> None:
@@ -185,9 +214,7 @@ def test_limits_are_inclusive() -> None:
 
 
 def test_deeply_nested_binary_packet() -> None:
-    # orjson accepts 1024 levels of nesting; putting the attachments back must not hit the
-    # interpreter's recursion limit on such a packet.
-    depth = 1000
+    depth = sio.MAX_DEPTH - 2  # with the arguments' list and the placeholder's object: MAX_DEPTH
     decoder = Decoder()
     assert decoder.receive_text('51-["a",' + "[" * depth + PLACEHOLDER_0 + "]" * depth + "]") is None
     packet = decoder.receive_binary(b"deep")
@@ -197,6 +224,152 @@ def test_deeply_nested_binary_packet() -> None:
         assert type(value) is list and len(value) == 1
         value = value[0]
     assert value == b"deep"
+
+
+# -- what a pending binary packet may hold, and for how long -------------------------------------
+
+
+def test_attachments_up_to_max_binary_size() -> None:
+    decoder = Decoder(max_binary_size=10)
+    assert decoder.receive_text(f'52-["a",{PLACEHOLDER_0},{PLACEHOLDER_1}]') is None
+    assert decoder.receive_binary(b"123456") is None
+    assert decoder.receive_binary(b"7890") == Packet(PacketType.EVENT, "/", ["a", b"123456", b"7890"])
+
+
+def test_attachments_over_max_binary_size() -> None:
+    # Announce 10, send 1 MB each: the decoder gives up at the attachment that passes the limit.
+    decoder = Decoder(max_binary_size=1_000_000)
+    placeholders = ",".join(f'{{"_placeholder":true,"num":{n}}}' for n in range(10))
+    assert decoder.receive_text(f'510-["a",{placeholders}]') is None
+    assert decoder.receive_binary(b"\x00" * 1_000_000) is None
+    with pytest.raises(ProtocolError, match=r"^binary attachments over 1000000 bytes$"):
+        decoder.receive_binary(b"\x00")
+    assert not decoder.awaiting_attachments  # what it held is let go
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_attachments_in_time() -> None:
+    clock = Clock()
+    decoder = Decoder(attachment_timeout=5, clock=clock)
+    assert decoder.deadline is None
+    assert decoder.receive_text(f'52-["a",{PLACEHOLDER_0},{PLACEHOLDER_1}]') is None
+    assert decoder.deadline == 105.0
+    clock.now = 104.5
+    decoder.check_deadline()
+    assert decoder.receive_binary(b"0") is None
+    assert decoder.deadline == 105.0  # from the text part, not from the last attachment
+    assert decoder.receive_binary(b"1") is not None
+    assert decoder.deadline is None
+    clock.now = 200.0
+    decoder.check_deadline()  # nothing pending: nothing due
+
+
+def test_attachments_overdue() -> None:
+    clock = Clock()
+    decoder = Decoder(attachment_timeout=5, clock=clock)
+    assert decoder.receive_text(f'52-["a",{PLACEHOLDER_0},{PLACEHOLDER_1}]') is None
+    assert decoder.receive_binary(b"0") is None
+    clock.now = 105.0
+    with pytest.raises(ProtocolError, match=r"^binary attachments not received within 5s$"):
+        decoder.check_deadline()
+    assert decoder.deadline is None and not decoder.awaiting_attachments
+
+
+def test_attachment_after_the_deadline() -> None:
+    # Its owner's timer has not fired yet (a busy loop): the late attachment is refused all the same.
+    clock = Clock()
+    decoder = Decoder(attachment_timeout=0.5, clock=clock)
+    assert decoder.receive_text(f'51-["a",{PLACEHOLDER_0}]') is None
+    clock.now = 101.0
+    with pytest.raises(ProtocolError, match=r"^binary attachments not received within 0.5s$"):
+        decoder.receive_binary(b"0")
+
+
+# -- JSON tidings could not send on as it came ----------------------------------------------------
+
+
+def nested(depth: int, inner: str = "1") -> str:
+    """JSON ``depth`` levels deep, lists and objects in turn."""
+    for level in range(depth):
+        inner = f"[{inner}]" if level % 2 else f'{{"k":{inner}}}'
+    return inner
+
+
+def test_json_up_to_max_depth() -> None:
+    text = '2["a",' + nested(sio.MAX_DEPTH - 1) + "]"
+    packet = Decoder().receive_text(text)
+    assert packet is not None
+    assert sio.encode(packet) == [text.replace(" ", "")]  # it can be sent on
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '2["a",' + nested(sio.MAX_DEPTH) + "]",
+        "2[" + "[" * 1000 + "]" * 1000 + "]",  # the issue's: parsed, but could not be encoded again
+        '0{"auth":' + nested(500) + "}",
+        "5" + f'1-["a",{nested(sio.MAX_DEPTH, PLACEHOLDER_0)}]',
+    ],
+)
+def test_json_deeper_than_max_depth(text: str) -> None:
+    with pytest.raises(ProtocolError, match=rf"^JSON nested deeper than {sio.MAX_DEPTH} levels$"):
+        Decoder().receive_text(text)
+
+
+def test_many_brackets_are_not_depth() -> None:
+    text = '2["a",[' + ",".join(["[]", "{}"] * 500) + "]]"
+    assert Decoder().receive_text(text) == Packet(PacketType.EVENT, "/", ["a", [[], {}] * 500])
+
+
+@pytest.mark.parametrize(
+    "value",
+    [2**64 - 1, -(2**63), 2**63, 10**18, -(10**18)],
+)
+def test_integers_of_64_bits_stay_exact(value: int) -> None:
+    packet = Decoder().receive_text(f'2["a",{{"n":[{value}]}}]')
+    assert packet is not None
+    assert packet.data[1]["n"][0] == value and type(packet.data[1]["n"][0]) is int
+
+
+@pytest.mark.parametrize(
+    "literal",
+    [str(2**64), str(-(2**63) - 1), str(2**70), "9" * 300, "-" + "1" * 30],
+)
+def test_integers_beyond_64_bits(literal: str) -> None:
+    # The JSON parser would turn them into floats, silently: 2**70 is no 1.1805916207174113e+21.
+    with pytest.raises(ProtocolError, match=r"^integer beyond 64 bits$"):
+        Decoder().receive_text(f'2["a",{{"n":[{literal}]}}]')
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '2["a","12345678901234567890123"]',  # digits in a string
+        '2["a",1.2345678901234567890123]',  # and in a float: floats are floats
+        '2["a",12345678901234567890e3]',
+        '2["a",{"12345678901234567890123":1}]',
+    ],
+)
+def test_long_digit_runs_that_are_no_integers(text: str) -> None:
+    assert Decoder().receive_text(text) == Packet(PacketType.EVENT, "/", orjson.loads(text[1:]))
+
+
+def test_loads() -> None:
+    assert sio.loads('{"a":[1,2.5,"x"]}') == {"a": [1, 2.5, "x"]}
+    for text, reason in [
+        ("NaN", "invalid JSON payload"),
+        (str(2**64), "integer beyond 64 bits"),
+        (nested(sio.MAX_DEPTH + 1), f"JSON nested deeper than {sio.MAX_DEPTH} levels"),
+    ]:
+        with pytest.raises(ProtocolError, match=f"^{reason}$"):
+            sio.loads(text)
 
 
 # -- malformed packets ---------------------------------------------------------------------------
@@ -346,7 +519,7 @@ def test_text_while_attachments_are_expected(text: str) -> None:
     [
         '{"_placeholder":true,"num":1}',  # only one attachment
         '{"_placeholder":true,"num":-1}',
-        '{"_placeholder":true,"num":99999999999999999999}',
+        '{"_placeholder":true,"num":18446744073709551615}',
         '{"_placeholder":true,"num":"0"}',
         '{"_placeholder":true,"num":0.5}',
         '{"_placeholder":true,"num":true}',

@@ -9,8 +9,11 @@ import sys
 import httpx
 import pytest
 import socketio
+from redis import Redis
 
+from tests.brokers.cluster import REDIS_URL, broker_args, new_prefix
 from tests.serving import ROOT, free_port, tidings_process, wait_for_port
+from tidings.brokers.envelope import open_envelope
 
 
 def handshake(url: str) -> httpx.Response:
@@ -99,3 +102,38 @@ def test_served_by_hypercorn() -> None:
     finally:
         process.terminate()
         process.wait(10)
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        ("NaN", "NaN is no JSON value"),
+        ('{"price": Infinity}', "Infinity is no JSON value"),
+        (str(2**70), "integer beyond 64 bits"),
+        ("[" * 1000 + "]" * 1000, "JSON nested deeper than 128 levels"),
+    ],
+)
+def test_publish_refuses_what_the_wire_cannot_carry(message: str, reason: str) -> None:
+    # One line and a non-zero status, not a traceback, and nothing published: not NaN as null,
+    # not 2**70 as a float.
+    prefix = new_prefix()
+    redis = Redis.from_url(REDIS_URL)
+    watcher = redis.pubsub()
+    watcher.psubscribe(f"{prefix}*")
+    assert watcher.get_message(timeout=5)["type"] == "psubscribe"
+
+    def publish(text: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "tidings", "publish", *broker_args(prefix), "room", text]
+        return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=30)
+
+    try:
+        refused = publish(message)
+        assert (refused.returncode, refused.stdout) == (2, "")
+        assert refused.stderr == f"tidings: MESSAGE cannot be sent: {reason}\n"
+        publish("1")  # the control: this one is published
+        published = watcher.get_message(timeout=5)
+        assert published is not None and open_envelope(published["data"])[1].message == 1
+        assert watcher.get_message(timeout=0.1) is None
+    finally:
+        watcher.close()
+        redis.close()

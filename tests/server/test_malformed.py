@@ -19,9 +19,12 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import tidings
 from tests.serving import ThreadedServer
+from tidings.protocol.socketio import MAX_DEPTH
 
 MAX_PAYLOAD = 10_000
 TIMEOUT = 5.0  # a guard against hanging, never the thing a test waits for
+TWICE = "attachment placeholder used twice"
+UNUSED = "attachment without a placeholder"
 
 handlers = tidings.Handlers()
 
@@ -34,6 +37,14 @@ def echo(request, socket, context, *args):
 @handlers.on("connect", namespace="/refusing")
 def refuse_with_bytes(request, socket, context):
     raise tidings.Refuse("no binary here", data=b"\x00")  # bytes cannot go in a CONNECT_ERROR
+
+
+@handlers.on("unencodable")
+def unencodable(request, socket, context, *args):
+    deep: list[Any] = []
+    for _ in range(1000):
+        deep = [deep]
+    return deep  # JSON could hold it, the encoder cannot (254 levels at most)
 
 
 @handlers.on("sink")
@@ -244,11 +255,15 @@ async def test_websocket_upgrade_of_a_websocket_session_refused(
         (['4511-["a"]'], "too many attachments"),  # max_attachments defaults to 10
         (["42/" + "n" * 300 + ',["a"]'], "namespace too long"),
         (['421234567890123456["a"]'], "ack id too long"),
+        (['42["echo",' + "[" * 1000 + "]" * 1000 + "]"], f"JSON nested deeper than {MAX_DEPTH} levels"),
+        (['42["echo",{"n":18446744073709551616}]'], "integer beyond 64 bits"),
         ([b"\x01\x02"], "unexpected binary message"),
         # a binary event whose attachment never comes: a text packet arrives instead
         (['451-["echo",{"_placeholder":true,"num":0}]', '42["echo","x"]'], None),
         (['451-["echo",{"_placeholder":true,"num":1}]', b"\x01"], "invalid attachment placeholder"),
         (['451-["echo",{"_placeholder":true,"num":"0"}]', b"\x01"], "invalid attachment placeholder"),
+        (['451-["echo",{"_placeholder":true,"num":0},{"_placeholder":true,"num":0}]', b"\x01"], TWICE),
+        (['452-["echo",{"_placeholder":true,"num":1}]', b"\x01", b"\x02"], UNUSED),
     ],
 )
 async def test_malformed_packet_closes_with_1002(
@@ -293,15 +308,37 @@ async def test_binary_event_with_attachment_is_served(
 
 
 async def test_deeply_nested_binary_event(server: ThreadedServer, bystander: ClientConnection) -> None:
-    # As deep as the JSON parser goes (1024 levels): putting the attachment back must not blow the
-    # stack of the server.
-    depth = 1020
+    # As deep as a client may nest (the arguments' list and the placeholder's object count too).
+    depth = MAX_DEPTH - 2
     async with connect(ws_url(server)) as ws:
         await open_session(ws)
         placeholder = '{"_placeholder":true,"num":0}'
         await ws.send('451-13["sink",' + "[" * depth + placeholder + "]" * depth + "]")
         await ws.send(b"\x01")
         assert await asyncio.wait_for(ws.recv(), TIMEOUT) == '4313["ok"]'
+        await assert_alive(ws)
+
+
+async def test_deep_json_that_is_echoed_comes_back(
+    server: ThreadedServer, bystander: ClientConnection
+) -> None:
+    value = "[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1)
+    async with connect(ws_url(server)) as ws:
+        await open_session(ws)
+        await ws.send(f'427["echo",{value}]')
+        assert await asyncio.wait_for(ws.recv(), TIMEOUT) == f"437[{value}]"
+
+
+async def test_an_answer_that_cannot_be_encoded_is_an_error_ack(
+    server: ThreadedServer, bystander: ClientConnection
+) -> None:
+    # Answered with an error in the shape of tidings' own acks, not left unanswered: the client would
+    # wait for it forever.
+    async with connect(ws_url(server)) as ws:
+        await open_session(ws)
+        await ws.send('4211["unencodable"]')
+        answer = await asyncio.wait_for(ws.recv(), TIMEOUT)
+        assert answer == '4311[{"ok":false,"error":"the answer cannot be sent as JSON"}]'
         await assert_alive(ws)
 
 

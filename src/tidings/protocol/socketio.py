@@ -10,6 +10,9 @@ as separate binary Engine.IO messages right after the text packet.
 from __future__ import annotations
 
 import enum
+import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +39,20 @@ _BINARY_TYPES = (PacketType.BINARY_EVENT, PacketType.BINARY_ACK)
 _MAX_ACK_ID_DIGITS = 15  # more than any client counts to; keeps int() cheap
 _MAX_NAMESPACE_LENGTH = 256
 _BINARY = (bytes, bytearray, memoryview)
+
+#: How deeply a peer's JSON may nest (``[[1]]`` is 2 levels). orjson encodes at most
+#: ``_ENCODABLE_DEPTH`` levels, and what a client sends is often sent on inside a few more (a
+#: ``message`` event's arguments, the app's own object around it, a broker's envelope): half of that
+#: leaves every such wrapping room, and is deeper than any document an application means to send.
+MAX_DEPTH = 128
+_ENCODABLE_DEPTH = 254
+#: orjson keeps integers in [-2**63, 2**64) and turns others into floats, silently.
+_INTEGERS = range(-(2**63), 2**64)
+#: Character classes for the cheap pre-checks of :func:`_check_faithful`: digits become ``0`` and
+#: ``{`` becomes ``[``; nothing else becomes either.
+_SHAPES = bytes.maketrans(b"123456789{", b"000000000[")
+#: An integer literal outside ``_INTEGERS`` has at least 19 digits.
+_LONG_DIGIT_RUN = b"0" * 19
 
 
 @dataclass(slots=True)
@@ -105,10 +122,18 @@ def deconstruct(data: Any, attachments: list[bytes]) -> Any:
 def reconstruct(data: list[Any], attachments: list[bytes]) -> list[Any]:
     """Put the attachments in place of their placeholders, in the freshly decoded ``data``.
 
-    The inverse of :func:`deconstruct`; ``data`` is changed in place and returned. Raises
-    :class:`ProtocolError` for a placeholder with no attachment. Iterative, so that data nested as
-    deep as the JSON parser allows cannot exhaust the stack.
+    The inverse of :func:`deconstruct`; ``data`` is changed in place and returned. Each attachment
+    must be referenced by exactly one placeholder, as every encoder makes them: else one attachment
+    could stand for thousands of values, each sent on as bytes of its own. Raises
+    :class:`ProtocolError` for a placeholder with no attachment, a second one for the same
+    attachment, or an attachment with none. Iterative, so that deeply nested data cannot exhaust the
+    stack.
+
+    The order of the placeholders is not checked: encoders number attachments in the order they
+    walk their own maps, which need not be the order the JSON text lists the keys in (Swift's
+    dictionaries, for one).
     """
+    placed = [False] * len(attachments)
     stack: list[list[Any] | dict[str, Any]] = [data]
     while stack:
         node = stack.pop()
@@ -119,11 +144,16 @@ def reconstruct(data: list[Any], attachments: list[bytes]) -> list[Any]:
                     num = value.get("num")
                     if type(num) is not int or not 0 <= num < len(attachments):
                         raise ProtocolError("invalid attachment placeholder")
+                    if placed[num]:
+                        raise ProtocolError("attachment placeholder used twice")
+                    placed[num] = True
                     node[key] = attachments[num]  # type: ignore[index]
                 else:
                     stack.append(value)
             elif isinstance(value, list):
                 stack.append(value)
+    if not all(placed):
+        raise ProtocolError("attachment without a placeholder")
     return data
 
 
@@ -161,15 +191,58 @@ def decode_text(text: str) -> tuple[Packet, int]:
         if i - start > _MAX_ACK_ID_DIGITS:
             raise ProtocolError("ack id too long")
         ack_id = int(text[start:i])
-    data = None
-    if i < end:
-        try:
-            data = orjson.loads(text[i:])
-        except orjson.JSONDecodeError:
-            raise ProtocolError("invalid JSON payload") from None
+    data = loads(text[i:]) if i < end else None
     packet = Packet(packet_type, namespace, data, ack_id)
     _check_payload(packet)
     return packet, attachments
+
+
+def loads(text: str) -> Any:
+    """A peer's JSON, if tidings can send it on as it came; else :class:`ProtocolError`.
+
+    Refused: what is no JSON (NaN and Infinity included), data nested deeper than
+    :data:`MAX_DEPTH` (it could not be encoded again) and integers beyond 64 bits (the parser would
+    turn them into approximate floats).
+    """
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise ProtocolError("invalid JSON payload") from None
+    _check_faithful(text, data)
+    return data
+
+
+def _check_faithful(text: str, data: Any) -> None:
+    """Depth and integers: one pass over ``text`` tells whether either can be a problem at all
+    (more than ``MAX_DEPTH`` brackets, a run of 19 digits); only then is ``data``, ``text`` parsed,
+    examined.
+    """
+    shape = text.encode().translate(_SHAPES)
+    if shape.count(b"[") > MAX_DEPTH and _too_deep(data):
+        raise ProtocolError(f"JSON nested deeper than {MAX_DEPTH} levels")
+    if _LONG_DIGIT_RUN in shape:
+        # Exact integers this time; raises for the first too big. What orjson took, the laxer
+        # Python parser takes too, at a depth its recursion allows (checked above).
+        json.loads(text, parse_int=_int64)
+
+
+def _too_deep(data: Any) -> bool:
+    """Whether ``data`` nests deeper than :data:`MAX_DEPTH`: the encoder, wrapped in the levels
+    ``MAX_DEPTH`` leaves unused, answers in C what a walk in Python would take long to."""
+    for _ in range(_ENCODABLE_DEPTH - MAX_DEPTH):
+        data = [data]
+    try:
+        orjson.dumps(data)
+    except orjson.JSONEncodeError:  # parsed JSON holds nothing else it could refuse
+        return True
+    return False
+
+
+def _int64(literal: str) -> int:
+    value = int(literal)  # at most ~310 digits: orjson refuses longer ones as infinite
+    if value not in _INTEGERS:
+        raise ProtocolError("integer beyond 64 bits")
+    return value
 
 
 def _check_payload(packet: Packet) -> None:
@@ -199,19 +272,59 @@ class Decoder:
     """Turns the Engine.IO messages of one connection into Socket.IO packets.
 
     A binary packet arrives as a text part followed by its attachments as binary messages; the decoder
-    holds the partial packet until the last one is in. ``max_attachments`` bounds what one packet may
-    announce, so a peer cannot make the server wait for (or hold) an unbounded number of buffers.
+    holds the partial packet until the last one is in. So that a peer cannot make it hold much, or
+    for long:
+
+    - ``max_attachments`` bounds the attachments one packet may announce;
+    - ``max_binary_size`` bounds the bytes of its attachments together;
+    - ``attachment_timeout`` is how many seconds (of ``clock``) may pass from the text part to the
+      last attachment. The decoder sets no timer: its owner asks :attr:`deadline` when to call
+      :meth:`check_deadline`, which raises once it has passed.
     """
 
-    def __init__(self, max_attachments: int = 10) -> None:
+    __slots__ = (
+        "_attachments",
+        "_clock",
+        "_deadline",
+        "_expected",
+        "_partial",
+        "_size",
+        "attachment_timeout",
+        "max_attachments",
+        "max_binary_size",
+    )
+
+    def __init__(
+        self,
+        max_attachments: int = 10,
+        max_binary_size: int = 1_000_000,
+        attachment_timeout: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.max_attachments = max_attachments
+        self.max_binary_size = max_binary_size
+        self.attachment_timeout = attachment_timeout
+        self._clock = clock
         self._partial: Packet | None = None
         self._expected = 0
         self._attachments: list[bytes] = []
+        self._size = 0
+        self._deadline = 0.0
 
     @property
     def awaiting_attachments(self) -> bool:
         return self._partial is not None
+
+    @property
+    def deadline(self) -> float | None:
+        """When (on ``clock``) the pending packet's last attachment is due; None if none is pending."""
+        return self._deadline if self._partial is not None else None
+
+    def check_deadline(self) -> None:
+        """Raise :class:`ProtocolError` if a pending packet's attachments are overdue; it is dropped."""
+        if self._partial is not None and self._clock() >= self._deadline:
+            self._reset()
+            raise ProtocolError(f"binary attachments not received within {self.attachment_timeout:g}s")
 
     def receive_text(self, text: str) -> Packet | None:
         """Feed a text message; returns the packet, or None while its attachments are due."""
@@ -223,7 +336,8 @@ class Decoder:
                 raise ProtocolError("binary packet without attachments")
             if attachments > self.max_attachments:
                 raise ProtocolError("too many attachments")
-            self._partial, self._expected, self._attachments = packet, attachments, []
+            self._partial, self._expected = packet, attachments
+            self._deadline = self._clock() + self.attachment_timeout
             return None
         return packet
 
@@ -231,11 +345,19 @@ class Decoder:
         """Feed a binary message; returns the packet once its last attachment is in."""
         if self._partial is None:
             raise ProtocolError("unexpected binary message")
+        self.check_deadline()
+        self._size += len(data)
+        if self._size > self.max_binary_size:
+            self._reset()
+            raise ProtocolError(f"binary attachments over {self.max_binary_size} bytes")
         self._attachments.append(data)
         if len(self._attachments) < self._expected:
             return None
         packet, attachments = self._partial, self._attachments
-        self._partial, self._expected, self._attachments = None, 0, []
+        self._reset()
         packet.data = reconstruct(packet.data, attachments)
         packet.type = PacketType.EVENT if packet.type == PacketType.BINARY_EVENT else PacketType.ACK
         return packet
+
+    def _reset(self) -> None:
+        self._partial, self._expected, self._attachments, self._size = None, 0, [], 0

@@ -27,6 +27,8 @@ import uvicorn
 from tidings import demo
 from tidings.brokers import BROKER_ENV, PREFIX_ENV, BrokerError, broker_from
 from tidings.hub import NoSocket
+from tidings.protocol import ProtocolError
+from tidings.protocol.socketio import MAX_DEPTH, loads
 from tidings.publisher import Publisher
 from tidings.server.app import Server
 from tidings.server.config import Settings
@@ -300,11 +302,16 @@ def _broker_arguments(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def publish_message(channel: str, text: str, url: str | None, prefix: str | None) -> int:
-    """``tidings publish``: 0 when some server took the message, else 1 with one line on stderr."""
+    """``tidings publish``: 0 when some server took the message, else 1 with one line on stderr.
+
+    MESSAGE is JSON if it parses, else a string; JSON that the wire cannot carry (NaN, Infinity,
+    integers beyond 64 bits, nesting too deep) is refused with status 2 before anything is sent.
+    """
     try:
-        message = json.loads(text)
-    except ValueError:
-        message = text
+        message = _message_from(text)
+    except ProtocolError as error:
+        print(f"tidings: MESSAGE cannot be sent: {error}", file=sys.stderr)
+        return 2
     url = url or os.environ.get(BROKER_ENV)
     if not url:
         print(f"tidings: no broker: give --broker redis://... or set {BROKER_ENV}", file=sys.stderr)
@@ -317,3 +324,22 @@ def publish_message(channel: str, text: str, url: str | None, prefix: str | None
         return 1
     print(f"published to {channel!r}: {reached} server process(es) took it")
     return 0
+
+
+def _message_from(text: str) -> Any:
+    """``text`` as JSON if Python's parser takes it, else as a string.
+
+    JSON that the wire cannot carry raises :class:`ProtocolError`: what a client may not send
+    (:func:`tidings.protocol.socketio.loads`), and the NaN and Infinity that Python's parser takes.
+    """
+
+    def refuse(constant: str) -> Any:
+        raise ProtocolError(f"{constant} is no JSON value")
+
+    try:
+        json.loads(text, parse_constant=refuse)
+    except RecursionError:
+        raise ProtocolError(f"JSON nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError:
+        return text
+    return loads(text)

@@ -128,6 +128,20 @@ class Settings:
             minute (counted per minute since its first); one more closes the connection with 1008
             "too many control frames". Browsers send none; other clients one every few seconds at
             most. Pings that arrive together are answered with one pong (RFC 6455 §5.5.3).
+        max_binary_size: bytes the binary attachments of one Socket.IO packet may hold together:
+            what a session holds while a packet's attachments come in. Passing it is a protocol
+            error (the session is closed, "binary attachments over N bytes"). The default,
+            ``max_payload``'s, lets a binary packet carry what one message can, in one attachment
+            or several, and keeps a relayed binary message well inside each recipient's
+            ``max_buffer``.
+        attachment_timeout: seconds a client has from the text part of a binary packet to its last
+            attachment; the session is closed then ("binary attachments not received within Ns").
+            Long enough for ``max_binary_size`` over a slow mobile uplink (1 MB at 256 kbit/s
+            takes 32 s); memory meanwhile is bounded by ``max_binary_size``.
+        max_namespaces: namespaces one session may be connected to at once (each costs a socket,
+            about 2 KiB, and with the Redis broker possibly a subscription). A connect beyond it
+            gets ``connect_error`` "too many namespaces"; the session and its other namespaces go
+            on. Matters with ``namespaces="*"``, where a client can name as many as it likes.
     """
 
     path: str = "/socket.io/"
@@ -152,17 +166,21 @@ class Settings:
     history: Sequence[tuple[str, int, float]] = ()
     presence: Sequence[str] = ()
     presence_timeout: float = 30.0
-    # -- hostile clients: sessions --
+    # -- sessions per client address --
     max_sessions_per_address: int = 1000
     session_rate_per_address: float = 20.0
     session_burst_per_address: int = 1000
-    # -- hostile clients: transport (connections, timeouts, control frames) --
+    # -- connections: timeouts, counts, control frames --
     close_timeout: float = 10.0
     header_timeout: float = 10.0
     max_request_head: int = 65536
     max_connections: int = 100_000
     max_connections_per_address: int = 1000
     websocket_control_frames_per_minute: int = 100
+    # -- packets: binary attachments, namespaces --
+    max_binary_size: int = 1_000_000
+    attachment_timeout: float = 60.0
+    max_namespaces: int = 32
 
     def __post_init__(self) -> None:
         if not self.path.startswith("/") or not self.path.endswith("/"):
@@ -172,13 +190,18 @@ class Settings:
             raise ValueError(f"transports must be 'polling' and/or 'websocket': {self.transports}")
         history: Sequence[Any] = self.history
         check_options(history, self.presence)
-        for name in (
+        positive = (
             "ping_interval",
             "ping_timeout",
             "upgrade_timeout",
             "connect_timeout",
             "presence_timeout",
-        ):
+            "session_rate_per_address",
+            "close_timeout",
+            "header_timeout",
+            "attachment_timeout",
+        )
+        for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         limits = (
@@ -191,31 +214,21 @@ class Settings:
             "max_channel_length",
             "max_sync_websockets",
             "websocket_max_queue",
+            "max_sessions_per_address",
+            "session_burst_per_address",
+            "max_request_head",
+            "max_connections",
+            "max_connections_per_address",
+            "websocket_control_frames_per_minute",
+            "max_binary_size",
+            "max_namespaces",
         )
         for name in limits:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        parse_allowed_origins(self.cors_allowed_origins)  # an entry that is no origin: say so now
         if self.message_log_format is not None:
             try:
                 self.message_log_format % defaultdict(str)
             except ValueError as error:  # a broken format: say so now, not at the first message
                 raise ValueError(f"message_log_format: {error}") from None
-        # -- hostile clients: sessions --
-        parse_allowed_origins(self.cors_allowed_origins)  # an entry that is no origin: say so now
-        for name in ("max_sessions_per_address", "session_burst_per_address"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
-        if self.session_rate_per_address <= 0:
-            raise ValueError("session_rate_per_address must be positive")
-        # -- hostile clients: transport --
-        for name in ("close_timeout", "header_timeout"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive")
-        for name in (
-            "max_request_head",
-            "max_connections",
-            "max_connections_per_address",
-            "websocket_control_frames_per_minute",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")

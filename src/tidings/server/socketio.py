@@ -38,7 +38,7 @@ from tidings.protocol import ProtocolError
 from tidings.protocol import engineio as eio
 from tidings.protocol import socketio as sio
 from tidings.server.config import Settings
-from tidings.server.engine import Session
+from tidings.server.engine import PROTOCOL_ERROR, Session
 from tidings.server.handlers import (
     CONNECT,
     DISCONNECT,
@@ -328,18 +328,33 @@ def _ack_result(args: list[Any] | None) -> Any:
 class Connection:
     """The Socket.IO side of one Engine.IO session: its sockets, decoder and job queue."""
 
-    __slots__ = ("_connect_timer", "_jobs", "_worker", "decoder", "request", "session", "sockets")
+    __slots__ = (
+        "_attachment_timer",
+        "_connect_timer",
+        "_jobs",
+        "_worker",
+        "decoder",
+        "request",
+        "session",
+        "sockets",
+    )
 
-    def __init__(self, session: Session, max_attachments: int) -> None:
+    def __init__(self, session: Session, settings: Settings) -> None:
         self.session = session
         self.request = Request(session.scope)
-        self.decoder = sio.Decoder(max_attachments)
+        self.decoder = sio.Decoder(
+            settings.max_attachments,
+            settings.max_binary_size,
+            settings.attachment_timeout,
+            asyncio.get_running_loop().time,
+        )
         self.sockets: dict[str, Socket] = {}
         # Created when a job comes and dropped when the queue runs dry: an empty deque holds a
         # 64-slot block (~0.7 KiB), too much for each of many idle connections.
         self._jobs: deque[Job] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._connect_timer: asyncio.TimerHandle | None = None
+        self._attachment_timer: asyncio.TimerHandle | None = None
 
     def schedule(self, job: Job) -> None:
         """Run ``job`` after every job scheduled before it on this connection."""
@@ -359,6 +374,27 @@ class Connection:
         finally:
             self._worker = None
             self._jobs = None  # no await since the queue ran dry: nothing was added meanwhile
+
+    def watch_attachments(self) -> None:
+        """Keep a timer for the deadline of the binary packet the decoder holds, if any."""
+        deadline = self.decoder.deadline
+        if deadline is None:
+            if self._attachment_timer is not None:
+                self._attachment_timer.cancel()
+                self._attachment_timer = None
+        elif self._attachment_timer is None:
+            loop = asyncio.get_running_loop()
+            self._attachment_timer = loop.call_at(deadline, self._attachments_due)
+
+    def _attachments_due(self) -> None:
+        self._attachment_timer = None
+        try:
+            self.decoder.check_deadline()
+        except ProtocolError as error:
+            logger.info("session %s: protocol error: %s", self.session.sid, error)
+            self.session.close(str(error), PROTOCOL_ERROR)
+        else:  # a timer may fire a hair before the loop's clock reaches it
+            self.watch_attachments()
 
 
 class SocketIO:
@@ -461,7 +497,7 @@ class SocketIO:
 
     def session_opened(self, session: Session) -> None:
         self.hub.bind_loop()
-        connection = Connection(session, self.settings.max_attachments)
+        connection = Connection(session, self.settings)
         session.data = connection
         connection._connect_timer = asyncio.get_running_loop().call_later(
             self.settings.connect_timeout, self._connect_timed_out, connection
@@ -474,7 +510,10 @@ class SocketIO:
     def message_received(self, session: Session, data: str | bytes) -> None:
         connection: Connection = session.data
         decoder = connection.decoder
-        packet = decoder.receive_text(data) if isinstance(data, str) else decoder.receive_binary(data)
+        try:
+            packet = decoder.receive_text(data) if isinstance(data, str) else decoder.receive_binary(data)
+        finally:
+            connection.watch_attachments()
         if packet is None:
             return
         socket = connection.sockets.get(packet.namespace)
@@ -500,6 +539,8 @@ class SocketIO:
         connection: Connection = session.data
         if connection._connect_timer is not None:
             connection._connect_timer.cancel()
+        if connection._attachment_timer is not None:
+            connection._attachment_timer.cancel()
         for socket in list(connection.sockets.values()):
             if socket._state is SocketState.CONNECTING:
                 socket._state = SocketState.DISCONNECTED
@@ -517,8 +558,13 @@ class SocketIO:
 
     def _connect(self, connection: Connection, packet: sio.Packet) -> None:
         namespace = packet.namespace
+        refusal = None
         if not self._accepts(namespace):
-            error = {"message": "Invalid namespace"}
+            refusal = "Invalid namespace"
+        elif len(connection.sockets) >= self.settings.max_namespaces:
+            refusal = "too many namespaces"
+        if refusal is not None:
+            error = {"message": refusal}
             connection.session.send_many(encode(sio.Packet(sio.PacketType.CONNECT_ERROR, namespace, error)))
             return
         if connection._connect_timer is not None:
@@ -614,11 +660,7 @@ class SocketIO:
                 socket, [(handler, args) for handler in handlers], socket.channels
             )
         if packet.id is not None and socket._state is SocketState.CONNECTED:
-            ack = sio.Packet(sio.PacketType.ACK, socket.namespace, _ack_args(result), packet.id)
-            try:
-                socket.connection.session.send_many(encode(ack))
-            except TypeError as error:
-                logger.error("handler for %r returned an ack that JSON cannot hold: %s", event, error)
+            socket.connection.session.send_many(_ack_packets(socket.namespace, packet.id, result, event))
 
     async def _run_message(self, socket: Socket, args: list[Any]) -> Any:
         """``emit("message", message[, channel])``: the ``message`` handlers that match, in order.
@@ -789,6 +831,17 @@ class SocketIO:
 def _answer(refusal: str | None) -> dict[str, Any]:
     """The ack of a subscribe or unsubscribe request, and of a refused message or event."""
     return {"ok": True} if refusal is None else {"ok": False, "error": refusal}
+
+
+def _ack_packets(namespace: str, ack_id: int, result: Any, event: str) -> list[str | bytes]:
+    """The ack of ``event`` answering with ``result``; if JSON cannot hold that, an error answer in
+    the shape of :func:`_answer`'s, so that the client is not left waiting."""
+    try:
+        return encode(sio.Packet(sio.PacketType.ACK, namespace, _ack_args(result), ack_id))
+    except TypeError as error:
+        logger.error("handler for %r returned an ack that JSON cannot hold: %s", event, error)
+        answer = _answer("the answer cannot be sent as JSON")
+        return encode(sio.Packet(sio.PacketType.ACK, namespace, [answer], ack_id))
 
 
 def _name(handler: Handler) -> str:
