@@ -99,7 +99,7 @@ def test_byte_by_byte() -> None:
 
 def test_a_frame_trickling_in_is_parsed_once_whole(monkeypatch: pytest.MonkeyPatch) -> None:
     """A large frame in many small reads is held until it is whole, not parsed (and copied) at each
-    read: that made a client sending 1 MB ten bytes at a time cost the server 1.3 s of CPU."""
+    read: a 1 MB message in reads of ten bytes cost 1.3 s of CPU that way."""
     headers_read = 0
     check_header = ws.Parser._check_header
 
