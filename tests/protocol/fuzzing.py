@@ -562,12 +562,17 @@ def _deadline() -> Iterator[None]:
     def expire(signum: int, frame: object) -> None:
         raise Finding(f"still running after {SLOW_INPUT_SECONDS} s")
 
+    # A timer already set (pytest-timeout's) is put back afterwards, less the time spent here.
+    outer, _ = signal.getitimer(signal.ITIMER_REAL)
+    started = time.monotonic()
     previous = signal.signal(signal.SIGALRM, expire)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        if outer:
+            signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - started), 0.001))
 
 
 def _where(finding: Finding) -> str:
