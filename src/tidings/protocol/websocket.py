@@ -291,12 +291,16 @@ class Parser:
     follows a close frame).
     """
 
-    __slots__ = ("_buffer", "_fragments", "_fragments_size", "_opcode", "closed", "max_size")
+    __slots__ = ("_buffer", "_fragments", "_fragments_size", "_needed", "_opcode", "closed", "max_size")
 
     def __init__(self, max_size: int | None = None) -> None:
         self.max_size = max_size
         self.closed = False
-        self._buffer = b""
+        # The start of a frame not yet whole, and how long it must grow before it can be parsed further
+        # (its whole header, or its whole payload). It is appended to until then, not parsed and copied
+        # again at each read: a frame trickling in many small reads costs its size, not size x reads.
+        self._buffer: bytes | bytearray = b""  # b"" (shared) when empty, a bytearray while it holds a frame
+        self._needed = 0
         self._opcode: int | None = None  # of the fragmented message under way
         self._fragments: list[bytes] = []
         self._fragments_size = 0
@@ -305,34 +309,46 @@ class Parser:
         """The events that ``data`` completes (maybe none). Raises :class:`WebSocketError`."""
         if self.closed:
             return []
-        buffer = self._buffer + data if self._buffer else data
+        if self._buffer:
+            self._buffer += data
+            if len(self._buffer) < self._needed:
+                return []
+            buffer = bytes(self._buffer)
+        else:
+            buffer = data
         events: list[Event] = []
         position = 0
         end = len(buffer)
         try:
-            while end - position >= 2:
+            while True:
+                needed = position + 2
+                if end < needed:
+                    break
                 first = buffer[position]
                 second = buffer[position + 1]
                 length = second & 0x7F
-                start = position + 2
+                start = needed
                 if length == 126:
-                    if end - start < 2:
+                    needed = start + 2
+                    if end < needed:
                         break
-                    length = int.from_bytes(buffer[start : start + 2], "big")
-                    start += 2
+                    length = int.from_bytes(buffer[start:needed], "big")
+                    start = needed
                 elif length == 127:
-                    if end - start < 8:
+                    needed = start + 8
+                    if end < needed:
                         break
-                    length = int.from_bytes(buffer[start : start + 8], "big")
+                    length = int.from_bytes(buffer[start:needed], "big")
                     if length >> 63:
                         raise WebSocketError(PROTOCOL_ERROR, "frame length with the high bit set")
-                    start += 8
+                    start = needed
                 self._check_header(first, second, length)
-                if end - start < 4 + length:
+                needed = start + 4 + length
+                if end < needed:
                     break
                 mask = buffer[start : start + 4]
-                payload = unmask(buffer[start + 4 : start + 4 + length], mask)
-                position = start + 4 + length
+                payload = unmask(buffer[start + 4 : needed], mask)
+                position = needed
                 event = self._frame(first & 0x80, first & 0x0F, payload)
                 if event is not None:
                     events.append(event)
@@ -344,7 +360,11 @@ class Parser:
             self.closed = True
             self._buffer = b""
             raise
-        self._buffer = buffer[position:] if position < end else b""
+        if position < end:
+            self._buffer = bytearray(buffer[position:])
+            self._needed = needed - position
+        else:
+            self._buffer = b""
         return events
 
     def _check_header(self, first: int, second: int, length: int) -> None:
