@@ -9,6 +9,8 @@ it either.
 
 from __future__ import annotations
 
+import time
+
 import tidings
 from tidings.events import on_connect, on_message, on_subscribe, on_unsubscribe
 
@@ -37,6 +39,11 @@ def said(request, socket, context, text, channel):
 @on_unsubscribe(channel="^room-")
 def left(request, socket, context, channel):
     socket.broadcast_channel({"action": "leave", "name": context["name"]}, channel)
+
+
+@tidings.on("save")
+def save(request, socket, context, record):
+    time.sleep(0.01)  # what a database write takes
 
 
 @tidings.websocket("/ws")

@@ -142,6 +142,13 @@ class Settings:
             about 2 KiB, and with the Redis broker possibly a subscription). A connect beyond it
             gets ``connect_error`` "too many namespaces"; the session and its other namespaces go
             on. Matters with ``namespaces="*"``, where a client can name as many as it likes.
+        max_pending_events: events one connection has sent whose handlers have not run yet (its
+            handlers run one after another). Once this many wait, tidings takes no more of the
+            client's messages until half of them have run: a WebSocket is not read (TCP slows
+            the client down), a polling POST is answered only then. Nobody is disconnected; a
+            client sending faster than its handlers run is slowed to their pace.
+        max_pending_bytes: the same, counted in bytes of the waiting events (a few large ones);
+            what a connection's waiting events hold is bounded by about this plus one message.
     """
 
     path: str = "/socket.io/"
@@ -181,6 +188,9 @@ class Settings:
     max_binary_size: int = 1_000_000
     attachment_timeout: float = 60.0
     max_namespaces: int = 32
+    # -- received events waiting for their handlers --
+    max_pending_events: int = 128
+    max_pending_bytes: int = 1_000_000
 
     def __post_init__(self) -> None:
         if not self.path.startswith("/") or not self.path.endswith("/"):
@@ -222,6 +232,8 @@ class Settings:
             "websocket_control_frames_per_minute",
             "max_binary_size",
             "max_namespaces",
+            "max_pending_events",
+            "max_pending_bytes",
         )
         for name in limits:
             if getattr(self, name) < 1:

@@ -59,8 +59,11 @@ class Session:
     """One Engine.IO session. All methods run on the event loop thread."""
 
     __slots__ = (
+        "_direct",
         "_handle",
+        "_held",
         "_poll",
+        "_posting",
         "address",
         "data",
         "engine",
@@ -81,7 +84,10 @@ class Session:
         self.data: Any = None  # the Socket.IO layer's per-session state
         self.outbox = Outbox(engine.settings.max_buffer, self._write_failed)
         self._poll: asyncio.Future[None] | None = None
+        self._posting = False  # a polling POST is being handled
         self._handle: asyncio.TimerHandle | None = None
+        self._held: asyncio.Future[None] | None = None  # set while reading is held (hold_reading)
+        self._direct: DirectSend | None = None  # the WebSocket's synchronous face, once attached
 
     # -- sending ---------------------------------------------------------------------------------
 
@@ -114,6 +120,36 @@ class Session:
 
     def _take_payload(self) -> str:
         return eio.encode_payload(self.outbox.take())
+
+    # -- reading: held while the layer above is behind ------------------------------------------
+
+    def hold_reading(self) -> None:
+        """Take no more messages from the client until :meth:`release_reading`: the layer above has
+        enough of them waiting. A WebSocket is not read (TCP slows the client down); a polling POST
+        is answered only then (a client has one POST at a time)."""
+        if self._held is None and self.state is not State.CLOSED:
+            self._held = asyncio.get_running_loop().create_future()
+            if self._direct is not None:
+                self._direct.hold_reading(True)
+
+    def release_reading(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            held.set_result(None)
+            if self._direct is not None:
+                self._direct.hold_reading(False)
+
+    async def readable(self) -> None:
+        """Return once messages from the client are taken again (at once unless held)."""
+        if self._held is not None:
+            await asyncio.shield(self._held)
+
+    def attach(self, send: Send, direct: DirectSend | None) -> None:
+        """Write to this WebSocket from now on (a new session's, or the upgrade's)."""
+        self.outbox.attach(send, direct=direct)
+        self._direct = direct
+        if direct is not None and self._held is not None:
+            direct.hold_reading(True)
 
     # -- heartbeat (EIO §"Heartbeat") --------------------------------------------------------------
 
@@ -153,6 +189,7 @@ class Session:
             self._wake_poll()
         logger.debug("session %s closed: %s", self.sid, reason)
         self.engine.handler.session_closed(self, reason)
+        self.release_reading()  # whoever waits to read finds the session closed
 
 
 class Engine:
@@ -303,6 +340,20 @@ class Engine:
     async def _poll_post(
         self, session: Session, receive: Receive, send: Send, cors: list[tuple[bytes, bytes]]
     ) -> None:
+        if session._posting:
+            # EIO: a client sends one POST at a time; overlapping ones would bypass hold_reading.
+            session.close("overlapping polling requests")
+            await respond(send, 400, eio.ErrorCode.BAD_REQUEST.body(), JSON, cors)
+            return
+        session._posting = True
+        try:
+            await self._take_post(session, receive, send, cors)
+        finally:
+            session._posting = False
+
+    async def _take_post(
+        self, session: Session, receive: Receive, send: Send, cors: list[tuple[bytes, bytes]]
+    ) -> None:
         body = await _read_body(receive, self.settings.max_payload)
         if body is None:
             session.close("payload too large")
@@ -319,6 +370,7 @@ class Engine:
             session.close(reason, PROTOCOL_ERROR)
             await respond(send, 400, reason.encode(), TEXT, cors)
             return
+        await session.readable()  # the client's next POST waits for its handlers to catch up
         await respond(send, 200, b"ok", b"text/html", cors)
 
     # -- WebSocket --------------------------------------------------------------------------------
@@ -356,7 +408,7 @@ class Engine:
                 self._release(address)  # no session after all
                 raise
             session = self._open("websocket", scope, address)
-            session.outbox.attach(send, direct=direct)
+            session.attach(send, direct)
         else:
             await send({"type": "websocket.accept"})
             if not await self._upgrade(session, direct, receive, send):
@@ -390,7 +442,7 @@ class Engine:
             return False
         session.state = State.OPEN
         session.transport = "websocket"
-        session.outbox.attach(send, direct=direct)
+        session.attach(send, direct)
         return True
 
     @staticmethod
@@ -408,6 +460,7 @@ class Engine:
 
     async def _websocket_loop(self, session: Session, receive: Receive) -> None:
         while True:
+            await session.readable()
             message = await receive()
             if message["type"] == "websocket.disconnect":
                 session.close("transport close")

@@ -158,6 +158,7 @@ class FastWebSocketProtocol(asyncio.Protocol):
         "_pending_size",
         "_queue_full",
         "_read_paused",
+        "_reading_held",
         "_waiter",
         "accept_key",
         "app",
@@ -205,6 +206,7 @@ class FastWebSocketProtocol(asyncio.Protocol):
         self._close_code = ws.ABNORMAL_CLOSURE
         self._read_paused = False  # we asked the transport to stop reading
         self._queue_full = False  # the app has websocket_max_queue messages unread
+        self._reading_held = False  # the detached app is behind with what it was handed (hold_reading)
         self._control_frames = 0  # pings and pongs received in the current minute
         self._control_window_end = 0.0
         self._pending: list[bytes] = []
@@ -257,12 +259,13 @@ class FastWebSocketProtocol(asyncio.Protocol):
         self._wake_writers()
 
     def _set_reading(self) -> None:
-        """Read the peer unless the app has enough unread messages, or the peer does not take what
-        we write (it is not read either: its pings would only make more to write). Once closing,
-        read: the peer's close frame has to come through."""
+        """Read the peer unless the app has enough unread messages (queued here, or handed over but
+        not handled yet: :meth:`hold_reading`), or the peer does not take what we write (it is not
+        read either: its pings would only make more to write). Once closing, read: the peer's close
+        frame has to come through."""
         if self.state is State.CLOSED:
             return
-        pause = self.state is not State.CLOSING and (self._paused or self._queue_full)
+        pause = self.state is not State.CLOSING and (self._paused or self._queue_full or self._reading_held)
         if pause is not self._read_paused:
             self._read_paused = pause
             if pause:
@@ -562,6 +565,12 @@ class FastWebSocketProtocol(asyncio.Protocol):
                 on_close(code, reason)
             except Exception:
                 logger.exception("Exception in a WebSocket close callback")
+
+    def hold_reading(self, held: bool) -> None:
+        """Stop reading the peer while ``held``: the detached app has more of its messages to handle
+        than it lets in (TCP then slows the peer down). What one read brought is still handed over."""
+        self._reading_held = held
+        self._set_reading()
 
     async def wait_writable(self) -> None:
         """Return once the transport takes writes again (at once unless it is paused)."""

@@ -41,6 +41,9 @@ class DirectSend(Protocol):
     def detach(self, on_message: Callable[[str | bytes], None], on_close: Callable[[int, str], None]) -> None:
         """Hand messages to ``on_message`` and the end to ``on_close`` (the app's coroutine may return)."""
 
+    def hold_reading(self, held: bool) -> None:
+        """Stop (True) or go back to (False) reading the peer: the app is behind with its messages."""
+
 
 def direct_send(scope: MutableMapping[str, Any]) -> DirectSend | None:
     """The synchronous send the server offers in ``scope``, if any."""

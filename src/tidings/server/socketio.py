@@ -331,7 +331,10 @@ class Connection:
     __slots__ = (
         "_attachment_timer",
         "_connect_timer",
+        "_incoming",
         "_jobs",
+        "_pending_bytes",
+        "_settings",
         "_worker",
         "decoder",
         "request",
@@ -349,26 +352,51 @@ class Connection:
             asyncio.get_running_loop().time,
         )
         self.sockets: dict[str, Socket] = {}
+        self._settings = settings
         # Created when a job comes and dropped when the queue runs dry: an empty deque holds a
-        # 64-slot block (~0.7 KiB), too much for each of many idle connections.
-        self._jobs: deque[Job] | None = None
+        # 64-slot block (~0.7 KiB), too much for each of many idle connections. Each job with the
+        # bytes of the client's messages it holds.
+        self._jobs: deque[tuple[Job, int]] | None = None
+        self._pending_bytes = 0  # of the jobs queued
+        self._incoming = 0  # bytes of the messages of the packet being decoded
         self._worker: asyncio.Task[None] | None = None
         self._connect_timer: asyncio.TimerHandle | None = None
         self._attachment_timer: asyncio.TimerHandle | None = None
 
-    def schedule(self, job: Job) -> None:
-        """Run ``job`` after every job scheduled before it on this connection."""
+    def schedule(self, job: Job, size: int = 0) -> None:
+        """Run ``job`` after every job scheduled before it on this connection; ``size``: the bytes
+        of the client's messages it holds.
+
+        Once ``max_pending_events`` jobs or ``max_pending_bytes`` wait, the session stops taking
+        the client's messages until the queue is half as long, so a client that sends faster than
+        its handlers run is slowed down instead of growing the queue without end.
+        """
         if self._jobs is None:
             self._jobs = deque()
-        self._jobs.append(job)
+        self._jobs.append((job, size))
+        self._pending_bytes += size
+        settings = self._settings
+        if (
+            len(self._jobs) >= settings.max_pending_events
+            or self._pending_bytes >= settings.max_pending_bytes
+        ):
+            self.session.hold_reading()
         if self._worker is None:
             self._worker = asyncio.get_running_loop().create_task(self._work(self._jobs))
 
-    async def _work(self, jobs: deque[Job]) -> None:
+    async def _work(self, jobs: deque[tuple[Job, int]]) -> None:
+        settings = self._settings
         try:
             while jobs:
+                job, size = jobs.popleft()
+                self._pending_bytes -= size
+                if (
+                    len(jobs) <= settings.max_pending_events // 2
+                    and self._pending_bytes <= settings.max_pending_bytes // 2
+                ):
+                    self.session.release_reading()
                 try:
-                    await jobs.popleft()()
+                    await job()
                 except Exception:  # handlers' own errors are caught inside jobs; this is a bug
                     logger.exception("connection job failed")
         finally:
@@ -510,12 +538,14 @@ class SocketIO:
     def message_received(self, session: Session, data: str | bytes) -> None:
         connection: Connection = session.data
         decoder = connection.decoder
+        connection._incoming += len(data)
         try:
             packet = decoder.receive_text(data) if isinstance(data, str) else decoder.receive_binary(data)
         finally:
             connection.watch_attachments()
         if packet is None:
             return
+        size, connection._incoming = connection._incoming, 0
         socket = connection.sockets.get(packet.namespace)
         match packet.type:
             case sio.PacketType.CONNECT:
@@ -523,7 +553,7 @@ class SocketIO:
                     self._connect(connection, packet)
             case sio.PacketType.EVENT:
                 if socket is not None and socket._state is SocketState.CONNECTED:
-                    connection.schedule(lambda: self._run_event(socket, packet))
+                    connection.schedule(lambda: self._run_event(socket, packet), size)
             case sio.PacketType.ACK:
                 if socket is not None and packet.id is not None:
                     callback = socket._acks.pop(packet.id, None)
