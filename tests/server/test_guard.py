@@ -4,14 +4,10 @@ warnings use the loop's timers): the tests are coroutines."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-
 import pytest
 
-from tidings.server import guard
 from tidings.server.config import Settings
-from tidings.server.guard import ConnectionGuard, Throttled, connection_capacity
+from tidings.server.guard import ConnectionGuard, connection_capacity
 
 
 async def test_per_address_limit_and_release() -> None:
@@ -39,24 +35,6 @@ async def test_the_process_limit_holds_for_every_address() -> None:
     assert limits.admit(4, "127.0.0.1") is None  # trusted, but the process is full
     assert limits.admit(4, "10.0.0.7") is None
     assert limits.counts == {}
-
-
-async def test_limits_hit_are_logged_at_most_once_an_interval(
-    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(guard, "LOG_INTERVAL", 0.05)
-    warn = Throttled("refused %s")
-    with caplog.at_level(logging.WARNING, "tidings"):
-        for address in ("a", "b", "c"):
-            warn(address)
-        await asyncio.sleep(0.2)
-        warn("d")
-        await asyncio.sleep(0.2)
-    assert [record.getMessage() for record in caplog.records] == [
-        "refused a",
-        "refused c (2 times in 0.05 s, the last shown)",  # written once the interval is over
-        "refused d",
-    ]
 
 
 @pytest.mark.parametrize(

@@ -1,12 +1,14 @@
-"""The per-address session limits and the refusal log, sans I/O, on a clock of the test's own."""
+"""The per-address session limits (sans I/O, on a clock of the test's own) and the throttled log."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
 
-from tidings.server.limits import TOO_MANY_NEW, TOO_MANY_OPEN, AddressLimits, RefusalLog, address_key
+from tidings.server import limits
+from tidings.server.limits import TOO_MANY_NEW, TOO_MANY_OPEN, AddressLimits, Throttled, address_key
 
 
 class Clock:
@@ -76,16 +78,19 @@ def test_the_rate_table_stays_small_whatever_the_number_of_addresses() -> None:
     assert len(limits.buckets) <= 2 * 1024
 
 
-def test_the_refusal_log_says_a_flood_in_one_line_per_interval(caplog: pytest.LogCaptureFixture) -> None:
-    clock = Clock()
-    log = RefusalLog(logging.getLogger("test.refusals"), interval=10, clock=clock)
-    with caplog.at_level(logging.WARNING, "test.refusals"):
-        for _ in range(1000):
-            log.refused("from %s", "192.0.2.1")
-            clock.now += 0.001
-        clock.now += 10
-        log.refused("from %s", "192.0.2.2")
+async def test_limits_hit_are_logged_at_most_once_an_interval(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(limits, "LOG_INTERVAL", 0.05)
+    warn = Throttled("refused %s")
+    with caplog.at_level(logging.WARNING, "tidings"):
+        for address in ("a", "b", "c"):
+            warn(address)
+        await asyncio.sleep(0.2)
+        warn("d")
+        await asyncio.sleep(0.2)
     assert [record.getMessage() for record in caplog.records] == [
-        "refusing a new session: from 192.0.2.1",
-        "refusing a new session: from 192.0.2.2 (1000 refused since the last such line)",
+        "refused a",
+        "refused c (2 times in 0.05 s, the last shown)",  # written once the interval is over
+        "refused d",
     ]

@@ -22,7 +22,7 @@ import orjson
 from tidings.protocol import ProtocolError
 from tidings.protocol import engineio as eio
 from tidings.server.config import Settings
-from tidings.server.limits import AddressLimits, RefusalLog
+from tidings.server.limits import AddressLimits, Throttled
 from tidings.server.outbox import DirectSend, Outbox, direct_send
 from tidings.server.request import Headers
 from tidings.server.responses import JSON, TEXT, OriginCheck, Receive, Scope, Send, reject_websocket, respond
@@ -210,8 +210,10 @@ class Engine:
             settings.session_rate_per_address,
             settings.session_burst_per_address,
         )
-        self._capacity_refusals = RefusalLog(logger)
-        self._address_refusals = RefusalLog(logger)
+        self._capacity_refusals = Throttled(
+            "refusing a new session: max_sessions (%d) reached", logger=logger
+        )
+        self._address_refusals = Throttled("refusing a new session: %s: %s", logger=logger)
 
     def _open(self, transport: str, scope: Scope, address: str | None) -> Session:
         sid = secrets.token_urlsafe(15)
@@ -233,14 +235,14 @@ class Engine:
         ``address`` (None: a client without one, counted under none); ``(None, (status, body))``:
         refused, with that answer."""
         if len(self.sessions) >= self.settings.max_sessions:
-            self._capacity_refusals.refused("max_sessions (%d) reached", self.settings.max_sessions)
+            self._capacity_refusals(self.settings.max_sessions)
             return None, (503, _AT_CAPACITY)
         client = scope.get("client")
         if not client:
             return None, None
         address, reason = self.limits.admit(client[0])
         if reason is not None:
-            self._address_refusals.refused("%s: %s", reason, client[0])
+            self._address_refusals(reason, client[0])
             return None, (429, orjson.dumps({"code": int(eio.ErrorCode.BAD_REQUEST), "message": reason}))
         return address, None
 

@@ -55,7 +55,8 @@ from uvicorn.protocols.utils import ClientDisconnected, get_local_addr, get_remo
 
 from tidings.protocol import websocket as ws
 from tidings.server.config import Settings
-from tidings.server.guard import DEFAULT_SETTINGS, Linger, Slot, Throttled
+from tidings.server.guard import DEFAULT_SETTINGS, Linger, Slot
+from tidings.server.limits import Throttled
 
 logger = logging.getLogger("uvicorn.error")
 

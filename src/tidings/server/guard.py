@@ -14,7 +14,8 @@ limits:
   long is aborted (:class:`Linger`; the WebSocket protocol uses it too).
 
 A limit that is hit is logged (logger ``tidings``), at most once every ``LOG_INTERVAL`` seconds per
-kind, with how many times it was hit meanwhile: an attack does not flood the log.
+kind, with how many times it was hit meanwhile (:class:`~tidings.server.limits.Throttled`): an
+attack does not flood the log.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import logging
 import socket
 import struct
 import sys
-import time
 import weakref
 from typing import Any
 
@@ -34,47 +34,10 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from tidings.protocol.websocket import http_response
 from tidings.server.config import Settings
+from tidings.server.limits import Throttled
 
 logger = logging.getLogger("tidings")
-
-#: Seconds between two warnings of the same kind (limits hit during an attack).
-LOG_INTERVAL = 10.0
 DEFAULT_SETTINGS = Settings()
-
-
-class Throttled:
-    """A log message written at once the first time, then at most once every ``LOG_INTERVAL``
-    seconds, saying how many times it happened meanwhile (with the last one's arguments)."""
-
-    __slots__ = ("args", "count", "level", "message", "next_time", "timer")
-
-    def __init__(self, message: str, level: int = logging.WARNING) -> None:
-        self.message = message
-        self.level = level
-        self.args: tuple[object, ...] = ()
-        self.count = 0  # times since the last message
-        self.next_time = 0.0
-        self.timer: asyncio.TimerHandle | None = None
-
-    def __call__(self, *args: object) -> None:
-        self.args = args
-        self.count += 1
-        now = time.monotonic()
-        if now >= self.next_time:
-            self._write()
-        elif self.timer is None:
-            self.timer = asyncio.get_running_loop().call_later(self.next_time - now, self._write)
-
-    def _write(self) -> None:
-        self.timer = None
-        if self.count == 1:
-            logger.log(self.level, self.message, *self.args)
-        else:
-            summary = self.message + " (%d times in %g s, the last shown)"
-            logger.log(self.level, summary, *self.args, self.count, LOG_INTERVAL)
-        self.count = 0
-        self.next_time = time.monotonic() + LOG_INTERVAL
-
 
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets the connection
 

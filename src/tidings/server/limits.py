@@ -1,6 +1,6 @@
 """Per-address limits on new Engine.IO sessions, and a log line that an attack cannot flood.
 
-Sans-I/O: the clock is a parameter, nothing here touches a socket.
+Nothing here touches a socket; the per-address limits take their clock as a parameter.
 
 A client's address is the host of the ASGI ``scope["client"]``: the peer's address, or the one a
 trusted proxy named (uvicorn's proxy-headers middleware rewrites it, see docs/deploy.md). An IPv6
@@ -10,10 +10,13 @@ cannot take a fresh address for each session.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import time
 from collections.abc import Callable
+
+logger = logging.getLogger("tidings")
 
 #: Why a handshake was refused (the ``message`` of the Engine.IO error body).
 TOO_MANY_OPEN = "Too many sessions from this address"
@@ -94,26 +97,42 @@ class AddressLimits:
         self._sweep_at = max(_SWEEP_FLOOR, 2 * len(self.buckets))
 
 
-class RefusalLog:
-    """Logs refusals at most once per ``interval`` seconds, each line saying how many there were since
-    the last one: a flood of refused handshakes must not become a flood of log lines."""
+#: Seconds between two warnings of the same kind (limits hit during an attack).
+LOG_INTERVAL = 10.0
 
-    def __init__(
-        self, logger: logging.Logger, interval: float = 10.0, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._logger = logger
-        self._interval = interval
-        self._clock = clock
-        self._logged_at: float | None = None
-        self._unlogged = 0
 
-    def refused(self, message: str, *args: object) -> None:
-        """One refusal; ``message % args`` describes it (the latest, if several share a line)."""
-        self._unlogged += 1
-        now = self._clock()
-        if self._logged_at is not None and now - self._logged_at < self._interval:
-            return
-        since = f" ({self._unlogged} refused since the last such line)" if self._logged_at is not None else ""
-        self._logger.warning("refusing a new session: " + message + since, *args)
-        self._logged_at = now
-        self._unlogged = 0
+class Throttled:
+    """A log message written at once the first time, then at most once every ``LOG_INTERVAL``
+    seconds, saying how many times it happened meanwhile (with the last one's arguments): a flood
+    of refusals must not become a flood of log lines. Called on an event loop (the summary of an
+    interval is written by a timer when it ends)."""
+
+    __slots__ = ("args", "count", "level", "logger", "message", "next_time", "timer")
+
+    def __init__(self, message: str, level: int = logging.WARNING, logger: logging.Logger = logger) -> None:
+        self.logger = logger
+        self.message = message
+        self.level = level
+        self.args: tuple[object, ...] = ()
+        self.count = 0  # times since the last message
+        self.next_time = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+
+    def __call__(self, *args: object) -> None:
+        self.args = args
+        self.count += 1
+        now = time.monotonic()
+        if now >= self.next_time:
+            self._write()
+        elif self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(self.next_time - now, self._write)
+
+    def _write(self) -> None:
+        self.timer = None
+        if self.count == 1:
+            self.logger.log(self.level, self.message, *self.args)
+        else:
+            summary = self.message + " (%d times in %g s, the last shown)"
+            self.logger.log(self.level, summary, *self.args, self.count, LOG_INTERVAL)
+        self.count = 0
+        self.next_time = time.monotonic() + LOG_INTERVAL
