@@ -2,7 +2,7 @@
 
 Served with `tidings run tests/hostile/app.py:app` (its default path, ``--ws fast``), or ``:wildcard``
 for a server that accepts any namespace; the servers at the end are the same app with the settings a
-test needs (small per-address limits, CORS choices, connection limits, a short attachment timeout).
+test needs (small per-address limits, CORS choices, connection limits, short attachment and body timeouts).
 ``room-private`` refuses subscribers but ``?name=member``: an outsider must not be able to post into
 it either.
 """
@@ -80,4 +80,4 @@ limited = tidings.Server(
     max_connections=100,
     max_connections_per_address=40,
 )
-impatient = tidings.Server(wsgi_app=page, attachment_timeout=1.0)
+impatient = tidings.Server(wsgi_app=page, attachment_timeout=1.0, body_timeout=1.0)

@@ -19,7 +19,7 @@ import time
 import httpx
 import pytest
 
-from tests.hostile.harness import bystander, client_frame, rss_mib, websocket
+from tests.hostile.harness import bystander, client_frame, read_until_closed, rss_mib, tcp, websocket
 from tests.serving import tidings_process
 
 APP = "tests/hostile/app.py:app"
@@ -81,3 +81,19 @@ async def test_overlapping_polling_posts_end_the_session() -> None:
             answers = await asyncio.gather(*(http.post(url, content="3") for _ in range(20)))
             assert 400 in {answer.status_code for answer in answers}
             assert (await http.get(url)).status_code == 400  # the session is gone
+
+
+async def test_a_post_body_that_trickles_in_is_cut_off_after_body_timeout() -> None:
+    with tidings_process("tests/hostile/app.py:impatient") as server:  # body_timeout 1 s
+        async with bystander(server), httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            opened = await http.get(POLLING)
+            sid = opened.text.split('"sid":"')[1].split('"')[0]
+            sock = tcp(server)
+            sock.sendall(
+                f"POST {POLLING}&sid={sid} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                "Content-Type: text/plain\r\nContent-Length: 900000\r\n\r\n".encode()
+                + b"4" * 1000
+            )
+            answer = await asyncio.to_thread(read_until_closed, sock, 10)
+            assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
+            assert (await http.get(f"{POLLING}&sid={sid}")).status_code == 400  # the session is over

@@ -149,6 +149,10 @@ class Settings:
             client sending faster than its handlers run is slowed to their pace.
         max_pending_bytes: the same, counted in bytes of the waiting events (a few large ones);
             what a connection's waiting events hold is bounded by about this plus one message.
+        body_timeout: seconds a long-polling POST has to send its whole body; past it the answer
+            is HTTP 408 and the session ends. A body that trickles in holds a connection and up to
+            ``max_payload`` bytes only this long. Long enough for ``max_payload`` over a slow
+            mobile uplink (1 MB at 256 kbit/s takes 32 s).
     """
 
     path: str = "/socket.io/"
@@ -191,6 +195,7 @@ class Settings:
     # -- received events waiting for their handlers --
     max_pending_events: int = 128
     max_pending_bytes: int = 1_000_000
+    body_timeout: float = 60.0
 
     def __post_init__(self) -> None:
         if not self.path.startswith("/") or not self.path.endswith("/"):
@@ -210,6 +215,7 @@ class Settings:
             "close_timeout",
             "header_timeout",
             "attachment_timeout",
+            "body_timeout",
         )
         for name in positive:
             if getattr(self, name) <= 0:

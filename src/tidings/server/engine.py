@@ -356,7 +356,16 @@ class Engine:
     async def _take_post(
         self, session: Session, receive: Receive, send: Send, cors: list[tuple[bytes, bytes]]
     ) -> None:
-        body = await _read_body(receive, self.settings.max_payload)
+        try:
+            body = await asyncio.wait_for(
+                _read_body(receive, self.settings.max_payload), self.settings.body_timeout
+            )
+        except asyncio.TimeoutError:
+            # A body trickling in would hold the connection, and what came of it, for as long as
+            # the client likes: even past the session's end, which nothing else tells the request.
+            session.close("request body timeout")
+            await respond(send, 408, b"request body timeout", TEXT, cors)
+            return
         if body is None:
             session.close("payload too large")
             await respond(send, 413, b"payload too large", TEXT, cors)
