@@ -28,6 +28,8 @@ _SWEEP_FLOOR = 1024
 def address_key(host: str) -> str:
     """What sessions from ``host`` are counted under: an IPv4 address, an IPv6 /64 network, or
     ``host`` itself if it is no IP address."""
+    if ":" not in host:  # an IPv4 address (or a name): itself, without the cost of parsing it
+        return host
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:

@@ -331,6 +331,7 @@ class Connection:
     __slots__ = (
         "_attachment_timer",
         "_connect_timer",
+        "_holding",
         "_incoming",
         "_jobs",
         "_pending_bytes",
@@ -358,6 +359,7 @@ class Connection:
         # bytes of the client's messages it holds.
         self._jobs: deque[tuple[Job, int]] | None = None
         self._pending_bytes = 0  # of the jobs queued
+        self._holding = False  # the session takes no messages until the queue is half as long
         self._incoming = 0  # bytes of the messages of the packet being decoded
         self._worker: asyncio.Task[None] | None = None
         self._connect_timer: asyncio.TimerHandle | None = None
@@ -376,10 +378,11 @@ class Connection:
         self._jobs.append((job, size))
         self._pending_bytes += size
         settings = self._settings
-        if (
+        if not self._holding and (
             len(self._jobs) >= settings.max_pending_events
             or self._pending_bytes >= settings.max_pending_bytes
         ):
+            self._holding = True
             self.session.hold_reading()
         if self._worker is None:
             self._worker = asyncio.get_running_loop().create_task(self._work(self._jobs))
@@ -391,9 +394,11 @@ class Connection:
                 job, size = jobs.popleft()
                 self._pending_bytes -= size
                 if (
-                    len(jobs) <= settings.max_pending_events // 2
+                    self._holding
+                    and len(jobs) <= settings.max_pending_events // 2
                     and self._pending_bytes <= settings.max_pending_bytes // 2
                 ):
+                    self._holding = False
                     self.session.release_reading()
                 try:
                     await job()
@@ -539,12 +544,16 @@ class SocketIO:
         connection: Connection = session.data
         decoder = connection.decoder
         connection._incoming += len(data)
-        try:
-            packet = decoder.receive_text(data) if isinstance(data, str) else decoder.receive_binary(data)
-        finally:
-            connection.watch_attachments()
-        if packet is None:
-            return
+        if isinstance(data, str):
+            packet = decoder.receive_text(data)
+            if packet is None:  # a binary packet's text part: its attachments are due
+                connection.watch_attachments()
+                return
+        else:
+            packet = decoder.receive_binary(data)
+            connection.watch_attachments()  # the last attachment is in, or one more
+            if packet is None:
+                return
         size, connection._incoming = connection._incoming, 0
         socket = connection.sockets.get(packet.namespace)
         match packet.type:
