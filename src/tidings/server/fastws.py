@@ -656,7 +656,8 @@ class FastWebSocketProtocol(asyncio.Protocol):
         self.state = State.CLOSED
         self._flush()
         self.transport.close()
-        self._start_linger()
+        if self.transport.get_write_buffer_size():  # else the connection is gone at once
+            self._start_linger()
 
     def _start_linger(self) -> None:
         if self._linger is None:

@@ -246,8 +246,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # -- closing: not waiting forever on a peer that does not read ----------------------------------
 
     def _linger(self) -> None:
-        if self.linger is None and self.transport.is_closing():
-            self.linger = Linger(self.loop, self.transport, self.settings.close_timeout)
+        transport = self.transport
+        if self.linger is None and transport.is_closing() and transport.get_write_buffer_size():
+            self.linger = Linger(self.loop, transport, self.settings.close_timeout)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
