@@ -109,10 +109,13 @@ def tcp_state(sock: socket.socket) -> int:
     return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
 
 
-def client_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
-    """A masked client frame (RFC 6455 §5.2, §5.3)."""
-    mask = os.urandom(4)
-    first = (0x80 if fin else 0) | opcode
+def client_frame(
+    opcode: int, payload: bytes, fin: bool = True, mask: bytes | None = None, rsv: int = 0
+) -> bytes:
+    """A client frame as a browser builds it: masked (RFC 6455 §5.2, §5.3), with a random key
+    unless ``mask`` is given; ``rsv`` sets reserved bits (which a server must refuse)."""
+    mask = os.urandom(4) if mask is None else mask
+    first = (0x80 if fin else 0) | rsv | opcode
     length = len(payload)
     if length < 126:
         head = bytes((first, 0x80 | length))

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from tests.protocol.test_websocket import client_frame
+from tests.hostile.harness import client_frame
 from tidings.brokers import envelope
 from tidings.hub import Outgoing
 from tidings.protocol import ProtocolError

@@ -9,24 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.hostile.harness import client_frame
 from tidings.protocol import websocket as ws
-
-
-def client_frame(
-    opcode: int, payload: bytes, fin: bool = True, mask: bytes | None = None, rsv: int = 0
-) -> bytes:
-    """A client frame as a browser builds it (masked, §5.3)."""
-    mask = os.urandom(4) if mask is None else mask
-    first = (0x80 if fin else 0) | rsv | opcode
-    length = len(payload)
-    if length < 126:
-        head = bytes((first, 0x80 | length))
-    elif length < 0x10000:
-        head = struct.pack("!BBH", first, 0x80 | 126, length)
-    else:
-        head = struct.pack("!BBQ", first, 0x80 | 127, length)
-    masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
-    return head + mask + masked
 
 
 def unmasked_frame(opcode: int, payload: bytes) -> bytes:
