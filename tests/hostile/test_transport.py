@@ -257,3 +257,18 @@ def test_the_open_files_limit_is_raised_to_the_hard_limit() -> None:
         assert f"at most {expected} connections per process" in log(server)
     finally:
         server.stop()
+
+
+def bad_request(server: TidingsProcess) -> bytes:
+    with tcp(server) as sock:
+        sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        return read_until_closed(sock)
+
+
+async def test_bad_requests_do_not_flood_the_log() -> None:
+    with tidings_process(APP) as server:
+        async with bystander(server):
+            for _ in range(200):
+                assert (await asyncio.to_thread(bad_request, server)).startswith(b"HTTP/1.1 400 ")
+    lines = [line for line in log(server).splitlines() if "Invalid HTTP request received." in line]
+    assert 1 <= len(lines) <= 2, lines  # the first at once, the rest summed up when its interval ends

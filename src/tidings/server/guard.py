@@ -150,6 +150,34 @@ def guard_of(server_state: Any, settings: Settings, trusted: list[str] | str) ->
     return guard
 
 
+class ThrottledWarnings(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """uvicorn's connection logger with its warnings throttled (:class:`Throttled`, one per message):
+    "Invalid HTTP request received." is a line per bad request, and a client can send any number.
+    Everything else passes through."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__(logger)
+        self.warnings: dict[str, Throttled] = {}  # uvicorn's few fixed messages
+
+    @property
+    def level(self) -> int:  # uvicorn reads it to decide on its trace lines
+        level: int = self.logger.level
+        return level
+
+    def warning(self, msg: object, *args: object, **kwargs: object) -> None:
+        if args or kwargs:
+            super().warning(msg, *args, **kwargs)  # type: ignore[arg-type]
+            return
+        message = str(msg)
+        throttled = self.warnings.get(message)
+        if throttled is None:
+            throttled = self.warnings[message] = Throttled(message.replace("%", "%%"), logger=self.logger)
+        throttled()
+
+
+_uvicorn_logger = ThrottledWarnings(logging.getLogger("uvicorn.error"))
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the connection limits of ``settings`` (see the module)."""
 
@@ -168,6 +196,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.head_timer: asyncio.TimerHandle | None = None
         self.head_size = 0
         self.linger: Linger | None = None
+        self.logger = _uvicorn_logger  # type: ignore[assignment]
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
