@@ -61,6 +61,10 @@ message_logger = logging.getLogger("tidings.messages")
 PRESENCE = "presence"
 
 Job = Callable[[], Awaitable[None]]
+#: Jobs a connection's worker runs before it lets the event loop serve the others: a client whose
+#: events are handled without waiting (refused, or by async handlers that do not await) must not
+#: hold the loop for a whole read's worth of them.
+JOBS_PER_TURN = 16
 AckCallback = Callable[[list[Any] | None], None]  # None: the socket went before the ack came
 
 
@@ -389,6 +393,7 @@ class Connection:
 
     async def _work(self, jobs: deque[tuple[Job, int]]) -> None:
         settings = self._settings
+        ran = 0
         try:
             while jobs:
                 job, size = jobs.popleft()
@@ -404,6 +409,9 @@ class Connection:
                     await job()
                 except Exception:  # handlers' own errors are caught inside jobs; this is a bug
                     logger.exception("connection job failed")
+                ran += 1
+                if ran % JOBS_PER_TURN == 0 and jobs:
+                    await asyncio.sleep(0)  # let the loop serve the other connections
         finally:
             self._worker = None
             self._jobs = None  # no await since the queue ran dry: nothing was added meanwhile
