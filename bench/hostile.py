@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import struct
 import sys
 import threading
 import time
@@ -120,6 +121,9 @@ def handshakes(server: TidingsProcess, source: str) -> None:
         with tcp(server, source) as sock:
             sock.sendall(f"GET {POLLING} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
             sock.recv(4096)
+            # Reset rather than close: tens of thousands of client-side TIME-WAITs would hold the
+            # machine's ephemeral ports for a minute, and other programs could not listen on them.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 def garbage(server: TidingsProcess, source: str) -> None:
