@@ -34,7 +34,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from tidings.protocol.websocket import http_response
 from tidings.server.config import Settings
-from tidings.server.limits import Throttled
+from tidings.server.limits import Throttled, uncount
 
 logger = logging.getLogger("tidings")
 DEFAULT_SETTINGS = Settings()
@@ -95,11 +95,7 @@ class Slot:
         if address is None:
             return
         self.address = None
-        left = self.counts[address] - 1
-        if left:
-            self.counts[address] = left
-        else:
-            del self.counts[address]
+        uncount(self.counts, address)
 
 
 _UNCOUNTED = Slot({}, None)  # the slot of a connection from a trusted proxy

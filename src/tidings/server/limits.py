@@ -41,6 +41,16 @@ def address_key(host: str) -> str:
     return host
 
 
+def uncount(counts: dict[str, int], key: str) -> None:
+    """One fewer under ``key``; the key goes once none is left, so that a table of counts per address
+    holds only the addresses that have something open."""
+    left = counts.get(key, 0) - 1
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
+
+
 class AddressLimits:
     """How many sessions each client address holds open, and a token bucket of new sessions per address.
 
@@ -79,11 +89,7 @@ class AddressLimits:
 
     def release(self, key: str) -> None:
         """A session counted under ``key`` closed."""
-        count = self.open.get(key, 0) - 1
-        if count > 0:
-            self.open[key] = count
-        else:
-            self.open.pop(key, None)
+        uncount(self.open, key)
 
     def _tokens(self, key: str, now: float) -> float:
         bucket = self.buckets.get(key)
