@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tidings.server.handlers import default_handlers
+from tidings.api.handlers import default_handlers
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

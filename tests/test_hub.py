@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 import tidings
-from tidings.hub import Hub, Outgoing, check_session_id
+from tidings.channels import check_session_id
+from tidings.hub import Hub
+from tidings.message import Outgoing
 
 
 class Recorder:

@@ -8,12 +8,10 @@
 """
 
 from tidings import events
-from tidings.brokers import BrokerError
-from tidings.hub import NoSocket
-from tidings.integrations.templates import script_tag
-from tidings.protocol import ProtocolError
-from tidings.publisher import AsyncPublisher, Publisher
-from tidings.sending import (
+from tidings.api.handlers import Handlers, Refuse, default_handlers
+from tidings.api.publisher import AsyncPublisher, Publisher
+from tidings.api.request import Request
+from tidings.api.sending import (
     abroadcast,
     abroadcast_channel,
     apresence,
@@ -23,12 +21,14 @@ from tidings.sending import (
     presence,
     send,
 )
+from tidings.api.socket import Socket
+from tidings.brokers import BrokerError
+from tidings.errors import NoSocket
+from tidings.integrations.templates import script_tag
+from tidings.protocol import ProtocolError
 from tidings.server.app import Server
-from tidings.server.config import Settings
-from tidings.server.handlers import Handlers, Refuse, default_handlers
-from tidings.server.request import Request
-from tidings.server.socketio import Socket
-from tidings.server.websocket import AsyncWebSocket, WebSocket
+from tidings.server.plain_websocket import AsyncWebSocket, WebSocket
+from tidings.settings import Settings
 
 __version__ = "0.1.0"
 

@@ -12,7 +12,7 @@ addressed to a channel the socket is not in is refused unless a matching ``on_me
 registered with ``members_only=False``.
 """
 
-from tidings.server.handlers import default_handlers
+from tidings.api.handlers import default_handlers
 
 on_connect = default_handlers.on_connect
 on_message = default_handlers.on_message

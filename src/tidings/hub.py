@@ -1,9 +1,7 @@
 """The hub: who is connected, who is in which channel, and the fan-out of one message to many.
 
-The hub knows nothing of wire protocols. A :class:`Subscriber` (a Socket.IO socket; later a plain
-WebSocket) is handed an :class:`Outgoing` message and asks it for the bytes of its own wire form,
-which the message encodes once and caches, so a broadcast to any number of sockets costs one encode
-per wire form, not one per recipient.
+The hub knows nothing of wire protocols: it hands each member (a :class:`~tidings.message.Subscriber`)
+the :class:`~tidings.message.Outgoing` message, which encodes itself once per wire form.
 
 Its state belongs to the event loop that serves the connections. Code on other threads (``def``
 handlers, WSGI views, background threads) reaches it through :meth:`Hub.call` and :meth:`Hub.post`.
@@ -19,16 +17,16 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import re
-import reprlib
 import threading
 import weakref
-from collections.abc import Callable, Hashable, Iterable
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from tidings.brokers.base import Broker
-from tidings.brokers.history import ChannelOptions, Position, Recovery
 from tidings.brokers.memory import MemoryBroker
+from tidings.channels import MAX_CHANNEL_LENGTH, ChannelOptions, newer
+from tidings.errors import NoSocket
+from tidings.message import Outgoing, Position, Recovery, Subscriber
 
 T = TypeVar("T")
 
@@ -36,57 +34,6 @@ logger = logging.getLogger("tidings.hub")
 
 #: How long a call from another thread waits for the event loop before it gives up.
 CALL_TIMEOUT = 10.0
-#: The default of the ``max_channel_length`` setting: the longest channel name, in characters.
-MAX_CHANNEL_LENGTH = 200
-#: What every session id is (see :meth:`Broker.new_session_id <tidings.brokers.Broker.new_session_id>`):
-#: it is written into broker envelopes and Redis names, where a newline or a separator would let
-#: whoever chose it rewrite the rest.
-SESSION_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-
-
-class NoSocket(Exception):
-    """Nobody could receive the message: no connected socket, no such session, an empty channel,
-    or no server running in this process."""
-
-
-class Outgoing:
-    """One message on its way to many subscribers: ``message`` in ``channel`` (None: no channel).
-
-    ``event`` names an event for protocols that have them (None: the default, ``message``); with an
-    event, ``message`` is the list of its arguments. :meth:`encoded` encodes it at most once per wire
-    form; every recipient that shares the form gets the same objects.
-
-    ``position`` is where the message is in its channel's history (channels with history only), set by
-    the broker before any encoding.
-    """
-
-    __slots__ = ("_encoded", "channel", "event", "message", "position")
-
-    def __init__(self, message: Any, channel: str | None = None, event: str | None = None) -> None:
-        self.message = message
-        self.channel = channel
-        self.event = event
-        self.position: Position | None = None
-        self._encoded: dict[Hashable, Any] = {}
-
-    def encoded(self, form: Hashable, encode: Callable[..., T], *args: Any) -> T:
-        """The message in wire form ``form``: ``encode(self, *args)`` the first time, then cached."""
-        try:
-            value: T = self._encoded[form]
-        except KeyError:
-            value = self._encoded[form] = encode(self, *args)
-        return value
-
-
-class Subscriber(Protocol):
-    """What the hub holds: a connection that can be handed messages (on the event loop thread)."""
-
-    session_id: str
-    #: The channels this subscriber is in, in join order (a dict used as an ordered set); written by
-    #: the hub only.
-    subscriptions: dict[str, None]
-
-    def deliver(self, outgoing: Outgoing) -> None: ...
 
 
 class CatchUp:
@@ -109,13 +56,6 @@ class CatchUp:
             self.buffer.append(outgoing)
             return False
         return newer(outgoing.position, self.position)
-
-
-def newer(position: Position | None, than: Position | None) -> bool:
-    """Whether a message at ``position`` comes after ``than`` (another epoch: a new history)."""
-    if position is None or than is None:
-        return True
-    return position.epoch != than.epoch or position.offset > than.offset
 
 
 _running: weakref.WeakSet[Hub] = weakref.WeakSet()
@@ -387,42 +327,6 @@ class Hub:
             return 0
         subscriber.deliver(outgoing)
         return 1
-
-
-def check_channel_name(channel: Any, max_length: int) -> str | None:
-    """Why ``channel`` is no acceptable channel name, or None."""
-    if not isinstance(channel, str):
-        return "channel must be a string"
-    if not channel:
-        return "channel must not be empty"
-    if len(channel) > max_length:
-        return f"channel name longer than {max_length} characters"
-    return None
-
-
-def check_session_id(session_id: Any) -> str | None:
-    """Why ``session_id`` is no session id (:data:`SESSION_ID`), or None."""
-    if isinstance(session_id, str) and SESSION_ID.fullmatch(session_id):
-        return None
-    return f"not a session id: {reprlib.repr(session_id)}"
-
-
-def require(refusal: str | None) -> None:
-    """Raise ``ValueError(refusal)`` if there is one: what a check's refusal is for code that called
-    tidings with a bad name (a client gets it in an ack instead)."""
-    if refusal is not None:
-        raise ValueError(refusal)
-
-
-def check_subscription(
-    subscriber: Subscriber, channel: Any, max_channels: int, max_length: int
-) -> str | None:
-    """Why ``subscriber`` may not join ``channel`` (a bad name, too many channels), or None."""
-    refusal = check_channel_name(channel, max_length)
-    full = len(subscriber.subscriptions) >= max_channels
-    if refusal is None and full and channel not in subscriber.subscriptions:
-        refusal = f"too many channels (max_channels={max_channels})"
-    return refusal
 
 
 def _deliver(members: Iterable[Subscriber] | None, outgoing: Outgoing, exclude: Subscriber | None) -> int:

@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tidings.brokers.envelope import EnvelopeError, body, open_envelope, seal
-from tidings.brokers.history import Position
-from tidings.hub import SESSION_ID, Outgoing, check_session_id
+from tidings.channels import SESSION_ID, check_session_id
+from tidings.message import Outgoing, Position
 
 
 def round_trip(outgoing: Outgoing, session_id: str | None = None) -> tuple[str | None, Outgoing]:

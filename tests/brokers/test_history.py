@@ -11,15 +11,9 @@ import pytest
 import tidings
 from tests.brokers.clients import Client
 from tests.serving import ThreadedServer
-from tidings.brokers.history import (
-    EPOCH_CHANGED,
-    TRIMMED,
-    ChannelOptions,
-    HistoryRule,
-    MemoryHistory,
-    Position,
-)
-from tidings.hub import Outgoing
+from tidings.brokers.memory.history import MemoryHistory
+from tidings.channels import EPOCH_CHANGED, TRIMMED, ChannelOptions, HistoryRule
+from tidings.message import Outgoing, Position
 
 handlers = tidings.Handlers()
 

@@ -12,7 +12,8 @@ from tests.brokers.clients import Client
 from tests.serving import ThreadedServer
 from tidings.brokers import Kind, MemoryBroker, broker_from
 from tidings.brokers.redis import RedisBroker
-from tidings.hub import Hub, Outgoing
+from tidings.hub import Hub
+from tidings.message import Outgoing
 
 
 class Member:

@@ -15,7 +15,7 @@ import tidings
 from tests.python_client import PythonClient
 from tests.raw_client import RawClient
 from tests.serving import ThreadedServer, tidings_process
-from tidings.server.request import route_path
+from tidings.api.request import route_path
 
 TIMEOUT = 10
 

@@ -28,7 +28,7 @@ import orjson
 
 from tests.hostile.harness import client_frame
 from tidings.brokers import envelope
-from tidings.hub import Outgoing
+from tidings.message import Outgoing
 from tidings.protocol import ProtocolError
 from tidings.protocol import engineio as eio
 from tidings.protocol import socketio as sio

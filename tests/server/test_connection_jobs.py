@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-from tidings.server.config import Settings
 from tidings.server.socketio import JOBS_PER_TURN, Connection
+from tidings.settings import Settings
 
 
 class Session:

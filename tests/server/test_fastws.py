@@ -19,9 +19,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from tests.hostile.harness import client_frame, server_frames
 from tests.raw_client import RawClient
 from tests.serving import ROOT, TidingsProcess
-from tidings.server.config import Settings
 from tidings.server.fastws import FastWebSocketProtocol, State
 from tidings.server.guard import Slot
+from tidings.settings import Settings
 
 TIMEOUT = 10
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from tidings.server.config import Settings
 from tidings.server.guard import ConnectionGuard, connection_capacity
+from tidings.settings import Settings
 
 
 async def test_per_address_limit_and_release() -> None:

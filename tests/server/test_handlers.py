@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import tidings
-from tidings.server.handlers import MESSAGE, SUBSCRIBE, Handler
+from tidings.api.handlers import MESSAGE, SUBSCRIBE, Handler
 
 
 def test_decorators_work_bare_and_with_a_channel() -> None:
@@ -65,8 +65,8 @@ def test_only_message_handlers_take_messages_from_non_members() -> None:
 
 
 def test_module_decorators_write_to_the_default_registry() -> None:
+    from tidings.api.handlers import FINISH, default_handlers
     from tidings.events import on_finish
-    from tidings.server.handlers import FINISH, default_handlers
 
     def finish(request, socket, context): ...
 

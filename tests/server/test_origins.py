@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 import tidings
-from tidings.server.request import Headers
-from tidings.server.responses import OriginCheck, parse_origin
+from tidings.api.request import Headers
+from tidings.protocol.origin import parse_origin
+from tidings.server.responses import OriginCheck
 
 
 def request(scheme: str, host: str | None, origin: str | None) -> tuple[dict[str, Any], Headers]:

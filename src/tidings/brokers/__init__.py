@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import os
 
-from tidings.brokers.base import Broker, BrokerError, Count, Kind
+from tidings.brokers.base import Broker, Count, Kind
 from tidings.brokers.memory import MemoryBroker
+from tidings.errors import BrokerError
 
 #: The environment variable that names the broker when the code does not.
 BROKER_ENV = "TIDINGS_BROKER"

@@ -16,12 +16,10 @@ import abc
 import asyncio
 import secrets
 from collections.abc import Hashable
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from typing import Any, Literal, Protocol, TypeAlias
 
-from tidings.brokers.history import NO_HISTORY, ChannelOptions, HistoryRule, Position, Recovery
-
-if TYPE_CHECKING:
-    from tidings.hub import Hub, Outgoing, Subscriber
+from tidings.channels import NO_HISTORY, ChannelOptions, HistoryRule
+from tidings.message import Outgoing, Position, Recovery, Subscriber
 
 #: What a hub groups its members by: channels, and groups (Socket.IO namespaces, WebSocket paths).
 Kind: TypeAlias = Literal["channel", "group"]
@@ -29,8 +27,20 @@ Kind: TypeAlias = Literal["channel", "group"]
 Count: TypeAlias = "int | asyncio.Future[int]"
 
 
-class BrokerError(ConnectionError):
-    """The broker could not be reached, or lost the message (e.g. Redis went away)."""
+class LocalHub(Protocol):
+    """What a broker hands messages to: the hub of its own node (:class:`tidings.hub.Hub`), which
+    fans them out to its local members."""
+
+    options: ChannelOptions
+    #: The local members by session id, and by channel (members as dict keys, in join order).
+    sessions: dict[str, Subscriber]
+    channels: dict[str, dict[Subscriber, None]]
+
+    def publish(self, outgoing: Outgoing, exclude: Subscriber | None = None) -> int: ...
+
+    def broadcast(self, outgoing: Outgoing, group: str, exclude: Subscriber | None = None) -> int: ...
+
+    def send(self, outgoing: Outgoing, session_id: str) -> int: ...
 
 
 class Broker(abc.ABC):
@@ -41,11 +51,11 @@ class Broker(abc.ABC):
     remote = False
 
     def __init__(self) -> None:
-        self.hub: Hub | None = None
+        self.hub: LocalHub | None = None
         #: Which channels have history and presence: the hub's (its server's settings).
         self.options = ChannelOptions()
 
-    def attach(self, hub: Hub) -> None:
+    def attach(self, hub: LocalHub) -> None:
         """Deliver to ``hub``; a broker serves one hub (one server) of its process."""
         if self.hub is not None and self.hub is not hub:
             raise ValueError(f"{self!r} already serves another server; give each its own broker")
@@ -66,7 +76,7 @@ class Broker(abc.ABC):
     def new_session_id(self) -> str:
         """A new session id: what :meth:`send` can route to the node that holds the session.
 
-        1 to 64 letters, digits, ``_``, ``.`` or ``-`` (:data:`tidings.hub.SESSION_ID`): sends to
+        1 to 64 letters, digits, ``_``, ``.`` or ``-`` (:data:`tidings.channels.SESSION_ID`): sends to
         anything else are refused before they reach a broker.
         """
         return secrets.token_urlsafe(15)

@@ -5,7 +5,7 @@ One envelope is built per publish (in the publisher's thread) and decoded once p
     1:<session id>\\n<header JSON>[\\n<attachment><attachment>...]
 
 - ``1:`` is the format version; ``<session id>`` is the sender to leave out of a channel or namespace
-  broadcast, or the recipient of a send, or empty. Only a session id (:data:`tidings.hub.SESSION_ID`:
+  broadcast, or the recipient of a send, or empty. Only a session id (:data:`tidings.channels.SESSION_ID`:
   no newline) is sealed in: nothing a caller passes can end the line early and write a header.
 - ``<header JSON>`` is ``[channel, event, message, [attachment lengths]]``: ``channel`` is the channel
   of a channel message (else null), ``event`` the Socket.IO event of ``Server.emit`` (null: the
@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import orjson
 
-from tidings.brokers.history import Position
-from tidings.hub import Outgoing, check_session_id, require
-from tidings.protocol.errors import ProtocolError
+from tidings.channels import check_session_id, require
+from tidings.errors import ProtocolError
+from tidings.message import Outgoing, Position
 from tidings.protocol.socketio import deconstruct, reconstruct
 
 VERSION = b"1:"

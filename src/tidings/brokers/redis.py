@@ -49,7 +49,7 @@ import secrets
 import urllib.parse
 from collections import deque
 from collections.abc import Hashable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import orjson
 import redis.asyncio as aioredis
@@ -57,20 +57,18 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from tidings.brokers import PREFIX_ENV, envelope
-from tidings.brokers.base import Broker, BrokerError, Kind
+from tidings.brokers.base import Broker, Kind
 from tidings.brokers.envelope import EnvelopeError, open_envelope, seal
-from tidings.brokers.history import (
+from tidings.channels import (
     ChannelOptions,
     HistoryRule,
-    Position,
-    Recovery,
+    check_session_id,
     presence_list,
     recovery_from,
+    require,
 )
-from tidings.hub import check_session_id, require
-
-if TYPE_CHECKING:
-    from tidings.hub import Outgoing, Subscriber
+from tidings.errors import BrokerError
+from tidings.message import Outgoing, Position, Recovery, Subscriber
 
 logger = logging.getLogger("tidings.broker")
 

@@ -28,7 +28,7 @@ from django.contrib.auth import get_user  # type: ignore[import-untyped]
 from django.contrib.sessions.backends.base import SessionBase  # type: ignore[import-untyped]
 from django.db import close_old_connections, connections  # type: ignore[import-untyped]
 
-from tidings.server.request import Request
+from tidings.api.request import Request
 
 
 def session(request: Request) -> SessionBase:

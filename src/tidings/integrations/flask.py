@@ -24,7 +24,7 @@ from flask import Flask
 from flask.ctx import RequestContext
 from flask.sessions import SessionMixin
 
-from tidings.server.request import Request
+from tidings.api.request import Request
 
 
 def request_context(app: Flask, request: Request) -> RequestContext:

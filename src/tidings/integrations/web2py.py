@@ -35,7 +35,7 @@ from typing import Any
 from gluon.globals import current  # type: ignore[import-untyped]
 from gluon.settings import global_settings  # type: ignore[import-untyped]
 
-from tidings.server.websocket import WebSocket
+from tidings.server.plain_websocket import WebSocket
 
 __all__ = ["application", "enable_websocket"]
 

@@ -28,8 +28,8 @@ from typing import Any, NoReturn
 
 import web  # type: ignore[import-untyped]
 
-from tidings.server.request import Request
-from tidings.server.websocket import WebSocket
+from tidings.api.request import Request
+from tidings.server.plain_websocket import WebSocket
 
 __all__ = ["SocketIOPath", "ctx", "socketio_urls", "websocket"]
 

@@ -4,7 +4,7 @@ Nothing here touches a socket, an event loop or a thread, so every rule of the w
 plain byte strings and reused by any server.
 """
 
+from tidings.errors import ProtocolError
 from tidings.protocol import engineio, socketio
-from tidings.protocol.errors import ProtocolError
 
 __all__ = ["ProtocolError", "engineio", "socketio"]

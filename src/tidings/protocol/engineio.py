@@ -18,7 +18,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from tidings.protocol.errors import ProtocolError
+from tidings.errors import ProtocolError
 
 PROTOCOL_VERSION = "4"
 #: EIO §"HTTP long-polling": packets of one payload are joined by the record separator.

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from tidings.protocol.errors import ProtocolError
+from tidings.errors import ProtocolError
 
 
 class PacketType(enum.IntEnum):

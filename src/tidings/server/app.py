@@ -10,14 +10,14 @@ from typing import Any
 
 from a2wsgi import WSGIMiddleware
 
+from tidings.api.handlers import Handlers, default_handlers
+from tidings.api.request import route_path
 from tidings.brokers import Broker, BrokerError, broker_from
-from tidings.server.config import Settings
+from tidings.server.endpoints import Endpoints
 from tidings.server.engine import Engine
-from tidings.server.handlers import Handlers, default_handlers
-from tidings.server.request import route_path
 from tidings.server.responses import Receive, Scope, Send, respond
 from tidings.server.socketio import SocketIO
-from tidings.server.websocket import Endpoints
+from tidings.settings import Settings
 
 _CACHE = b"public, max-age=3600"
 _JAVASCRIPT = b"text/javascript; charset=utf-8"

@@ -25,14 +25,14 @@ from typing import Any
 import uvicorn
 
 from tidings import demo
+from tidings.api.publisher import Publisher
 from tidings.brokers import BROKER_ENV, PREFIX_ENV, BrokerError, broker_from
-from tidings.hub import NoSocket
+from tidings.errors import NoSocket
 from tidings.protocol import ProtocolError
 from tidings.protocol.socketio import MAX_DEPTH, loads
-from tidings.publisher import Publisher
 from tidings.server.app import Server
-from tidings.server.config import Settings
 from tidings.server.guard import GuardedHttpToolsProtocol, connection_capacity, raise_open_files_limit
+from tidings.settings import Settings
 
 logger = logging.getLogger("tidings")
 _TARGET_ENV = "TIDINGS_APP"

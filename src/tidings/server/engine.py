@@ -19,13 +19,13 @@ from typing import Any, Protocol
 
 import orjson
 
+from tidings.api.request import Headers
 from tidings.protocol import ProtocolError
 from tidings.protocol import engineio as eio
-from tidings.server.config import Settings
 from tidings.server.limits import AddressLimits, Throttled
 from tidings.server.outbox import DirectSend, Outbox, direct_send
-from tidings.server.request import Headers
 from tidings.server.responses import JSON, TEXT, OriginCheck, Receive, Scope, Send, reject_websocket, respond
+from tidings.settings import Settings
 
 logger = logging.getLogger("tidings.engine")
 

@@ -54,9 +54,9 @@ from urllib.parse import unquote
 from uvicorn.protocols.utils import ClientDisconnected, get_local_addr, get_remote_addr, is_ssl
 
 from tidings.protocol import websocket as ws
-from tidings.server.config import Settings
 from tidings.server.guard import DEFAULT_SETTINGS, Linger, Slot
 from tidings.server.limits import Throttled
+from tidings.settings import Settings
 
 logger = logging.getLogger("uvicorn.error")
 

@@ -33,8 +33,8 @@ from uvicorn.middleware.proxy_headers import _TrustedHosts
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from tidings.protocol.websocket import http_response
-from tidings.server.config import Settings
 from tidings.server.limits import Throttled, uncount
+from tidings.settings import Settings
 
 logger = logging.getLogger("tidings")
 DEFAULT_SETTINGS = Settings()

@@ -20,7 +20,9 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from tidings.brokers import BROKER_ENV, broker_from
-from tidings.hub import MAX_CHANNEL_LENGTH, NoSocket, Outgoing, check_channel_name, check_session_id, require
+from tidings.channels import MAX_CHANNEL_LENGTH, check_channel_name, check_session_id, require
+from tidings.errors import NoSocket
+from tidings.message import Outgoing
 
 T = TypeVar("T")
 

@@ -6,13 +6,12 @@ fan-out costs; the counts are exact and immediate: how many sockets a message wa
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from tidings.brokers.base import Broker
-from tidings.brokers.history import HistoryRule, MemoryHistory, Position, Recovery, presence_list
-
-if TYPE_CHECKING:
-    from tidings.hub import Hub, Outgoing, Subscriber
+from tidings.brokers.base import Broker, LocalHub
+from tidings.brokers.memory.history import MemoryHistory
+from tidings.channels import HistoryRule, presence_list
+from tidings.message import Outgoing, Position, Recovery, Subscriber
 
 
 class MemoryBroker(Broker):
@@ -26,7 +25,7 @@ class MemoryBroker(Broker):
         self._history = MemoryHistory()
         self._presence: dict[str, dict[str, Any]] = {}
 
-    def _hub(self) -> Hub:
+    def _hub(self) -> LocalHub:
         assert self.hub is not None, "the broker is not attached to a hub"
         return self.hub
 

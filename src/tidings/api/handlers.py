@@ -17,6 +17,8 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
+from tidings.errors import TidingsError
+
 HandlerFunc = TypeVar("HandlerFunc", bound=Callable[..., Any])
 
 CONNECT = "connect"
@@ -32,7 +34,7 @@ LIFECYCLE = frozenset({CONNECT, MESSAGE, SUBSCRIBE, UNSUBSCRIBE, ERROR, DISCONNE
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 
-class Refuse(Exception):
+class Refuse(TidingsError):
     """Raised by a handler to refuse what the client asked for: a connection, a subscription, a
     message, or an event of the app's own.
 

@@ -8,9 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tidings.brokers.history import check_options
-from tidings.hub import MAX_CHANNEL_LENGTH
-from tidings.server.responses import parse_allowed_origins
+from tidings.channels import MAX_CHANNEL_LENGTH, check_options
+from tidings.protocol.origin import parse_allowed_origins
 
 
 def _message_log_format() -> str | None:

@@ -8,7 +8,7 @@ Redis broker reaches every node by itself). From a thread other than the server'
 :class:`NoSocket` when nobody could receive it: with the memory broker, how many sockets; with the
 Redis broker, how many server processes.
 
-In a process that runs no server, they publish through a :class:`~tidings.publisher.Publisher` to the
+In a process that runs no server, they publish through a :class:`~tidings.api.publisher.Publisher` to the
 broker the environment variable ``TIDINGS_BROKER`` names, if it names a shared one (``redis://...``).
 """
 
@@ -20,19 +20,13 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from tidings.api.publisher import Publisher
+from tidings.api.routing import prepare
 from tidings.brokers import BROKER_ENV, Broker, Count, MemoryBroker
-from tidings.hub import (
-    MAX_CHANNEL_LENGTH,
-    Hub,
-    NoSocket,
-    Outgoing,
-    check_channel_name,
-    check_session_id,
-    require,
-    running_hubs,
-)
-from tidings.publisher import Publisher
-from tidings.server.socketio import prepare
+from tidings.channels import MAX_CHANNEL_LENGTH, check_channel_name, check_session_id, require
+from tidings.errors import NoSocket
+from tidings.hub import Hub, running_hubs
+from tidings.message import Outgoing
 
 Route = Callable[[Broker, Outgoing], Count]
 

@@ -1,0 +1,238 @@
+"""The Socket.IO socket handlers get: a client's connection to one namespace."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import enum
+import itertools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from tidings.api.handlers import MESSAGE, Handler
+from tidings.api.request import Request
+from tidings.api.routing import prepare
+from tidings.channels import check_channel_name, require
+from tidings.hub import CALL_TIMEOUT
+from tidings.message import Outgoing, encode, socketio_packets, wire_form
+from tidings.protocol import socketio as sio
+
+if TYPE_CHECKING:
+    from tidings.server.socketio import Connection, SocketIO
+
+AckCallback = Callable[[list[Any] | None], None]  # None: the socket went before the ack came
+
+
+class SocketState(enum.Enum):
+    CONNECTING = "connecting"  # connect handlers running; what it emits waits for CONNECT
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+
+
+class Socket:
+    """A client's connection to one namespace: what handlers get as ``socket``.
+
+    Its sending methods are safe to call from any thread: off the event loop they hand the already
+    encoded packets to the loop.
+    """
+
+    __slots__ = (
+        "_ack_ids",
+        "_acks",
+        "_form",
+        "_pending",
+        "_state",
+        "auth",
+        "connection",
+        "context",
+        "disconnect_reason",
+        "io",
+        "namespace",
+        "presence_info",
+        "request",
+        "session_id",
+        "subscriptions",
+    )
+
+    def __init__(self, io: SocketIO, connection: Connection, namespace: str, auth: Any) -> None:
+        self.io = io
+        self.connection = connection
+        self.namespace = namespace
+        #: The connect payload the client sent (``auth`` option of the official clients).
+        self.auth: Any = auth
+        self.session_id = io.hub.new_session_id()
+        self.request: Request = connection.request
+        #: Lives as long as this connection; handlers keep their per-connection state here.
+        self.context: dict[str, Any] = {}
+        self.disconnect_reason: str | None = None
+        #: What others see of this socket in the presence of a channel (``tidings.presence``, the
+        #: ``presence`` event, ``join``/``leave``): set it in ``on_connect`` or ``on_subscribe``.
+        self.presence_info: dict[str, Any] = {}
+        #: Written by the hub only (see :attr:`channels`).
+        self.subscriptions: dict[str, None] = {}
+        self._form = wire_form(namespace)
+        self._state = SocketState.CONNECTING
+        self._pending: list[list[str | bytes]] = []
+        self._acks: dict[int, AckCallback] = {}
+        self._ack_ids = itertools.count()
+
+    @property
+    def connected(self) -> bool:
+        return self._state is SocketState.CONNECTED
+
+    @property
+    def channels(self) -> frozenset[str]:
+        """The channels this socket is subscribed to."""
+        return frozenset(self.subscriptions)
+
+    # -- to this socket ----------------------------------------------------------------------------
+
+    def emit(self, event: str, *args: Any, callback: Callable[..., Any] | None = None) -> None:
+        """Send the Socket.IO event ``event`` with ``args``; bytes anywhere in them go as binary.
+
+        ``callback``, if given, is called with the client's ack arguments (in the handler pool, as a
+        ``def`` or ``async def`` handler would be).
+        """
+        ack_id = None
+        if callback is not None:
+            handler = Handler.of(callback)
+            ack_id = self._add_ack(lambda args: self._run_callback(handler, args))
+        self._post(encode(sio.Packet(sio.PacketType.EVENT, self.namespace, [event, *args], ack_id)))
+
+    def send(self, message: Any) -> None:
+        """Send ``message`` (any JSON value or bytes) as the ``message`` event."""
+        self.emit(MESSAGE, message)
+
+    def call(self, event: str, *args: Any, timeout: float = 30.0) -> Any:
+        """Emit ``event`` and block until the client acks it; returns the ack's argument.
+
+        For ``def`` handlers and other threads; ``async def`` code uses :meth:`acall`. Several ack
+        arguments come back as a tuple, none as None. Raises ``TimeoutError`` after ``timeout``
+        seconds and ``ConnectionError`` if the socket disconnects first.
+        """
+        if self.io.hub.in_loop_thread():
+            raise RuntimeError("Socket.call() blocks; use 'await socket.acall()' on the event loop")
+        future: concurrent.futures.Future[list[Any] | None] = concurrent.futures.Future()
+        self._emit_with_ack(event, args, future.set_result)
+        try:
+            return _ack_result(future.result(timeout))
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(f"no ack for {event!r} within {timeout}s") from None
+
+    async def acall(self, event: str, *args: Any, timeout: float = 30.0) -> Any:
+        """Emit ``event`` and wait for the client's ack; the ``async`` twin of :meth:`call`."""
+        future: asyncio.Future[list[Any] | None] = asyncio.get_running_loop().create_future()
+
+        def resolve(result: list[Any] | None) -> None:
+            if not future.done():
+                future.set_result(result)
+
+        self._emit_with_ack(event, args, resolve)
+        try:
+            return _ack_result(await asyncio.wait_for(future, timeout))
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"no ack for {event!r} within {timeout}s") from None
+
+    def disconnect(self) -> None:
+        """Disconnect this socket from its namespace; the client is told and will not reconnect."""
+        self.io.hub.post(self.io.disconnect, self, "server namespace disconnect", True)
+
+    # -- to other sockets (the seeds' methods) ----------------------------------------------------
+
+    def broadcast(self, message: Any) -> None:
+        """Send ``message`` to every other socket of this namespace."""
+        self._to_namespace(message, self)
+
+    def send_and_broadcast(self, message: Any) -> None:
+        """Send ``message`` to every socket of this namespace, this one included."""
+        self._to_namespace(message, None)
+
+    def broadcast_channel(self, message: Any, channel: str | None = None) -> None:
+        """Send ``message`` to the other sockets in ``channel``, or in each channel this socket is in.
+
+        Recipients get the ``message`` event with the channel as its second argument. Any channel may
+        be named, this socket's or not (the server decides); ``ValueError`` for a name over the limits.
+        """
+        self._to_channels(message, channel, self)
+
+    def send_and_broadcast_channel(self, message: Any, channel: str | None = None) -> None:
+        """:meth:`broadcast_channel`, this socket included (if it is in the channel)."""
+        self._to_channels(message, channel, None)
+
+    def _to_namespace(self, message: Any, exclude: Socket | None) -> None:
+        hub = self.io.hub
+        broker = hub.broker
+        outgoing = prepare(Outgoing(message), self.namespace, broker)
+        hub.post(broker.broadcast, outgoing, self.namespace, exclude)
+
+    def _to_channels(self, message: Any, channel: str | None, exclude: Socket | None) -> None:
+        hub = self.io.hub
+        broker = hub.broker
+        if channel is not None:
+            require(check_channel_name(channel, self.io.settings.max_channel_length))
+        for name in [channel] if channel is not None else list(self.subscriptions):
+            hub.post(broker.publish, prepare(Outgoing(message, name), self.namespace, broker), exclude)
+
+    # -- channels, server side --------------------------------------------------------------------
+
+    def subscribe(self, channel: str) -> None:
+        """Subscribe this socket to ``channel`` (no ``subscribe`` handlers run: the server decided).
+
+        Raises ``ValueError`` for a channel name over the limits or a socket at ``max_channels``.
+        """
+        hub = self.io.hub
+        refusal = hub.call(self.io.subscribe, self, channel)
+        if refusal is not None:
+            raise ValueError(refusal)
+        if hub.broker.remote and hub.loop is not None and not hub.in_loop_thread():  # in effect on return
+            asyncio.run_coroutine_threadsafe(hub.broker.ready(), hub.loop).result(CALL_TIMEOUT)
+
+    def unsubscribe(self, channel: str) -> None:
+        """Take this socket out of ``channel`` (no ``unsubscribe`` handlers run)."""
+        self.io.hub.call(self.io.hub.unsubscribe, self, channel)
+
+    # -- the hub's side ----------------------------------------------------------------------------
+
+    def deliver(self, outgoing: Outgoing) -> None:
+        """Queue a hub message on this connection (event loop thread)."""
+        if self._state is not SocketState.CONNECTED:
+            return
+        packets = outgoing.encoded(self._form, socketio_packets, self.namespace)
+        session = self.connection.session
+        if len(packets) == 1:
+            session.send(packets[0])
+        else:
+            session.send_many(packets)
+
+    def _emit_with_ack(self, event: str, args: tuple[Any, ...], resolve: AckCallback) -> None:
+        ack_id = self._add_ack(resolve)
+        self._post(encode(sio.Packet(sio.PacketType.EVENT, self.namespace, [event, *args], ack_id)))
+
+    def _add_ack(self, callback: AckCallback) -> int:
+        ack_id = next(self._ack_ids)
+        self._acks[ack_id] = callback
+        return ack_id
+
+    def _run_callback(self, handler: Handler, args: list[Any] | None) -> None:
+        if args is not None:
+            self.connection.schedule(lambda: self.io.run_handler(self, handler, args, self.channels))
+
+    def _post(self, packets: list[str | bytes]) -> None:
+        self.io.hub.post(self._deliver, packets)
+
+    def _deliver(self, packets: list[str | bytes]) -> None:
+        if self._state is SocketState.CONNECTED:
+            self.connection.session.send_many(packets)
+        elif self._state is SocketState.CONNECTING:
+            self._pending.append(packets)
+
+    def __repr__(self) -> str:
+        return f"<Socket {self.session_id} {self.namespace} {self._state.value}>"
+
+
+def _ack_result(args: list[Any] | None) -> Any:
+    if args is None:
+        raise ConnectionError("socket disconnected before the ack")
+    if not args:
+        return None
+    return args[0] if len(args) == 1 else tuple(args)

@@ -1,0 +1,156 @@
+"""The channel model: what a channel name, a session id and a subscription may be, and which
+channels have history and presence.
+
+No I/O here. A channel's **history** keeps its last ``size`` messages for ``ttl`` seconds after its last
+message (both from the ``history`` setting). Each message in it has an **offset** (1, 2, 3 ... per
+channel) and the stream an **epoch**: a random id the history gets when it starts (again), so a position
+``(offset, epoch)`` names one message for good. A client that comes back with the position of the last
+message it got is handed what followed it (:class:`~tidings.message.Recovery`), or told why that is
+impossible: the history went (expired, or its store was lost: another epoch), or no longer holds the
+message after it (trimmed). The same model as Centrifugo's history and recovery.
+
+**Presence** is who is in a channel: per member, its session id and an info dict set by the app.
+"""
+
+from __future__ import annotations
+
+import re
+import reprlib
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from typing import Any, NamedTuple
+
+from tidings.message import Position, Subscriber
+
+#: The default of the ``max_channel_length`` setting: the longest channel name, in characters.
+MAX_CHANNEL_LENGTH = 200
+#: What every session id is (see :meth:`Broker.new_session_id <tidings.brokers.Broker.new_session_id>`):
+#: it is written into broker envelopes and Redis names, where a newline or a separator would let
+#: whoever chose it rewrite the rest.
+SESSION_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+#: Why a recovery was impossible (the ``reason`` of an unrecovered subscribe).
+EPOCH_CHANGED = "epoch changed"
+TRIMMED = "history trimmed"
+NO_HISTORY = "no history for this channel"
+
+
+def check_channel_name(channel: Any, max_length: int) -> str | None:
+    """Why ``channel`` is no acceptable channel name, or None."""
+    if not isinstance(channel, str):
+        return "channel must be a string"
+    if not channel:
+        return "channel must not be empty"
+    if len(channel) > max_length:
+        return f"channel name longer than {max_length} characters"
+    return None
+
+
+def check_session_id(session_id: Any) -> str | None:
+    """Why ``session_id`` is no session id (:data:`SESSION_ID`), or None."""
+    if isinstance(session_id, str) and SESSION_ID.fullmatch(session_id):
+        return None
+    return f"not a session id: {reprlib.repr(session_id)}"
+
+
+def check_subscription(
+    subscriber: Subscriber, channel: Any, max_channels: int, max_length: int
+) -> str | None:
+    """Why ``subscriber`` may not join ``channel`` (a bad name, too many channels), or None."""
+    refusal = check_channel_name(channel, max_length)
+    full = len(subscriber.subscriptions) >= max_channels
+    if refusal is None and full and channel not in subscriber.subscriptions:
+        refusal = f"too many channels (max_channels={max_channels})"
+    return refusal
+
+
+def require(refusal: str | None) -> None:
+    """Raise ``ValueError(refusal)`` if there is one: what a check's refusal is for code that called
+    tidings with a bad name (a client gets it in an ack instead)."""
+    if refusal is not None:
+        raise ValueError(refusal)
+
+
+class HistoryRule(NamedTuple):
+    size: int
+    ttl: float
+
+
+def recovery_from(since: Position | None, position: Position, first: int | None) -> str | None:
+    """Why messages after ``since`` cannot all be had from a history at ``position`` whose oldest
+    offset is ``first`` (None: it holds none), or None if they can."""
+    if since is None or since == position:
+        return None
+    if since.epoch != position.epoch or since.offset > position.offset:
+        return EPOCH_CHANGED
+    if first is None or first > since.offset + 1:
+        return TRIMMED
+    return None
+
+
+def newer(position: Position | None, than: Position | None) -> bool:
+    """Whether a message at ``position`` comes after ``than`` (another epoch: a new history)."""
+    if position is None or than is None:
+        return True
+    return position.epoch != than.epoch or position.offset > than.offset
+
+
+def presence_list(entries: dict[str, Any]) -> list[dict[str, Any]]:
+    """Presence as clients and ``tidings.presence`` get it: ``[{"session_id", "info"}, ...]``."""
+    return [{"session_id": session_id, "info": info} for session_id, info in entries.items()]
+
+
+class ChannelOptions:
+    """Which channels have history (and how much) and presence: the ``history`` and ``presence``
+    settings, first matching regex wins (``re.match``, as for handlers). Answers are cached."""
+
+    def __init__(
+        self,
+        history: Iterable[tuple[str, int, float]] = (),
+        presence: Iterable[str] = (),
+        presence_timeout: float = 30.0,
+    ) -> None:
+        #: Seconds after which the presence entries of a node that stopped answering are gone.
+        self.presence_timeout = presence_timeout
+        self.history_rules = [(re.compile(pattern), HistoryRule(size, ttl)) for pattern, size, ttl in history]
+        self.presence_rules = [re.compile(pattern) for pattern in presence]
+        #: False when no channel can have either: the hub and brokers skip every check then.
+        self.any = bool(self.history_rules or self.presence_rules)
+        self.history = lru_cache(maxsize=4096)(self._history)
+        self.presence = lru_cache(maxsize=4096)(self._presence)
+
+    def _history(self, channel: str) -> HistoryRule | None:
+        for pattern, rule in self.history_rules:
+            if pattern.match(channel):
+                return rule
+        return None
+
+    def _presence(self, channel: str) -> bool:
+        return any(pattern.match(channel) for pattern in self.presence_rules)
+
+    def to_json(self) -> dict[str, Any]:
+        """The options as JSON (what the Redis broker stores for publishers that serve nothing)."""
+        return {
+            "history": [[p.pattern, rule.size, rule.ttl] for p, rule in self.history_rules],
+            "presence": [p.pattern for p in self.presence_rules],
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> ChannelOptions:
+        history = [(str(p), int(size), float(ttl)) for p, size, ttl in data.get("history", [])]
+        return cls(history, [str(p) for p in data.get("presence", [])])
+
+
+def check_options(history: Sequence[Any], presence: Sequence[Any]) -> None:
+    """Raise ``ValueError`` for a ``history`` or ``presence`` setting that is not well formed."""
+    for rule in history:
+        if not (isinstance(rule, Sequence) and len(rule) == 3 and isinstance(rule[0], str)):
+            raise ValueError(f"history: each rule is (channel regex, size, ttl seconds), not {rule!r}")
+        _, size, ttl = rule
+        if type(size) is not int or size < 1 or not isinstance(ttl, int | float) or ttl <= 0:
+            raise ValueError(f"history: size must be an int >= 1 and ttl positive, in {rule!r}")
+        re.compile(rule[0])
+    for pattern in presence:
+        if not isinstance(pattern, str):
+            raise ValueError(f"presence: channel regexes are strings, not {pattern!r}")
+        re.compile(pattern)

@@ -1,0 +1,139 @@
+"""The message model: one message on its way to many subscribers, and what it is handed to.
+
+A :class:`Subscriber` (a Socket.IO socket, a plain WebSocket) is handed an :class:`Outgoing` message
+and asks it for the bytes of its own wire form, which the message encodes once and caches, so a
+broadcast to any number of sockets costs one encode per wire form, not one per recipient.
+
+A message of a channel with history has a :class:`Position` in it; :class:`Recovery` is what a
+history holds after a position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol, TypeVar
+
+import orjson
+
+from tidings.protocol import engineio as eio
+from tidings.protocol import socketio as sio
+
+T = TypeVar("T")
+
+
+class Position(NamedTuple):
+    """Where a message is in its channel's history."""
+
+    offset: int
+    epoch: str
+
+    def wire(self) -> dict[str, Any]:
+        return {"offset": self.offset, "epoch": self.epoch}
+
+    @classmethod
+    def parse(cls, value: Any) -> Position | None:
+        """``{"offset": n, "epoch": e}`` from a client, or None if it is not one."""
+        if not isinstance(value, dict):
+            return None
+        offset, epoch = value.get("offset"), value.get("epoch")
+        if type(offset) is not int or offset < 0 or not isinstance(epoch, str) or len(epoch) > 64:
+            return None
+        return cls(offset, epoch)
+
+
+class Outgoing:
+    """One message on its way to many subscribers: ``message`` in ``channel`` (None: no channel).
+
+    ``event`` names an event for protocols that have them (None: the default, ``message``); with an
+    event, ``message`` is the list of its arguments. :meth:`encoded` encodes it at most once per wire
+    form; every recipient that shares the form gets the same objects.
+
+    ``position`` is where the message is in its channel's history (channels with history only), set by
+    the broker before any encoding.
+    """
+
+    __slots__ = ("_encoded", "channel", "event", "message", "position")
+
+    def __init__(self, message: Any, channel: str | None = None, event: str | None = None) -> None:
+        self.message = message
+        self.channel = channel
+        self.event = event
+        self.position: Position | None = None
+        self._encoded: dict[Hashable, Any] = {}
+
+    def encoded(self, form: Hashable, encode: Callable[..., T], *args: Any) -> T:
+        """The message in wire form ``form``: ``encode(self, *args)`` the first time, then cached."""
+        try:
+            value: T = self._encoded[form]
+        except KeyError:
+            value = self._encoded[form] = encode(self, *args)
+        return value
+
+
+class Subscriber(Protocol):
+    """What the hub holds: a connection that can be handed messages (on the event loop thread)."""
+
+    session_id: str
+    #: The channels this subscriber is in, in join order (a dict used as an ordered set); written by
+    #: the hub only.
+    subscriptions: dict[str, None]
+
+    def deliver(self, outgoing: Outgoing) -> None: ...
+
+
+@dataclass
+class Recovery:
+    """What a channel's history holds after a position: ``messages`` (in order) up to ``position``.
+
+    ``reason`` is None when the messages are all that followed ``since``; otherwise recovery was
+    impossible and ``messages`` is empty. ``position`` is the history's newest position either way: a
+    live message after it is new to whoever got these.
+    """
+
+    position: Position
+    messages: list[Outgoing] = field(default_factory=list)
+    reason: str | None = None
+
+
+# -- wire forms (the keys and encoders of Outgoing.encoded) ---------------------------------------
+
+
+def encode(packet: sio.Packet) -> list[str | bytes]:
+    """A Socket.IO packet as the Engine.IO packets that carry it (text MESSAGE, then attachments)."""
+    text, *attachments = sio.encode(packet)
+    assert isinstance(text, str)
+    return [eio.message(text), *attachments]
+
+
+def wire_form(namespace: str) -> tuple[str, str]:
+    """The key under which an :class:`Outgoing` caches its Socket.IO encoding for ``namespace``."""
+    return ("socket.io", namespace)
+
+
+def socketio_packets(outgoing: Outgoing, namespace: str) -> list[str | bytes]:
+    """``outgoing`` as the Engine.IO packets of a Socket.IO EVENT in ``namespace``: ``message`` with
+    the message (and its channel and position), or the event it names with its arguments."""
+    if outgoing.event is not None:  # Server.emit: the event with its arguments
+        args = [outgoing.event, *outgoing.message]
+    else:
+        args = ["message", outgoing.message]
+        if outgoing.channel is not None:
+            args.append(outgoing.channel)
+            if outgoing.position is not None:
+                args.append(outgoing.position.wire())
+    return encode(sio.Packet(sio.PacketType.EVENT, namespace, args))
+
+
+#: The wire form of hub messages on plain WebSockets.
+RAW = "raw"
+
+
+def raw_frame(outgoing: Outgoing) -> str | bytes:
+    """A hub message as a plain WebSocket frame: text as text, bytes as binary, else JSON text."""
+    message = outgoing.message
+    if isinstance(message, str):
+        return message
+    if isinstance(message, (bytes, bytearray, memoryview)):
+        return bytes(message)
+    return orjson.dumps(message).decode()
