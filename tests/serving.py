@@ -14,6 +14,9 @@ from pathlib import Path
 
 import uvicorn
 
+from tidings import Server, Settings
+from tidings.server.cli import uvicorn_options
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -75,13 +78,21 @@ class TidingsProcess:
 
 
 class ThreadedServer:
-    """An ASGI app on uvicorn in a background thread of the test process."""
+    """An ASGI app on uvicorn in a background thread of the test process.
 
-    def __init__(self, app: object) -> None:
+    ``ws="fast"`` (the default): served as `tidings run` serves it, with its default WebSocket
+    protocol (tidings' own) and its HTTP protocol, both with the app's Settings. Any other ``ws`` is
+    the plain ASGI path: uvicorn as it comes, with that WebSocket protocol of its own ("auto", its
+    default, is websockets-sansio; "websockets" the legacy one `tidings run --ws websockets` uses).
+    """
+
+    def __init__(self, app: object, ws: str = "fast") -> None:
         self.port = free_port()
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", ws_per_message_deflate=False
-        )
+        if ws == "fast":
+            options = uvicorn_options(app.settings if isinstance(app, Server) else Settings(), ws)
+        else:
+            options = {"ws": ws, "ws_per_message_deflate": False}
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", **options)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -14,12 +14,14 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from uvicorn.protocols.websockets.auto import AutoWebSocketsProtocol
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import tidings
 from tests.serving import ThreadedServer
 from tidings.protocol.socketio import MAX_DEPTH
+from tidings.server.fastws import FastWebSocketProtocol
 
 MAX_PAYLOAD = 10_000
 TIMEOUT = 5.0  # a guard against hanging, never the thing a test waits for
@@ -53,9 +55,9 @@ async def sink(request, socket, context, *args):
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[ThreadedServer]:
+def server(ws_protocol: str) -> Iterator[ThreadedServer]:
     app = tidings.Server(handlers=handlers, max_payload=MAX_PAYLOAD)
-    with ThreadedServer(app) as running:
+    with ThreadedServer(app, ws_protocol) as running:
         yield running
 
 
@@ -135,6 +137,15 @@ def assert_error(response: httpx.Response, code: int, message: str) -> None:
     assert response.status_code == 400
     assert response.headers["content-type"] == "application/json"
     assert response.json() == {"code": code, "message": message}
+
+
+async def test_the_bystander_is_served_by_the_protocol_asked_for(
+    server: ThreadedServer, bystander: ClientConnection, ws_protocol: str
+) -> None:
+    # Each test here runs on both paths only if the server really speaks the protocol it was given.
+    served = {type(connection) for connection in list(server.server.server_state.connections)}
+    assert (FastWebSocketProtocol in served) is (ws_protocol == "fast")
+    assert (AutoWebSocketsProtocol in served) is (ws_protocol == "auto")
 
 
 # -- Engine.IO request errors over HTTP ----------------------------------------------------------

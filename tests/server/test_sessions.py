@@ -28,11 +28,11 @@ def echo(request, socket, context, *args):
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[ThreadedServer]:
+def server(ws_protocol: str) -> Iterator[ThreadedServer]:
     app = tidings.Server(
         handlers=handlers, ping_interval=0.3, ping_timeout=0.3, upgrade_timeout=0.5, max_buffer=64_000
     )
-    with ThreadedServer(app) as running:
+    with ThreadedServer(app, ws_protocol) as running:
         yield running
 
 
@@ -127,9 +127,9 @@ async def test_upgrade_without_probe_times_out_and_polling_goes_on(server: Threa
         assert '31["still polling"]' in await poll_until_message(http, params)
 
 
-async def test_shutdown_closes_every_session() -> None:
+async def test_shutdown_closes_every_session(ws_protocol: str) -> None:
     app = tidings.Server(handlers=handlers)
-    with ThreadedServer(app) as running:
+    with ThreadedServer(app, ws_protocol) as running:
         async with (
             connect(ws_url(running)) as ws,
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{running.port}") as http,
@@ -148,9 +148,9 @@ async def test_shutdown_closes_every_session() -> None:
             assert (await pending_poll).text == "1"  # the Engine.IO CLOSE packet
 
 
-async def test_sessions_beyond_max_sessions_are_refused() -> None:
+async def test_sessions_beyond_max_sessions_are_refused(ws_protocol: str) -> None:
     app = tidings.Server(handlers=handlers, max_sessions=2)
-    with ThreadedServer(app) as running:
+    with ThreadedServer(app, ws_protocol) as running:
         async with (
             connect(ws_url(running)) as first,
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{running.port}") as http,

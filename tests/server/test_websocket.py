@@ -130,14 +130,14 @@ async def test_wsgi_view_holds_the_websocket(server: TidingsProcess) -> None:
     assert refused.value.response.status_code == 400
 
 
-async def test_beyond_max_sync_websockets_the_upgrade_gets_503() -> None:
+async def test_beyond_max_sync_websockets_the_upgrade_gets_503(ws_protocol: str) -> None:
     handlers = tidings.Handlers()
 
     @handlers.websocket("/hold")
     def hold(ws):
         ws.receive()
 
-    with ThreadedServer(tidings.Server(handlers=handlers, max_sync_websockets=2)) as running:
+    with ThreadedServer(tidings.Server(handlers=handlers, max_sync_websockets=2), ws_protocol) as running:
         async with connect(ws_url(running, "/hold")), connect(ws_url(running, "/hold")) as second:
             with pytest.raises(InvalidStatus) as refused:
                 async with connect(ws_url(running, "/hold")):

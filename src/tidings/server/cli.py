@@ -177,21 +177,13 @@ def run(
         os.environ[BROKER_ENV] = os.environ[_BROKER_FLAG_ENV] = broker
     app = _with_broker_flag(load_target(target))  # fail early, in the parent, on a bad target
     check_broker(app)  # and on an unreachable broker
-    settings = connection_settings(app.settings)
     options: dict[str, Any] = {
         "host": host,
         "port": port,
         "log_level": log_level,
         "access_log": access_log,
         "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        # Classes with the app's limits (partials, so that worker processes can be given them too).
-        "http": functools.partial(GuardedHttpToolsProtocol, settings=settings),
-        "ws": _ws_protocol(ws, settings),
-        # Engine.IO has its own heartbeat and size limit; WebSocket-level pings would double them,
-        # and per-message compression would cost one deflate per recipient of every broadcast.
-        "ws_ping_interval": None,
-        "ws_per_message_deflate": False,
-        "ws_max_size": app.settings.max_payload,
+        **uvicorn_options(connection_settings(app.settings), ws),
         "timeout_graceful_shutdown": 5,
     }
     if forwarded_allow_ips is not None:
@@ -221,6 +213,22 @@ def connection_settings(settings: Settings) -> Settings:
         open_files or "none",
     )
     return dataclasses.replace(settings, max_connections=capacity)
+
+
+def uvicorn_options(settings: Settings, ws: str = DEFAULT_WS) -> dict[str, Any]:
+    """The uvicorn options that make ``settings`` hold on every connection: the HTTP protocol and
+    the WebSocket protocol ``ws`` (one of :data:`WS_PROTOCOLS`) with its limits, and a message size
+    limit of ``max_payload``. ``tidings run`` serves with them; so do the tests."""
+    return {
+        # Classes with the app's limits (partials, so that worker processes can be given them too).
+        "http": functools.partial(GuardedHttpToolsProtocol, settings=settings),
+        "ws": _ws_protocol(ws, settings),
+        # Engine.IO has its own heartbeat and size limit; WebSocket-level pings would double them,
+        # and per-message compression would cost one deflate per recipient of every broadcast.
+        "ws_ping_interval": None,
+        "ws_per_message_deflate": False,
+        "ws_max_size": settings.max_payload,
+    }
 
 
 def _ws_protocol(name: str, settings: Settings) -> Any:
