@@ -24,4 +24,5 @@ fi
 .venv/bin/ruff check src tests examples bench
 .venv/bin/ruff format --check src tests examples bench
 .venv/bin/mypy
+.venv/bin/lint-imports --no-cache --no-logo  # the layers contract of pyproject.toml
 exec .venv/bin/python -m pytest "$@"

@@ -24,7 +24,6 @@ from typing import Any
 
 import uvicorn
 
-from tidings import demo
 from tidings.api.publisher import Publisher
 from tidings.brokers import BROKER_ENV, PREFIX_ENV, BrokerError, broker_from
 from tidings.errors import NoSocket
@@ -264,8 +263,8 @@ def main(argv: list[str] | None = None) -> None:
     chat = commands.add_parser("demo", help="serve the chat demo: rooms, nicknames, who is here")
     _server_arguments(chat)
     _broker_arguments(chat, "demos sharing a broker (redis://...) share their rooms")
-    # then as `tidings run`
-    chat.set_defaults(target=demo.TARGET, workers=1, access_log=False, ws=None, forwarded_allow_ips=None)
+    # then as `tidings run`, with the demo as the target (imported only for this command)
+    chat.set_defaults(workers=1, access_log=False, ws=None, forwarded_allow_ips=None)
     publish = commands.add_parser("publish", help="publish a message to a channel of the servers")
     publish.add_argument("channel")
     publish.add_argument("message", help="a JSON value, or else taken as a string")
@@ -275,6 +274,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(publish_message(args.channel, args.message, args.broker, args.broker_prefix))
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:%(name)s: %(message)s")
     if args.command == "demo":
+        from tidings import demo
+
+        args.target = demo.TARGET
         host = f"[{args.host}]" if ":" in args.host else args.host  # an IPv6 address
         print(f"tidings demo: open http://{host}:{args.port}/ in two browser tabs and chat", flush=True)
     try:
