@@ -33,7 +33,7 @@ import logging
 import os
 import secrets
 from collections.abc import Hashable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 from redis.exceptions import RedisError
@@ -48,6 +48,9 @@ from tidings.brokers.redis.subscriptions import Subscriptions
 from tidings.channels import ChannelOptions, HistoryRule, check_session_id, require
 from tidings.errors import BrokerError
 from tidings.message import Outgoing, Position, Recovery, Subscriber
+
+if TYPE_CHECKING:
+    from tidings.settings import Settings
 
 logger = logging.getLogger("tidings.broker")
 
@@ -96,6 +99,11 @@ class RedisBroker(Broker):
         # before each publish), and whether it said that it publishes without them.
         self._options_found = False
         self._warned_no_options = False
+
+    def configure(self, settings: Settings) -> None:
+        """Take ``redis_max_batch`` and ``redis_ready_timeout`` (see :class:`tidings.Settings`)."""
+        self._connection.max_batch = settings.redis_max_batch
+        self._subscriptions.ready_timeout = settings.redis_ready_timeout
 
     @property
     def reach(self) -> Hashable:

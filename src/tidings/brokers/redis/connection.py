@@ -1,9 +1,9 @@
 """The Redis broker's publishing connection: the client, the names under the prefix, and the queue.
 
 Everything a node tells Redis but its (un)subscribes goes through one queue of commands, sent by one
-writer task in the order the calls were made, pipelined: up to :data:`MAX_BATCH` commands in one
-write and one round trip. Each command's future gets Redis's answer (for a PUBLISH, how many nodes
-took the message) or the :class:`BrokerError` that says why it got none.
+writer task in the order the calls were made, pipelined: up to ``max_batch`` commands (the setting
+``redis_max_batch``) in one write and one round trip. Each command's future gets Redis's answer (for
+a PUBLISH, how many nodes took the message) or the :class:`BrokerError` that says why it got none.
 """
 
 from __future__ import annotations
@@ -21,11 +21,9 @@ from redis.exceptions import RedisError
 
 from tidings.brokers.base import Broker
 from tidings.errors import BrokerError
+from tidings.settings import REDIS_MAX_BATCH
 
 logger = logging.getLogger("tidings.broker")
-
-#: PUBLISH commands sent to Redis in one pipeline (one write, one round trip).
-MAX_BATCH = 512
 
 Command = tuple[Any, ...]
 
@@ -40,6 +38,8 @@ class RedisConnection:
         self.url = url
         self.prefix = prefix
         self.connect_timeout = connect_timeout
+        #: Commands sent to Redis in one pipeline (one write, one round trip): ``redis_max_batch``.
+        self.max_batch = REDIS_MAX_BATCH
         self.client: aioredis.Redis | None = None
         self._outbox: deque[tuple[Command, asyncio.Future[Any]]] = deque()
         self._writer: asyncio.Task[None] | None = None
@@ -113,11 +113,12 @@ class RedisConnection:
         return future
 
     async def _write(self) -> None:
-        """PUBLISH what is queued, in order, up to :data:`MAX_BATCH` per round trip."""
+        """PUBLISH what is queued, in order, up to :attr:`max_batch` per round trip."""
         outbox = self._outbox
+        max_batch = self.max_batch
         try:
             while outbox and self.client is not None:
-                batch = [outbox.popleft() for _ in range(min(len(outbox), MAX_BATCH))]
+                batch = [outbox.popleft() for _ in range(min(len(outbox), max_batch))]
                 pipeline = self.client.pipeline(transaction=False)
                 for command, _ in batch:
                     pipeline.execute_command(*command)

@@ -17,11 +17,9 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from tidings.brokers.redis.connection import cancel
+from tidings.settings import REDIS_READY_TIMEOUT
 
 logger = logging.getLogger("tidings.broker")
-
-#: Seconds to wait for Redis to confirm subscriptions before a subscribe is answered anyway.
-READY_TIMEOUT = 5.0
 
 
 class Subscriptions:
@@ -34,6 +32,9 @@ class Subscriptions:
         # Per topic, the subscribes Redis has not confirmed yet (see ready()).
         self._unconfirmed: dict[bytes, deque[asyncio.Future[None]]] = {}
         self._controller: asyncio.Task[None] | None = None
+        #: Seconds to wait for Redis to confirm subscriptions before a subscribe is answered anyway:
+        #: ``redis_ready_timeout``.
+        self.ready_timeout = REDIS_READY_TIMEOUT
 
     def subscribe(self, topic: bytes) -> None:
         """Subscribe to ``topic`` (once the connection is open); :meth:`ready` waits for it."""
@@ -46,12 +47,13 @@ class Subscriptions:
         self.kick()
 
     async def ready(self) -> None:
-        """Return once Redis confirmed the subscribes asked for so far, or after :data:`READY_TIMEOUT`."""
+        """Return once Redis confirmed the subscribes asked for so far, or after :attr:`ready_timeout`."""
         waiting = [future for futures in self._unconfirmed.values() for future in futures]
         if waiting:
-            _, late = await asyncio.wait(waiting, timeout=READY_TIMEOUT)
+            timeout = self.ready_timeout
+            _, late = await asyncio.wait(waiting, timeout=timeout)
             if late:
-                logger.warning("broker: %d subscription(s) unconfirmed after %ss", len(late), READY_TIMEOUT)
+                logger.warning("broker: %d subscription(s) unconfirmed after %ss", len(late), timeout)
 
     def expect_confirmation(self, topic: bytes) -> asyncio.Future[None]:
         future = asyncio.get_running_loop().create_future()
