@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+
 import pytest
 
 import tidings
+from tidings.brokers import MemoryBroker
 from tidings.channels import check_session_id
 from tidings.hub import Hub
 from tidings.message import Outgoing
@@ -118,3 +122,44 @@ def test_session_ids_are_letters_digits_and_three_marks(session_id: str) -> None
 def test_a_message_json_cannot_hold_fails_at_the_caller() -> None:
     with pytest.raises(TypeError):
         tidings.broadcast_channel({1, 2}, "room")
+
+
+def test_a_call_from_another_thread_waits_loop_call_timeout_for_a_blocked_loop() -> None:
+    hub = Hub()
+    hub.configure(tidings.Settings(loop_call_timeout=0.05))
+    loop = asyncio.new_event_loop()
+    bound, release = threading.Event(), threading.Event()
+
+    async def blocking() -> None:
+        hub.bind_loop()
+        bound.set()
+        release.wait()  # the loop runs nothing else meanwhile
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(blocking(),))
+    thread.start()
+    try:
+        assert bound.wait(10)
+        with pytest.raises(tidings.NoSocket, match=r"did not answer within 0\.05s"):
+            hub.call(len, "x")
+    finally:
+        release.set()
+        thread.join()
+        hub.unbind()
+        loop.close()
+
+
+def test_the_settings_reach_a_broker_put_in_after_them() -> None:
+    class Configured(MemoryBroker):
+        settings: tidings.Settings | None = None
+
+        def configure(self, settings: tidings.Settings) -> None:
+            self.settings = settings
+
+    hub, first, second = Hub(Configured()), Configured(), Configured()
+    hub.use_broker(first)
+    settings = tidings.Settings(max_channel_length=50, history=[("h-", 10, 60.0)])
+    hub.configure(settings)
+    hub.use_broker(second)  # what `tidings run --broker` does after the app made its server
+    assert (first.settings, second.settings) == (settings, settings)
+    assert second.options is hub.options and hub.options.history("h-1") is not None
+    assert (hub.max_channel_length, hub.call_timeout) == (50, settings.loop_call_timeout)

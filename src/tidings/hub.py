@@ -27,13 +27,15 @@ from tidings.brokers.memory import MemoryBroker
 from tidings.channels import MAX_CHANNEL_LENGTH, ChannelOptions, newer
 from tidings.errors import NoSocket
 from tidings.message import Outgoing, Position, Recovery, Subscriber
+from tidings.settings import LOOP_CALL_TIMEOUT, Settings
 
 T = TypeVar("T")
 
 logger = logging.getLogger("tidings.hub")
 
-#: How long a call from another thread waits for the event loop before it gives up.
-CALL_TIMEOUT = 10.0
+#: How long a call from another thread waits for the event loop, until a server configures the hub
+#: (with its ``loop_call_timeout``: :attr:`Hub.call_timeout`).
+CALL_TIMEOUT = LOOP_CALL_TIMEOUT
 
 
 class CatchUp:
@@ -89,6 +91,9 @@ class Hub:
         self.started = False
         #: The server's ``max_channel_length``: what out-of-band sends check channel names against.
         self.max_channel_length = MAX_CHANNEL_LENGTH
+        #: The server's ``loop_call_timeout``: how long a call from another thread waits for the loop.
+        self.call_timeout = CALL_TIMEOUT
+        self._settings: Settings | None = None
         self._starting: asyncio.Future[None] | None = None
 
     def use_broker(self, broker: Broker) -> None:
@@ -97,11 +102,20 @@ class Hub:
             raise RuntimeError("a hub's broker can only be replaced before it starts")
         broker.attach(self)
         broker.options = self.options
+        if self._settings is not None:
+            broker.configure(self._settings)
         self.broker = broker
 
-    def configure(self, options: ChannelOptions) -> None:
-        """Use ``options`` for history and presence (before the hub starts)."""
+    def configure(self, settings: Settings) -> None:
+        """Take the server's ``settings`` (before the hub starts): which channels have history and
+        presence, the longest channel name, how long calls from other threads wait, and what the
+        broker takes of them (:meth:`Broker.configure`)."""
+        options = ChannelOptions(settings.history, settings.presence, settings.presence_timeout)
         self.options = self.broker.options = options
+        self.max_channel_length = settings.max_channel_length
+        self.call_timeout = settings.loop_call_timeout
+        self._settings = settings
+        self.broker.configure(settings)
 
     def new_session_id(self) -> str:
         """An id for a new subscriber, that the broker can route a send to."""
@@ -167,15 +181,15 @@ class Hub:
         From another thread, a result that is an ``asyncio.Future`` (a remote broker's count) is
         waited for too; on the loop's thread it is returned as it is. Calls from one thread run in
         the order they were made, after what that thread posted before. Raises :class:`NoSocket` if
-        the loop is gone.
+        the loop is gone, or has not answered within :attr:`call_timeout`.
         """
         if self.in_loop_thread():
             return func(*args)
         future = _submit(self, func, args)
         try:
-            result: T = future.result(CALL_TIMEOUT)
+            result: T = future.result(self.call_timeout)
         except concurrent.futures.TimeoutError:
-            raise NoSocket(f"the server's event loop did not answer within {CALL_TIMEOUT}s") from None
+            raise NoSocket(f"the server's event loop did not answer within {self.call_timeout}s") from None
         return result
 
     async def acall(self, func: Callable[..., Any], *args: Any) -> Any:

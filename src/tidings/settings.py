@@ -11,6 +11,12 @@ from typing import Any
 from tidings.channels import MAX_CHANNEL_LENGTH, check_options
 from tidings.protocol.origin import parse_allowed_origins
 
+# Defaults of the settings a hub or a broker needs without a server's Settings too (a hub on its own, a
+# Publisher's broker).
+LOOP_CALL_TIMEOUT = 10.0
+REDIS_MAX_BATCH = 512
+REDIS_READY_TIMEOUT = 5.0
+
 
 def _message_log_format() -> str | None:
     return os.environ.get("TIDINGS_MESSAGE_LOG_FORMAT") or None
@@ -152,6 +158,26 @@ class Settings:
             is HTTP 408 and the session ends. A body that trickles in holds a connection and up to
             ``max_payload`` bytes only this long. Long enough for ``max_payload`` over a slow
             mobile uplink (1 MB at 256 kbit/s takes 32 s).
+        loop_call_timeout: seconds a call from another thread (a ``def`` handler, a WSGI view, a
+            background thread: ``socket.emit``, ``socket.subscribe``, ``tidings.broadcast_channel``
+            and the other sends, ``tidings.presence``) waits for the server's event loop to run it,
+            and, with the Redis broker, for Redis's answer (the count). Past it the call gives up
+            with :class:`NoSocket` ("the server's event loop did not answer within Ns"), though
+            what it asked for may still be done later; the calling thread (a handler thread, say)
+            is held at most this long by a blocked or overloaded loop or a Redis that does not
+            answer.
+        redis_max_batch: commands the Redis broker sends Redis in one pipeline, one write and one
+            round trip: the PUBLISHes, history appends and presence updates of a node, in the order
+            its calls were made. What is queued beyond it goes in the next pipeline, once Redis has
+            answered this one, so a node sends at most this many per round trip. A pipeline holds
+            up to this many encoded messages at once; when its write fails (Redis went away) all of
+            them are lost, logged as "N message(s) lost" (a ``Publisher`` raises
+            :class:`~tidings.brokers.BrokerError`).
+        redis_ready_timeout: seconds a subscribe waits for Redis to confirm the node's SUBSCRIBE
+            (Redis broker). A client's ``subscribe`` is acked, and ``socket.subscribe()`` returns,
+            once it is confirmed, so that what is published after the ack reaches the client; past
+            this, the ack goes out anyway, with a warning in the log ("subscription(s)
+            unconfirmed"), and messages other nodes publish before Redis confirms may miss it.
     """
 
     path: str = "/socket.io/"
@@ -195,6 +221,10 @@ class Settings:
     max_pending_events: int = 128
     max_pending_bytes: int = 1_000_000
     body_timeout: float = 60.0
+    # -- calls from other threads, the Redis broker --
+    loop_call_timeout: float = LOOP_CALL_TIMEOUT
+    redis_max_batch: int = REDIS_MAX_BATCH
+    redis_ready_timeout: float = REDIS_READY_TIMEOUT
 
     def __post_init__(self) -> None:
         if not self.path.startswith("/") or not self.path.endswith("/"):
@@ -215,6 +245,8 @@ class Settings:
             "header_timeout",
             "attachment_timeout",
             "body_timeout",
+            "loop_call_timeout",
+            "redis_ready_timeout",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -239,6 +271,7 @@ class Settings:
             "max_namespaces",
             "max_pending_events",
             "max_pending_bytes",
+            "redis_max_batch",
         )
         for name in limits:
             if getattr(self, name) < 1:

@@ -19,12 +19,15 @@ import httpx
 import pytest
 import redis
 import socketio
+from redis.asyncio.client import Pipeline
 from websockets.asyncio.client import connect as ws_connect
 
 import tidings
 from tests.brokers.clients import Client
 from tests.brokers.cluster import APP, REDIS_URL, OwnRedis, broker_args, running_nodes, until
 from tests.serving import ROOT, TidingsProcess, free_port
+from tidings.brokers.redis import RedisBroker
+from tidings.message import Outgoing
 
 
 @pytest.fixture(scope="module")
@@ -323,6 +326,28 @@ async def test_a_node_reconnects_when_redis_comes_back(own_redis: OwnRedis) -> N
         if client is not None:
             await client.close()
         server.stop()
+
+
+async def test_redis_max_batch_bounds_the_commands_of_one_pipeline(
+    prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sizes: list[int] = []  # the commands of each pipeline sent to Redis
+    execute = Pipeline.execute
+
+    async def noting(pipeline: Pipeline, raise_on_error: bool = True) -> list[Any]:
+        sizes.append(len(pipeline.command_stack))
+        return await execute(pipeline, raise_on_error)
+
+    monkeypatch.setattr(Pipeline, "execute", noting)
+    for settings, expected in ((tidings.Settings(redis_max_batch=3), [3, 3, 1]), (tidings.Settings(), [7])):
+        broker = RedisBroker(REDIS_URL, prefix)
+        tidings.Server(settings=settings, broker=broker)  # the server hands its settings to the broker
+        await broker.connect()
+        sizes.clear()
+        counts = [broker.broadcast(Outgoing(number), "/nobody") for number in range(7)]  # queued at once
+        assert await asyncio.gather(*counts) == [0] * 7  # no node is in that namespace
+        assert sizes == expected
+        await broker.stop()
 
 
 def tidings_publish(

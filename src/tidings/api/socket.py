@@ -13,7 +13,6 @@ from tidings.api.handlers import MESSAGE, Handler
 from tidings.api.request import Request
 from tidings.api.routing import prepare
 from tidings.channels import check_channel_name, require
-from tidings.hub import CALL_TIMEOUT
 from tidings.message import Outgoing, encode, socketio_packets, wire_form
 from tidings.protocol import socketio as sio
 
@@ -185,7 +184,7 @@ class Socket:
         if refusal is not None:
             raise ValueError(refusal)
         if hub.broker.remote and hub.loop is not None and not hub.in_loop_thread():  # in effect on return
-            asyncio.run_coroutine_threadsafe(hub.broker.ready(), hub.loop).result(CALL_TIMEOUT)
+            asyncio.run_coroutine_threadsafe(hub.broker.ready(), hub.loop).result(hub.call_timeout)
 
     def unsubscribe(self, channel: str) -> None:
         """Take this socket out of ``channel`` (no ``unsubscribe`` handlers run)."""

@@ -16,10 +16,13 @@ import abc
 import asyncio
 import secrets
 from collections.abc import Hashable
-from typing import Any, Literal, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
 
 from tidings.channels import NO_HISTORY, ChannelOptions, HistoryRule
 from tidings.message import Outgoing, Position, Recovery, Subscriber
+
+if TYPE_CHECKING:
+    from tidings.settings import Settings
 
 #: What a hub groups its members by: channels, and groups (Socket.IO namespaces, WebSocket paths).
 Kind: TypeAlias = Literal["channel", "group"]
@@ -61,6 +64,9 @@ class Broker(abc.ABC):
             raise ValueError(f"{self!r} already serves another server; give each its own broker")
         self.hub = hub
         self.options = hub.options
+
+    def configure(self, settings: Settings) -> None:  # noqa: B027 - optional hook
+        """Take what concerns this broker of its server's ``settings`` (before it starts)."""
 
     @property
     def reach(self) -> Hashable:

@@ -46,7 +46,7 @@ from tidings.api.request import Request
 from tidings.api.routing import prepare
 from tidings.api.socket import Socket, SocketState
 from tidings.brokers import Broker
-from tidings.channels import NO_HISTORY, ChannelOptions, HistoryRule, check_channel_name, check_subscription
+from tidings.channels import NO_HISTORY, HistoryRule, check_channel_name, check_subscription
 from tidings.errors import BrokerError
 from tidings.hub import Hub
 from tidings.message import Outgoing, Position, encode
@@ -205,8 +205,7 @@ class SocketIO:
         else:
             self._namespaces = {"/", *namespaces}
         self.hub = Hub(broker)
-        self.hub.max_channel_length = settings.max_channel_length
-        self.hub.configure(ChannelOptions(settings.history, settings.presence, settings.presence_timeout))
+        self.hub.configure(settings)
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
 
     # -- running handlers --------------------------------------------------------------------------

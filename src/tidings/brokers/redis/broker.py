@@ -1,0 +1,345 @@
+"""The Redis broker: several server processes and machines (nodes) share channels through Redis pub/sub.
+
+Routing, under a name prefix (default ``tidings:``):
+
+- ``<prefix>channel:<name>``: a channel's messages. A node SUBSCRIBEs when its first local member
+  joins the channel and UNSUBSCRIBEs when the last one leaves, so it takes only the traffic of the
+  channels its sockets are in.
+- ``<prefix>group:<name>``: a Socket.IO namespace (or WebSocket endpoint path), for ``broadcast``.
+- ``<prefix>node:<node id>``: one node's sends. A session id is ``<node id>.<random>``, so
+  ``send(session_id, ...)`` is one PUBLISH to the node that holds the session.
+
+Every message goes through Redis, the publishing node's own subscribers included: each node reads one
+subscriber connection (:mod:`~tidings.brokers.redis.subscriptions`), on which Redis hands it messages
+in the order it executed the PUBLISHes, so every receiver sees the same order; one node publishes in
+the order its calls were made (one writer task, pipelined: :mod:`~tidings.brokers.redis.connection`).
+PUBLISH answers how many subscriber connections took the message: with one per node, that is how many
+nodes had someone to hand it to.
+
+What travels is an envelope (:mod:`tidings.brokers.envelope`), built once per message in the
+publisher's thread. Channels with history: :mod:`~tidings.brokers.redis.history`; with presence:
+:mod:`~tidings.brokers.redis.presence`. ``<prefix>options`` holds the servers' history and presence
+settings for publishers that serve nothing.
+
+Keys that only a server's start would write (``options``, this node's ``alive``) are written again
+whenever its connection to Redis comes back: a restarted Redis has lost them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Any, Literal
+
+import orjson
+from redis.exceptions import RedisError
+
+from tidings.brokers import PREFIX_ENV, envelope
+from tidings.brokers.base import Broker, Kind
+from tidings.brokers.envelope import EnvelopeError, open_envelope, seal
+from tidings.brokers.redis.connection import RedisConnection, cancel, safe_url
+from tidings.brokers.redis.history import RedisHistory
+from tidings.brokers.redis.presence import RedisPresence
+from tidings.brokers.redis.subscriptions import Subscriptions
+from tidings.channels import ChannelOptions, HistoryRule, check_session_id, require
+from tidings.errors import BrokerError
+from tidings.message import Outgoing, Position, Recovery, Subscriber
+
+if TYPE_CHECKING:
+    from tidings.settings import Settings
+
+logger = logging.getLogger("tidings.broker")
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_PREFIX = "tidings:"
+
+Route = tuple[Literal["channel", "group", "node"], str]
+
+
+class RedisBroker(Broker):
+    """Share channels, namespaces and sends between nodes through Redis pub/sub (redis-py asyncio).
+
+    Args:
+        url: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS) or ``unix://``.
+        prefix: prefix of every Redis name tidings uses; nodes with the same URL and prefix share
+            channels. Defaults to the environment variable ``TIDINGS_BROKER_PREFIX``, else
+            ``"tidings:"``.
+        connect_timeout: seconds to wait for Redis when connecting; at start an unreachable Redis
+            is an error (:class:`BrokerError`) after that long.
+    """
+
+    remote = True
+
+    def __init__(
+        self, url: str = DEFAULT_URL, prefix: str | None = None, connect_timeout: float = 5.0
+    ) -> None:
+        super().__init__()
+        self.url = url
+        self.prefix = prefix if prefix is not None else os.environ.get(PREFIX_ENV) or DEFAULT_PREFIX
+        self.connect_timeout = connect_timeout
+        #: This node's id: the first part of every session id it hands out.
+        self.node_id = secrets.token_urlsafe(6)
+        # The publishing connection and its queue, the subscriber connection's (un)subscribes, the
+        # channels with history, this node's presence entries.
+        self._connection = RedisConnection(self, url, self.prefix, connect_timeout)
+        self._subscriptions = Subscriptions()
+        self._history = RedisHistory(self, self._connection)
+        self._presence = RedisPresence(self, self._connection, self.node_id)
+        self._queue = self._connection.queue
+        self._name = self._connection.name
+        self._node_topic = self._connection.name("node", self.node_id)
+        # What each subscribed topic routes to; written when the hub's membership changes.
+        self._routes: dict[bytes, Route] = {}
+        self._reader: asyncio.Task[None] | None = None
+        # A publisher: whether it found the servers' options in Redis (until then it looks again
+        # before each publish), and whether it said that it publishes without them.
+        self._options_found = False
+        self._warned_no_options = False
+
+    def configure(self, settings: Settings) -> None:
+        """Take ``redis_max_batch`` and ``redis_ready_timeout`` (see :class:`tidings.Settings`)."""
+        self._connection.max_batch = settings.redis_max_batch
+        self._subscriptions.ready_timeout = settings.redis_ready_timeout
+
+    @property
+    def reach(self) -> Hashable:
+        return ("redis", self.url, self.prefix)
+
+    def __repr__(self) -> str:
+        return f"<RedisBroker {safe_url(self.url)} prefix={self.prefix!r} node={self.node_id}>"
+
+    # -- start and stop ------------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Open the publishing connection pool and check Redis answers (what a publisher needs).
+
+        A publisher (a broker without a hub) also reads the servers' history and presence settings,
+        here and, for as long as it finds none, each time it is called again.
+        """
+        client = await self._connection.open()
+        if self.hub is None and not self._options_found:
+            with contextlib.suppress(RedisError, OSError, ValueError, TypeError, AttributeError):
+                stored = await client.get(self._connection.key("options"))
+                if stored:
+                    self.options = ChannelOptions.from_json(orjson.loads(stored))
+                    self._options_found = True
+
+    async def start(self) -> None:
+        """Connect, subscribe this node's topic and the topics of members that joined already."""
+        await self.connect()
+        client = self._connection.client
+        assert client is not None
+        subscriptions = self._subscriptions
+        self._routes[self._node_topic] = ("node", self.node_id)
+        confirmed = subscriptions.expect_confirmation(self._node_topic)
+        subscriptions.pubsub = client.pubsub()
+        try:
+            await subscriptions.pubsub.subscribe(self._node_topic)
+        except (RedisError, OSError) as error:
+            await self.stop()
+            message = f"cannot subscribe on the Redis broker at {safe_url(self.url)}: {error}"
+            raise BrokerError(message) from None
+        self._reader = asyncio.get_running_loop().create_task(self._read(), name="tidings-redis-reader")
+        try:
+            await asyncio.wait_for(asyncio.shield(confirmed), self.connect_timeout)
+            await client.set(*self._options())
+            await self._presence.start()
+        except asyncio.TimeoutError:
+            await self.stop()
+            message = f"the Redis broker at {safe_url(self.url)} did not confirm a subscription"
+            raise BrokerError(message) from None
+        except (RedisError, OSError) as error:
+            await self.stop()
+            raise self._connection.failure(error) from None
+        subscriptions.kick()
+        logger.info("broker: %r", self)
+
+    async def stop(self) -> None:
+        """Send what is queued (briefly), then close the connections."""
+        await self._connection.drain()
+        await self._presence.stop()
+        reader, self._reader = self._reader, None
+        await cancel(reader)
+        await self._subscriptions.stop()
+        await self._connection.stop_writer()
+        self._history.clear()
+        self._routes.clear()
+        try:
+            await self._subscriptions.close()
+            await self._connection.close()
+        except (RedisError, OSError):
+            logger.debug("broker: closing the Redis connections failed", exc_info=True)
+
+    def _options(self) -> tuple[str, bytes]:
+        """The key and value that tell publishers the servers' history and presence settings."""
+        return self._connection.key("options"), orjson.dumps(self.options.to_json())
+
+    # -- session ids ---------------------------------------------------------------------------------
+
+    def new_session_id(self) -> str:
+        return f"{self.node_id}.{secrets.token_urlsafe(15)}"
+
+    # -- membership: what this node subscribes to ---------------------------------------------------
+
+    def first_joined(self, kind: Kind, name: str) -> None:
+        topic = self._name(kind, name)
+        self._routes[topic] = (kind, name)
+        self._subscriptions.subscribe(topic)
+
+    def last_left(self, kind: Kind, name: str) -> None:
+        topic = self._name(kind, name)
+        self._routes.pop(topic, None)  # messages still in flight to it find no one: dropped
+        if kind == "channel":
+            self._history.forget(name)
+        self._subscriptions.unsubscribe(topic)
+
+    async def ready(self) -> None:
+        await self._subscriptions.ready()
+
+    # -- receiving -----------------------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        """Take messages off the subscriber connection and hand them to the hub, in order."""
+        pubsub = self._subscriptions.pubsub
+        lost = False
+        delay = 0.05
+        while True:
+            try:
+                message = await pubsub.get_message(timeout=None)
+            except Exception as error:  # RedisError, OSError; anything else is logged with its traceback
+                if not lost:
+                    known = isinstance(error, (RedisError, OSError))
+                    logger.warning(
+                        "broker: lost Redis at %s (%s); reconnecting",
+                        safe_url(self.url),
+                        error,
+                        exc_info=not known,
+                    )
+                    lost = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            if lost:
+                # redis-py subscribed the connection to every topic again when it reconnected.
+                logger.warning(
+                    "broker: reconnected to Redis at %s; messages published meanwhile are lost, "
+                    "but for channels with history",
+                    safe_url(self.url),
+                )
+                lost, delay = False, 0.05
+                self._reconnected()
+            if message is None:
+                continue
+            kind = message["type"]
+            if kind == "message":
+                self._receive(message["channel"], message["data"])
+            elif kind == "subscribe":
+                self._subscriptions.confirmed(message["channel"])
+
+    def _reconnected(self) -> None:
+        """Redis came back, and may have lost everything (a restart): write the options again, say
+        this node is alive and enter its members in presence again, and deliver what its history
+        channels missed, then go on live."""
+        self._queue(("SET", *self._options()))
+        self._presence.enter_again()
+        self._history.catch_up([name for kind, name in list(self._routes.values()) if kind == "channel"])
+
+    def _receive(self, topic: bytes, data: bytes) -> None:
+        route = self._routes.get(topic)
+        hub = self.hub
+        if route is None or hub is None:
+            return
+        try:
+            session_id, outgoing = open_envelope(data)
+        except EnvelopeError as error:
+            logger.error("broker: dropped a message on %r: %s", topic, error)
+            return
+        kind, name = route
+        try:
+            if kind == "node":
+                if session_id is not None:
+                    hub.send(outgoing, session_id)
+                return
+            if kind == "channel":
+                if outgoing.channel == name:
+                    if outgoing.position is not None:
+                        history = self._history
+                        held = history.held.get(name)
+                        if held is not None:  # catching up: in order, after what the history has
+                            held.append((session_id, outgoing))
+                            return
+                        if not history.fresh(name, outgoing):
+                            return
+                    hub.publish(outgoing, hub.sessions.get(session_id) if session_id is not None else None)
+            else:
+                exclude = hub.sessions.get(session_id) if session_id is not None else None
+                hub.broadcast(outgoing, name, exclude)
+        except Exception:  # a bug below us must not stop the reader
+            logger.exception("broker: delivering a message on %r failed", topic)
+
+    # -- publishing ----------------------------------------------------------------------------------
+
+    def prepare(self, outgoing: Outgoing) -> None:
+        outgoing.encoded(envelope.FORM, envelope.body)
+
+    def publish(self, outgoing: Outgoing, exclude: Subscriber | None = None) -> asyncio.Future[int]:
+        channel = outgoing.channel
+        assert channel is not None
+        topic = self._name("channel", channel)
+        if self.hub is None and not self._options_found and not self._warned_no_options:
+            self._warned_no_options = True
+            logger.warning(
+                "broker: no server's settings in Redis at %s (key %s; none connected since Redis "
+                "started?): if channel %r keeps a history, this message has no position there and "
+                "clients cannot recover it",
+                safe_url(self.url),
+                self._connection.key("options"),
+                channel,
+            )
+        if self.options.any and outgoing.event is None:
+            rule = self.options.history(channel)
+            if rule is not None:
+                sender = exclude.session_id if exclude is not None else None
+                return self._history.append(channel, topic, rule, seal(sender, _body(outgoing)))
+        return self._enqueue(topic, outgoing, exclude)
+
+    def broadcast(
+        self, outgoing: Outgoing, group: str, exclude: Subscriber | None = None
+    ) -> asyncio.Future[int]:
+        return self._enqueue(self._name("group", group), outgoing, exclude)
+
+    def send(self, outgoing: Outgoing, session_id: str) -> int | asyncio.Future[int]:
+        """``ValueError`` for a ``session_id`` that is no session id; 0 for one of no node."""
+        require(check_session_id(session_id))
+        node, dot, _ = session_id.partition(".")
+        if not dot or not node:
+            return 0  # not a session id this broker handed out
+        if node == self.node_id and self.hub is not None and session_id not in self.hub.sessions:
+            return 0  # ours, and gone
+        return self._queue(("PUBLISH", self._name("node", node), seal(session_id, _body(outgoing))))
+
+    def _enqueue(self, topic: bytes, outgoing: Outgoing, exclude: Subscriber | None) -> asyncio.Future[int]:
+        sender = exclude.session_id if exclude is not None else None
+        return self._queue(("PUBLISH", topic, seal(sender, _body(outgoing))))
+
+    # -- history and presence --------------------------------------------------------------------------
+
+    async def recover(self, channel: str, rule: HistoryRule, since: Position | None) -> Recovery:
+        return await self._history.recover(channel, rule, since)
+
+    def presence_join(self, channel: str, session_id: str, info: Any) -> None:
+        self._presence.join(channel, session_id, info)
+
+    def presence_leave(self, channel: str, session_id: str) -> None:
+        self._presence.leave(channel, session_id)
+
+    async def presence(self, channel: str) -> list[dict[str, Any]]:
+        return await self._presence.members(channel)
+
+
+def _body(outgoing: Outgoing) -> bytes:
+    return outgoing.encoded(envelope.FORM, envelope.body)

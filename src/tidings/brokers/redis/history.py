@@ -1,0 +1,161 @@
+"""The Redis broker's histories (channels the ``history`` setting names), in Redis Streams.
+
+Under the name prefix:
+
+- ``<prefix>history:<channel>``: the stream, ``XADD ... MAXLEN ~ size``; an entry's id is
+  ``<offset>-0`` and its field ``d`` the envelope as it was published (its position line first).
+- ``<prefix>meta:<channel>``: a hash of ``epoch`` (random, chosen when the history starts) and
+  ``offset`` (the last one given). Both keys expire ``ttl`` seconds after the last message.
+
+One script (:data:`~tidings.brokers.redis.scripts.PUBLISH_HISTORY`) gives the offset, appends and
+PUBLISHes, so the order of offsets is the order of delivery. When the meta hash is gone (expired, or
+Redis lost it) the next message starts a new epoch at offset 1.
+
+A subscriber recovers what it missed from the stream (:meth:`RedisHistory.recover`); a node whose
+connection to Redis came back reads what its channels missed meanwhile and delivers it before the
+live messages that came in since (:meth:`RedisHistory.catch_up`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Iterable
+
+from redis.exceptions import RedisError
+
+from tidings.brokers.base import Broker
+from tidings.brokers.envelope import EnvelopeError, open_envelope
+from tidings.brokers.redis.connection import RedisConnection
+from tidings.brokers.redis.scripts import PUBLISH_HISTORY, READ_HISTORY
+from tidings.channels import HistoryRule, recovery_from
+from tidings.errors import BrokerError
+from tidings.message import Outgoing, Position, Recovery
+
+logger = logging.getLogger("tidings.broker")
+
+#: What a history read gives: (offset, sender's session id, message) per entry.
+Entries = list[tuple[int, str | None, Outgoing]]
+
+
+class RedisHistory:
+    """The history channels of one broker: appends, reads, and what this node received of each."""
+
+    def __init__(self, broker: Broker, connection: RedisConnection) -> None:
+        self.broker = broker
+        self.connection = connection
+        #: The last position this node received, per channel.
+        self.positions: dict[str, Position] = {}
+        #: While the node catches up after Redis came back: the live messages held meanwhile.
+        self.held: dict[str, list[tuple[str | None, Outgoing]]] = {}
+        self._catching_up: set[asyncio.Task[None]] = set()
+
+    def append(self, channel: str, topic: bytes, rule: HistoryRule, envelope: bytes) -> asyncio.Future[int]:
+        """Queue the script that appends ``envelope`` to ``channel``'s history and publishes it."""
+        key = self.connection.key
+        stream, meta = key("history", channel), key("meta", channel)
+        ttl = max(1, int(rule.ttl * 1000))
+        args = (rule.size, ttl, secrets.token_urlsafe(6), envelope)
+        return self.connection.queue(("EVAL", PUBLISH_HISTORY, 3, stream, meta, topic, *args))
+
+    async def recover(self, channel: str, rule: HistoryRule, since: Position | None) -> Recovery:
+        position, entries = await self.read(channel, rule, since)
+        first = entries[0][0] if entries else None
+        reason = recovery_from(since, position, first)
+        if since is None or reason is not None:
+            return Recovery(position, reason=reason)
+        return Recovery(position, [outgoing for _, _, outgoing in entries])
+
+    async def read(self, channel: str, rule: HistoryRule, since: Position | None) -> tuple[Position, Entries]:
+        """The history's position and its entries after ``since``: (offset, sender, message)."""
+        connection = self.connection
+        if connection.client is None:
+            raise connection.not_connected()
+        keys = (connection.key("history", channel), connection.key("meta", channel))
+        since_args = (since.offset, since.epoch) if since is not None else (-1, "")
+        args = (secrets.token_urlsafe(6), max(1, int(rule.ttl * 1000)), *since_args)
+        try:
+            epoch, offset, raw = await connection.client.eval(READ_HISTORY, 2, *keys, *args)
+        except (RedisError, OSError) as error:
+            raise connection.failure(error) from None
+        entries = []
+        for entry_id, fields in raw:
+            data = dict(zip(fields[::2], fields[1::2], strict=True)).get(b"d", b"")
+            try:
+                sender, outgoing = open_envelope(data)
+            except EnvelopeError as error:
+                logger.error("broker: dropped a history entry of %r: %s", channel, error)
+                continue
+            entries.append((int(entry_id.partition(b"-")[0]), sender, outgoing))
+        return Position(int(offset), epoch.decode()), entries
+
+    def fresh(self, channel: str, outgoing: Outgoing) -> bool:
+        """Whether this node has not had ``outgoing`` yet (a message of a channel with history)."""
+        position = outgoing.position
+        assert position is not None
+        last = self.positions.get(channel)
+        if last is not None and last.epoch == position.epoch and position.offset <= last.offset:
+            return False
+        self.positions[channel] = position
+        return True
+
+    def forget(self, channel: str) -> None:
+        """The node left ``channel``: what it received of it no longer matters."""
+        self.positions.pop(channel, None)
+        self.held.pop(channel, None)
+
+    def clear(self) -> None:
+        self.positions.clear()
+        self.held.clear()
+
+    # -- after Redis came back ---------------------------------------------------------------------
+
+    def catch_up(self, channels: Iterable[str]) -> None:
+        """Redis came back: deliver what those of ``channels`` with history missed, then go on live."""
+        options = self.broker.options
+        if not options.history_rules:
+            return
+        loop = asyncio.get_running_loop()
+        for channel in channels:
+            rule = options.history(channel)
+            if rule is not None and channel not in self.held:
+                self.held[channel] = []
+                task = loop.create_task(self._catch_up(channel, rule), name="tidings-redis-catch-up")
+                self._catching_up.add(task)
+                task.add_done_callback(self._catching_up.discard)
+
+    async def _catch_up(self, channel: str, rule: HistoryRule) -> None:
+        delay = 0.05
+        since = self.positions.get(channel)
+        while True:
+            try:
+                position, entries = await self.read(channel, rule, since)
+                if since is None or since.epoch != position.epoch:  # all of this epoch is new here
+                    position, entries = await self.read(channel, rule, Position(0, position.epoch))
+                break
+            except BrokerError as error:
+                if channel not in self.held:
+                    return  # the node left the channel meanwhile
+                logger.warning("broker: reading the history of %r failed (%s); retrying", channel, error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        held = self.held.pop(channel, None)
+        hub = self.broker.hub
+        if held is None or hub is None:
+            return
+        if since is not None and since.epoch != position.epoch:
+            logger.warning("broker: the history of channel %r restarted (epoch %s)", channel, position.epoch)
+        if (
+            entries
+            and since is not None
+            and since.epoch == position.epoch
+            and entries[0][0] > since.offset + 1
+        ):
+            logger.warning("broker: channel %r lost messages while Redis was away (history trimmed)", channel)
+        for sender, outgoing in [*((s, o) for _, s, o in entries), *held]:
+            if self.fresh(channel, outgoing):
+                try:
+                    hub.publish(outgoing, hub.sessions.get(sender) if sender is not None else None)
+                except Exception:  # a bug below us must not stop the others
+                    logger.exception("broker: delivering a recovered message of %r failed", channel)
