@@ -58,6 +58,15 @@ class Send:
         self.namespace = namespace
         self.exclude = exclude
 
+    @property
+    def target(self) -> tuple[str, str]:
+        """What it goes to: ``("channel", name)``, ``("session", session_id)`` or ``("namespace", name)``."""
+        if self.outgoing.channel is not None:
+            return ("channel", self.outgoing.channel)
+        if self.session_id is not None:
+            return ("session", self.session_id)
+        return ("namespace", self.namespace)
+
 
 HandOver = Callable[[Broker, Send], Count]
 
