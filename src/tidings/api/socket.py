@@ -137,7 +137,7 @@ class Socket:
         """Disconnect this socket from its namespace; the client is told and will not reconnect."""
         self.io.hub.post(self.io.disconnect, self, "server namespace disconnect", True)
 
-    # -- to other sockets (the seeds' methods) ----------------------------------------------------
+    # -- to other sockets: the seeds' names, each one route (tidings.api.routing) posted to the loop --
 
     def broadcast(self, message: Any) -> None:
         """Send ``message`` to every other socket of this namespace."""
