@@ -68,6 +68,7 @@ class Send:
         return ("namespace", self.namespace)
 
 
+#: The hand-over :func:`route` gives its ``run``: called with the broker and the send, on the loop.
 HandOver = Callable[[Broker, Send], Count]
 
 
