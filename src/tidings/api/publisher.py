@@ -19,10 +19,10 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from tidings.brokers import BROKER_ENV, broker_from
+from tidings.api.routing import HandOver, Send, route
+from tidings.brokers import BROKER_ENV, Broker, Count, broker_from
 from tidings.channels import MAX_CHANNEL_LENGTH, check_channel_name, check_session_id, require
 from tidings.errors import NoSocket
-from tidings.message import Outgoing
 
 T = TypeVar("T")
 
@@ -62,30 +62,30 @@ class AsyncPublisher:
     async def broadcast_channel(self, message: Any, channel: str) -> int:
         """Send ``message`` to every socket in ``channel``, on every server."""
         require(check_channel_name(channel, self.max_channel_length))
-        outgoing = Outgoing(message, channel)
-        self._broker.prepare(outgoing)
-        await self._broker.connect()
-        count = await self._broker.publish(outgoing)
-        return _reached(count, f"no server has a socket in channel {channel!r}")
+        return await self._route(Send(message, channel=channel))
 
     async def broadcast(self, message: Any, namespace: str = "/") -> int:
         """Send ``message`` to every socket connected to ``namespace``, on every server."""
-        outgoing = Outgoing(message)
-        self._broker.prepare(outgoing)
-        await self._broker.connect()
-        count = await self._broker.broadcast(outgoing, namespace)
-        return _reached(count, f"no server has a socket in namespace {namespace!r}")
+        return await self._route(Send(message, namespace=namespace))
 
     async def send(self, session_id: str, message: Any) -> int:
         """Send ``message`` to the socket ``session_id``; NoSocket if its server process is gone."""
         require(check_session_id(session_id))
-        outgoing = Outgoing(message)
-        self._broker.prepare(outgoing)
-        await self._broker.connect()
-        count = self._broker.send(outgoing, session_id)
+        return await self._route(Send(message, session_id=session_id))
+
+    async def _route(self, send: Send) -> int:
+        """Route a checked ``send``: encoded before the connection opens (``TypeError`` first)."""
+        count = await route(send, self._broker, self._connected)
         if isinstance(count, asyncio.Future):
             count = await count
-        return _reached(count, f"no server holds session {session_id!r}")
+        if not count:
+            kind, name = send.target
+            raise NoSocket(_NOBODY[kind].format(name))
+        return count
+
+    async def _connected(self, hand_over: HandOver, broker: Broker, send: Send) -> Count:
+        await self._broker.connect()  # on first use
+        return hand_over(broker, send)
 
     async def presence(self, channel: str) -> list[dict[str, Any]]:
         """Who is in ``channel`` on every server (see :func:`tidings.presence`); ``ValueError`` for
@@ -141,6 +141,13 @@ class Publisher:
     async def asend(self, session_id: str, message: Any) -> int:
         return await asyncio.wrap_future(self._run(self._publisher.send(session_id, message)))
 
+    def _route(self, send: Send) -> int:
+        """A checked send: ``tidings.broadcast`` & co in a process that runs no server."""
+        return self._run(self._publisher._route(send)).result()
+
+    async def _aroute(self, send: Send) -> int:
+        return await asyncio.wrap_future(self._run(self._publisher._route(send)))
+
     def close(self) -> None:
         """Close the connection and end the publisher's thread."""
         with self._lock:
@@ -180,7 +187,9 @@ class Publisher:
             return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
 
 
-def _reached(count: int, nobody: str) -> int:
-    if not count:
-        raise NoSocket(nobody)
-    return count
+#: What :class:`NoSocket` says when no server took a send, by the kind of its target.
+_NOBODY = {
+    "channel": "no server has a socket in channel {!r}",
+    "namespace": "no server has a socket in namespace {!r}",
+    "session": "no server holds session {!r}",
+}

@@ -17,18 +17,14 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from tidings.api.publisher import Publisher
-from tidings.api.routing import prepare
-from tidings.brokers import BROKER_ENV, Broker, Count, MemoryBroker
+from tidings.api.routing import Send, prepare, route
+from tidings.brokers import BROKER_ENV, MemoryBroker
 from tidings.channels import MAX_CHANNEL_LENGTH, check_channel_name, check_session_id, require
 from tidings.errors import NoSocket
 from tidings.hub import Hub, running_hubs
-from tidings.message import Outgoing
-
-Route = Callable[[Broker, Outgoing], Count]
 
 
 def broadcast(message: Any, namespace: str = "/") -> int:
@@ -37,13 +33,7 @@ def broadcast(message: Any, namespace: str = "/") -> int:
     Clients get it as the ``message`` event. Returns how many took it (see the module docstring);
     raises :class:`NoSocket` if that is none.
     """
-    return _sync(
-        Outgoing(message),
-        namespace,
-        lambda broker, outgoing: broker.broadcast(outgoing, namespace),
-        f"no socket is connected to namespace {namespace!r}",
-        lambda publisher: publisher.broadcast(message, namespace),
-    )
+    return _wait(Send(message, namespace=namespace))
 
 
 def broadcast_channel(message: Any, channel: str) -> int:
@@ -52,14 +42,7 @@ def broadcast_channel(message: Any, channel: str) -> int:
     Returns how many took it; raises :class:`NoSocket` if that is none, ``ValueError`` for a channel
     name no socket could subscribe to (not a string, empty, over ``max_channel_length``).
     """
-    _check_channel(channel)
-    return _sync(
-        Outgoing(message, channel),
-        "/",
-        lambda broker, outgoing: broker.publish(outgoing),
-        f"no socket is subscribed to channel {channel!r}",
-        lambda publisher: publisher.broadcast_channel(message, channel),
-    )
+    return _wait(_to_channel(message, channel))
 
 
 def send(session_id: str, message: Any) -> int:
@@ -68,50 +51,23 @@ def send(session_id: str, message: Any) -> int:
     Raises :class:`NoSocket` if no such socket is connected (with the Redis broker: if the server
     process that held it is gone), ``ValueError`` if ``session_id`` is no session id.
     """
-    require(check_session_id(session_id))
-    _sync(
-        Outgoing(message),
-        "/",
-        lambda broker, outgoing: broker.send(outgoing, session_id),
-        f"no socket with session id {session_id!r}",
-        lambda publisher: publisher.send(session_id, message),
-    )
+    _wait(_to_session(session_id, message))
     return 1
 
 
 async def abroadcast(message: Any, namespace: str = "/") -> int:
     """:func:`broadcast` for coroutines: waits for the count without blocking the event loop."""
-    return await _async(
-        Outgoing(message),
-        namespace,
-        lambda broker, outgoing: broker.broadcast(outgoing, namespace),
-        f"no socket is connected to namespace {namespace!r}",
-        lambda publisher: publisher.abroadcast(message, namespace),
-    )
+    return await _await(Send(message, namespace=namespace))
 
 
 async def abroadcast_channel(message: Any, channel: str) -> int:
     """:func:`broadcast_channel` for coroutines."""
-    _check_channel(channel)
-    return await _async(
-        Outgoing(message, channel),
-        "/",
-        lambda broker, outgoing: broker.publish(outgoing),
-        f"no socket is subscribed to channel {channel!r}",
-        lambda publisher: publisher.abroadcast_channel(message, channel),
-    )
+    return await _await(_to_channel(message, channel))
 
 
 async def asend(session_id: str, message: Any) -> int:
     """:func:`send` for coroutines."""
-    require(check_session_id(session_id))
-    await _async(
-        Outgoing(message),
-        "/",
-        lambda broker, outgoing: broker.send(outgoing, session_id),
-        f"no socket with session id {session_id!r}",
-        lambda publisher: publisher.asend(session_id, message),
-    )
+    await _await(_to_session(session_id, message))
     return 1
 
 
@@ -150,11 +106,17 @@ def _presence_task(hub: Hub, channel: str) -> asyncio.Future[list[dict[str, Any]
     return asyncio.ensure_future(hub.broker.presence(channel))
 
 
-def _check_channel(channel: Any) -> None:
-    """``ValueError`` for a channel name that no running server (or, with none, no server with the
-    default ``max_channel_length``) lets a socket subscribe to."""
+def _to_channel(message: Any, channel: str) -> Send:
+    """A send to ``channel``; ``ValueError`` for a channel name that no running server (or, with
+    none, no server with the default ``max_channel_length``) lets a socket subscribe to."""
     limit = max((hub.max_channel_length for hub in _hubs()), default=MAX_CHANNEL_LENGTH)
     require(check_channel_name(channel, limit))
+    return Send(message, channel=channel)
+
+
+def _to_session(session_id: str, message: Any) -> Send:
+    require(check_session_id(session_id))
+    return Send(message, session_id=session_id)
 
 
 def _check_presence(hub: Hub, channel: str) -> None:
@@ -170,16 +132,15 @@ def _fallback_presence(channel: str) -> Publisher:
     return _shared_publisher(url)
 
 
-def _sync(
-    outgoing: Outgoing, namespace: str, route: Route, nobody: str, fallback: Callable[[Publisher], int]
-) -> int:
+def _wait(send: Send) -> int:
+    """Route ``send`` through every hub (once per broker reach) and wait for how many took it."""
     hubs = _hubs()
     if not hubs:
-        return fallback(_fallback_publisher(outgoing, namespace))
+        return _fallback_publisher(send)._route(send)
     reached = 0
     pending = False
     for hub in hubs:
-        count = hub.call(route, hub.broker, prepare(outgoing, namespace, hub.broker))
+        count = route(send, hub.broker, hub.call)
         if isinstance(count, asyncio.Future):
             # On the server's own event loop with a remote broker: the answer cannot be waited
             # for here. The message is queued, in order; the count is not known (use the async twin).
@@ -187,27 +148,34 @@ def _sync(
         else:
             reached += count
     if not reached and not pending:
-        raise NoSocket(nobody)
+        raise _nobody(send)
     return reached
 
 
-async def _async(
-    outgoing: Outgoing,
-    namespace: str,
-    route: Route,
-    nobody: str,
-    fallback: Callable[[Publisher], Any],
-) -> int:
+async def _await(send: Send) -> int:
+    """:func:`_wait` for coroutines."""
     hubs = _hubs()
     if not hubs:
-        reached: int = await fallback(_fallback_publisher(outgoing, namespace))
-        return reached
+        return await _fallback_publisher(send)._aroute(send)
     reached = 0
     for hub in hubs:
-        reached += await hub.acall(route, hub.broker, prepare(outgoing, namespace, hub.broker))
+        reached += await route(send, hub.broker, hub.acall)
     if not reached:
-        raise NoSocket(nobody)
+        raise _nobody(send)
     return reached
+
+
+#: What :class:`NoSocket` says when no socket took a send, by the kind of its target.
+_NOBODY = {
+    "channel": "no socket is subscribed to channel {!r}",
+    "namespace": "no socket is connected to namespace {!r}",
+    "session": "no socket with session id {!r}",
+}
+
+
+def _nobody(send: Send) -> NoSocket:
+    kind, name = send.target
+    return NoSocket(_NOBODY[kind].format(name))
 
 
 def _hubs() -> list[Hub]:
@@ -223,11 +191,11 @@ _UNSHARED = MemoryBroker()
 _publisher_lock = threading.Lock()
 
 
-def _fallback_publisher(outgoing: Outgoing, namespace: str) -> Publisher:
+def _fallback_publisher(send: Send) -> Publisher:
     """A process-wide publisher to the broker ``TIDINGS_BROKER`` names; NoSocket if there is none."""
     url = os.environ.get(BROKER_ENV, "")
     if url in ("", "memory", "memory://"):
-        prepare(outgoing, namespace, _UNSHARED)  # a message JSON cannot hold: TypeError first
+        prepare(send.outgoing, send.namespace, _UNSHARED)  # a message JSON cannot hold: TypeError first
         raise NoSocket("no tidings server is running in this process")
     return _shared_publisher(url)
 

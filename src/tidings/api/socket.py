@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from tidings.api.handlers import MESSAGE, Handler
 from tidings.api.request import Request
-from tidings.api.routing import prepare
+from tidings.api.routing import Send, route
 from tidings.channels import check_channel_name, require
 from tidings.message import Outgoing, encode, socketio_packets, wire_form
 from tidings.protocol import socketio as sio
@@ -136,7 +136,7 @@ class Socket:
         """Disconnect this socket from its namespace; the client is told and will not reconnect."""
         self.io.hub.post(self.io.disconnect, self, "server namespace disconnect", True)
 
-    # -- to other sockets (the seeds' methods) ----------------------------------------------------
+    # -- to other sockets: the seeds' names, each one route (tidings.api.routing) posted to the loop --
 
     def broadcast(self, message: Any) -> None:
         """Send ``message`` to every other socket of this namespace."""
@@ -160,17 +160,15 @@ class Socket:
 
     def _to_namespace(self, message: Any, exclude: Socket | None) -> None:
         hub = self.io.hub
-        broker = hub.broker
-        outgoing = prepare(Outgoing(message), self.namespace, broker)
-        hub.post(broker.broadcast, outgoing, self.namespace, exclude)
+        route(Send(message, namespace=self.namespace, exclude=exclude), hub.broker, hub.post)
 
     def _to_channels(self, message: Any, channel: str | None, exclude: Socket | None) -> None:
         hub = self.io.hub
-        broker = hub.broker
         if channel is not None:
             require(check_channel_name(channel, self.io.settings.max_channel_length))
         for name in [channel] if channel is not None else list(self.subscriptions):
-            hub.post(broker.publish, prepare(Outgoing(message, name), self.namespace, broker), exclude)
+            send = Send(message, channel=name, namespace=self.namespace, exclude=exclude)
+            route(send, hub.broker, hub.post)
 
     # -- channels, server side --------------------------------------------------------------------
 

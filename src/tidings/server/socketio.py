@@ -43,13 +43,13 @@ from tidings.api.handlers import (
     Refuse,
 )
 from tidings.api.request import Request
-from tidings.api.routing import prepare
+from tidings.api.routing import Send, route
 from tidings.api.socket import Socket, SocketState
 from tidings.brokers import Broker
 from tidings.channels import NO_HISTORY, HistoryRule, check_channel_name, check_subscription
 from tidings.errors import BrokerError
 from tidings.hub import Hub
-from tidings.message import Outgoing, Position, encode
+from tidings.message import Position, encode
 from tidings.protocol import ProtocolError
 from tidings.protocol import socketio as sio
 from tidings.server.engine import PROTOCOL_ERROR, Session
@@ -616,9 +616,7 @@ class SocketIO:
 
         Safe from any thread: the encoding happens in the caller's thread, the writes on the loop.
         """
-        broker = self.hub.broker
-        outgoing = prepare(Outgoing(list(args), event=event), namespace, broker)
-        self.hub.post(broker.broadcast, outgoing, namespace)
+        route(Send(list(args), event=event, namespace=namespace), self.hub.broker, self.hub.post)
 
 
 def _answer(refusal: str | None) -> dict[str, Any]:
