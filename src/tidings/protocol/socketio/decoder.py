@@ -1,0 +1,108 @@
+"""Socket.IO v5 binary packets reassembled from the Engine.IO messages of one connection.
+
+Spec: https://socket.io/docs/v4/socket-io-protocol/, SIO §"Packet encoding": a BINARY_EVENT or
+BINARY_ACK is a text packet that announces its attachments, followed by each as a binary message.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from tidings.errors import ProtocolError
+from tidings.protocol.socketio.packets import BINARY_TYPES, Packet, PacketType, decode_text, reconstruct
+
+
+class Decoder:
+    """Turns the Engine.IO messages of one connection into Socket.IO packets.
+
+    A binary packet arrives as a text part followed by its attachments as binary messages; the decoder
+    holds the partial packet until the last one is in. So that a peer cannot make it hold much, or
+    for long:
+
+    - ``max_attachments`` bounds the attachments one packet may announce;
+    - ``max_binary_size`` bounds the bytes of its attachments together;
+    - ``attachment_timeout`` is how many seconds (of ``clock``) may pass from the text part to the
+      last attachment. The decoder sets no timer: its owner asks :attr:`deadline` when to call
+      :meth:`check_deadline`, which raises once it has passed.
+    """
+
+    __slots__ = (
+        "_attachments",
+        "_clock",
+        "_deadline",
+        "_expected",
+        "_partial",
+        "_size",
+        "attachment_timeout",
+        "max_attachments",
+        "max_binary_size",
+    )
+
+    def __init__(
+        self,
+        max_attachments: int = 10,
+        max_binary_size: int = 1_000_000,
+        attachment_timeout: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_attachments = max_attachments
+        self.max_binary_size = max_binary_size
+        self.attachment_timeout = attachment_timeout
+        self._clock = clock
+        self._partial: Packet | None = None
+        self._expected = 0
+        self._attachments: list[bytes] = []
+        self._size = 0
+        self._deadline = 0.0
+
+    @property
+    def awaiting_attachments(self) -> bool:
+        return self._partial is not None
+
+    @property
+    def deadline(self) -> float | None:
+        """When (on ``clock``) the pending packet's last attachment is due; None if none is pending."""
+        return self._deadline if self._partial is not None else None
+
+    def check_deadline(self) -> None:
+        """Raise :class:`ProtocolError` if a pending packet's attachments are overdue; it is dropped."""
+        if self._partial is not None and self._clock() >= self._deadline:
+            self._reset()
+            raise ProtocolError(f"binary attachments not received within {self.attachment_timeout:g}s")
+
+    def receive_text(self, text: str) -> Packet | None:
+        """Feed a text message; returns the packet, or None while its attachments are due."""
+        if self._partial is not None:
+            raise ProtocolError("text message while binary attachments were expected")
+        packet, attachments = decode_text(text)
+        if packet.type in BINARY_TYPES:
+            if attachments == 0:
+                raise ProtocolError("binary packet without attachments")
+            if attachments > self.max_attachments:
+                raise ProtocolError("too many attachments")
+            self._partial, self._expected = packet, attachments
+            self._deadline = self._clock() + self.attachment_timeout
+            return None
+        return packet
+
+    def receive_binary(self, data: bytes) -> Packet | None:
+        """Feed a binary message; returns the packet once its last attachment is in."""
+        if self._partial is None:
+            raise ProtocolError("unexpected binary message")
+        self.check_deadline()
+        self._size += len(data)
+        if self._size > self.max_binary_size:
+            self._reset()
+            raise ProtocolError(f"binary attachments over {self.max_binary_size} bytes")
+        self._attachments.append(data)
+        if len(self._attachments) < self._expected:
+            return None
+        packet, attachments = self._partial, self._attachments
+        self._reset()
+        packet.data = reconstruct(packet.data, attachments)
+        packet.type = PacketType.EVENT if packet.type == PacketType.BINARY_EVENT else PacketType.ACK
+        return packet
+
+    def _reset(self) -> None:
+        self._partial, self._expected, self._attachments, self._size = None, 0, [], 0
