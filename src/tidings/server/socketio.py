@@ -101,7 +101,6 @@ class Connection:
             settings.max_attachments,
             settings.max_binary_size,
             settings.attachment_timeout,
-            asyncio.get_running_loop().time,
         )
         self.sockets: dict[str, Socket] = {}
         self._settings = settings
@@ -177,7 +176,7 @@ class Connection:
     def _attachments_due(self) -> None:
         self._attachment_timer = None
         try:
-            self.decoder.check_deadline()
+            self.decoder.check_deadline(asyncio.get_running_loop().time())
         except ProtocolError as error:
             logger.info("session %s: protocol error: %s", self.session.sid, error)
             self.session.close(str(error), PROTOCOL_ERROR)
@@ -301,11 +300,12 @@ class SocketIO:
         connection._incoming += len(data)
         if isinstance(data, str):
             packet = decoder.receive_text(data)
-            if packet is None:  # a binary packet's text part: its attachments are due
+            if packet is None:  # a binary packet's text part: its attachments are due from now
+                decoder.start_deadline(asyncio.get_running_loop().time())
                 connection.watch_attachments()
                 return
         else:
-            packet = decoder.receive_binary(data)
+            packet = decoder.receive_binary(data, asyncio.get_running_loop().time())
             connection.watch_attachments()  # the last attachment is in, or one more
             if packet is None:
                 return

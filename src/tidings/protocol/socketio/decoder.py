@@ -6,11 +6,12 @@ BINARY_ACK is a text packet that announces its attachments, followed by each as 
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+import math
 
 from tidings.errors import ProtocolError
 from tidings.protocol.socketio.packets import BINARY_TYPES, Packet, PacketType, decode_text, reconstruct
+
+_NOT_YET = math.inf  # the deadline of a pending packet whose owner has not started it
 
 
 class Decoder:
@@ -22,14 +23,16 @@ class Decoder:
 
     - ``max_attachments`` bounds the attachments one packet may announce;
     - ``max_binary_size`` bounds the bytes of its attachments together;
-    - ``attachment_timeout`` is how many seconds (of ``clock``) may pass from the text part to the
-      last attachment. The decoder sets no timer: its owner asks :attr:`deadline` when to call
-      :meth:`check_deadline`, which raises once it has passed.
+    - ``attachment_timeout`` is how many seconds may pass from the text part to the last attachment.
+
+    Time is passed in (``now``, seconds on any monotonic clock), and only where it counts: a text part
+    that leaves a packet pending (:attr:`awaiting_attachments`) is timed by :meth:`start_deadline`,
+    so that the text messages of every other packet cost no clock reading. The decoder sets no timer:
+    its owner calls :meth:`check_deadline` at the :attr:`deadline`, and it raises once that has passed.
     """
 
     __slots__ = (
         "_attachments",
-        "_clock",
         "_deadline",
         "_expected",
         "_partial",
@@ -40,21 +43,16 @@ class Decoder:
     )
 
     def __init__(
-        self,
-        max_attachments: int = 10,
-        max_binary_size: int = 1_000_000,
-        attachment_timeout: float = 60.0,
-        clock: Callable[[], float] = time.monotonic,
+        self, max_attachments: int = 10, max_binary_size: int = 1_000_000, attachment_timeout: float = 60.0
     ) -> None:
         self.max_attachments = max_attachments
         self.max_binary_size = max_binary_size
         self.attachment_timeout = attachment_timeout
-        self._clock = clock
         self._partial: Packet | None = None
         self._expected = 0
         self._attachments: list[bytes] = []
         self._size = 0
-        self._deadline = 0.0
+        self._deadline = _NOT_YET
 
     @property
     def awaiting_attachments(self) -> bool:
@@ -62,12 +60,19 @@ class Decoder:
 
     @property
     def deadline(self) -> float | None:
-        """When (on ``clock``) the pending packet's last attachment is due; None if none is pending."""
+        """When the pending packet's last attachment is due (``inf`` until :meth:`start_deadline`);
+        None if no packet is pending."""
         return self._deadline if self._partial is not None else None
 
-    def check_deadline(self) -> None:
+    def start_deadline(self, now: float) -> float:
+        """The pending packet's text part came at ``now``: its last attachment is due
+        ``attachment_timeout`` later. Returns that deadline."""
+        self._deadline = now + self.attachment_timeout
+        return self._deadline
+
+    def check_deadline(self, now: float) -> None:
         """Raise :class:`ProtocolError` if a pending packet's attachments are overdue; it is dropped."""
-        if self._partial is not None and self._clock() >= self._deadline:
+        if self._partial is not None and now >= self._deadline:
             self._reset()
             raise ProtocolError(f"binary attachments not received within {self.attachment_timeout:g}s")
 
@@ -82,15 +87,15 @@ class Decoder:
             if attachments > self.max_attachments:
                 raise ProtocolError("too many attachments")
             self._partial, self._expected = packet, attachments
-            self._deadline = self._clock() + self.attachment_timeout
             return None
         return packet
 
-    def receive_binary(self, data: bytes) -> Packet | None:
-        """Feed a binary message; returns the packet once its last attachment is in."""
+    def receive_binary(self, data: bytes, now: float) -> Packet | None:
+        """Feed a binary message that came at ``now``; returns the packet once its last attachment
+        is in."""
         if self._partial is None:
             raise ProtocolError("unexpected binary message")
-        self.check_deadline()
+        self.check_deadline(now)
         self._size += len(data)
         if self._size > self.max_binary_size:
             self._reset()
@@ -106,3 +111,4 @@ class Decoder:
 
     def _reset(self) -> None:
         self._partial, self._expected, self._attachments, self._size = None, 0, [], 0
+        self._deadline = _NOT_YET
