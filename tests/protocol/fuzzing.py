@@ -109,7 +109,7 @@ def socketio_decoder(data: bytes) -> bool:
     for message in data.split(MESSAGE_SEPARATOR):
         try:
             if message.startswith(BINARY_MARK):
-                packet = decoder.receive_binary(message[1:])
+                packet = decoder.receive_binary(message[1:], 0.0)
                 if packet is not None and any(_is_placeholder(value) for value in _walk(packet.data)):
                     raise AssertionError(f"a placeholder is left in the decoded packet: {packet.data!r}")
             else:

@@ -128,7 +128,9 @@ def test_decode_binary_event_through_decoder() -> None:
     )
     assert decoder.receive_text(f'51-["a",{PLACEHOLDER_0}]') is None
     assert decoder.awaiting_attachments
-    assert decoder.receive_binary(b"\x01\x02\x03") == Packet(PacketType.EVENT, "/", ["a", b"\x01\x02\x03"])
+    assert decoder.receive_binary(b"\x01\x02\x03", 0.0) == Packet(
+        PacketType.EVENT, "/", ["a", b"\x01\x02\x03"]
+    )
     assert not decoder.awaiting_attachments
     # The decoder is ready for the next packet.
     assert decoder.receive_text('2["b"]') == Packet(PacketType.EVENT, "/", ["b"])
@@ -141,9 +143,9 @@ def test_decode_binary_ack_with_two_attachments() -> None:
     text = f'62-/admin,456[{PLACEHOLDER_1},{{"inner":{PLACEHOLDER_0}}}]'
     assert sio.decode_text(text)[1] == 2
     assert decoder.receive_text(text) is None
-    assert decoder.receive_binary(b"first") is None
+    assert decoder.receive_binary(b"first", 0.0) is None
     assert decoder.awaiting_attachments
-    assert decoder.receive_binary(b"second") == Packet(
+    assert decoder.receive_binary(b"second", 0.0) == Packet(
         PacketType.ACK, "/admin", [b"second", {"inner": b"first"}], 456
     )
 
@@ -158,7 +160,7 @@ def test_non_placeholder_objects_in_binary_packet_are_left_alone() -> None:
     decoder = Decoder()
     text = '51-["a",{"_placeholder":false,"num":0},{"_placeholder":1},{"num":0},' + PLACEHOLDER_0 + "]"
     assert decoder.receive_text(text) is None
-    assert decoder.receive_binary(b"x") == Packet(
+    assert decoder.receive_binary(b"x", 0.0) == Packet(
         PacketType.EVENT,
         "/",
         ["a", {"_placeholder": False, "num": 0}, {"_placeholder": 1}, {"num": 0}, b"x"],
@@ -191,9 +193,9 @@ TWICE = "attachment placeholder used twice"
 def test_each_attachment_is_referenced_exactly_once(data: str, reason: str) -> None:
     decoder = Decoder()
     assert decoder.receive_text(f"52-{data}") is None
-    assert decoder.receive_binary(b"first") is None
+    assert decoder.receive_binary(b"first", 0.0) is None
     with pytest.raises(ProtocolError, match=f"^{reason}$"):
-        decoder.receive_binary(b"second")
+        decoder.receive_binary(b"second", 0.0)
     assert not decoder.awaiting_attachments
 
 
@@ -201,9 +203,9 @@ def test_attachment_count_up_to_max_attachments() -> None:
     decoder = Decoder(max_attachments=3)
     placeholders = ",".join(f'{{"_placeholder":true,"num":{n}}}' for n in range(3))
     assert decoder.receive_text(f'53-["a",{placeholders}]') is None
-    assert decoder.receive_binary(b"0") is None
-    assert decoder.receive_binary(b"1") is None
-    assert decoder.receive_binary(b"2") == Packet(PacketType.EVENT, "/", ["a", b"0", b"1", b"2"])
+    assert decoder.receive_binary(b"0", 0.0) is None
+    assert decoder.receive_binary(b"1", 0.0) is None
+    assert decoder.receive_binary(b"2", 0.0) == Packet(PacketType.EVENT, "/", ["a", b"0", b"1", b"2"])
 
 
 def test_limits_are_inclusive() -> None:
@@ -217,7 +219,7 @@ def test_deeply_nested_binary_packet() -> None:
     depth = sio.MAX_DEPTH - 2  # with the arguments' list and the placeholder's object: MAX_DEPTH
     decoder = Decoder()
     assert decoder.receive_text('51-["a",' + "[" * depth + PLACEHOLDER_0 + "]" * depth + "]") is None
-    packet = decoder.receive_binary(b"deep")
+    packet = decoder.receive_binary(b"deep", 0.0)
     assert packet is not None
     value = packet.data[1]
     for _ in range(depth):
@@ -232,8 +234,8 @@ def test_deeply_nested_binary_packet() -> None:
 def test_attachments_up_to_max_binary_size() -> None:
     decoder = Decoder(max_binary_size=10)
     assert decoder.receive_text(f'52-["a",{PLACEHOLDER_0},{PLACEHOLDER_1}]') is None
-    assert decoder.receive_binary(b"123456") is None
-    assert decoder.receive_binary(b"7890") == Packet(PacketType.EVENT, "/", ["a", b"123456", b"7890"])
+    assert decoder.receive_binary(b"123456", 0.0) is None
+    assert decoder.receive_binary(b"7890", 0.0) == Packet(PacketType.EVENT, "/", ["a", b"123456", b"7890"])
 
 
 def test_attachments_over_max_binary_size() -> None:
@@ -241,55 +243,44 @@ def test_attachments_over_max_binary_size() -> None:
     decoder = Decoder(max_binary_size=1_000_000)
     placeholders = ",".join(f'{{"_placeholder":true,"num":{n}}}' for n in range(10))
     assert decoder.receive_text(f'510-["a",{placeholders}]') is None
-    assert decoder.receive_binary(b"\x00" * 1_000_000) is None
+    assert decoder.receive_binary(b"\x00" * 1_000_000, 0.0) is None
     with pytest.raises(ProtocolError, match=r"^binary attachments over 1000000 bytes$"):
-        decoder.receive_binary(b"\x00")
+        decoder.receive_binary(b"\x00", 0.0)
     assert not decoder.awaiting_attachments  # what it held is let go
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_attachments_in_time() -> None:
-    clock = Clock()
-    decoder = Decoder(attachment_timeout=5, clock=clock)
+    decoder = Decoder(attachment_timeout=5)
     assert decoder.deadline is None
     assert decoder.receive_text(f'52-["a",{PLACEHOLDER_0},{PLACEHOLDER_1}]') is None
+    assert decoder.deadline == float("inf")  # not timed until its owner says when the text came
+    assert decoder.start_deadline(100.0) == 105.0
     assert decoder.deadline == 105.0
-    clock.now = 104.5
-    decoder.check_deadline()
-    assert decoder.receive_binary(b"0") is None
+    decoder.check_deadline(104.5)
+    assert decoder.receive_binary(b"0", 104.6) is None
     assert decoder.deadline == 105.0  # from the text part, not from the last attachment
-    assert decoder.receive_binary(b"1") is not None
+    assert decoder.receive_binary(b"1", 104.9) is not None
     assert decoder.deadline is None
-    clock.now = 200.0
-    decoder.check_deadline()  # nothing pending: nothing due
+    decoder.check_deadline(200.0)  # nothing pending: nothing due
 
 
 def test_attachments_overdue() -> None:
-    clock = Clock()
-    decoder = Decoder(attachment_timeout=5, clock=clock)
+    decoder = Decoder(attachment_timeout=5)
     assert decoder.receive_text(f'52-["a",{PLACEHOLDER_0},{PLACEHOLDER_1}]') is None
-    assert decoder.receive_binary(b"0") is None
-    clock.now = 105.0
+    decoder.start_deadline(100.0)
+    assert decoder.receive_binary(b"0", 101.0) is None
     with pytest.raises(ProtocolError, match=r"^binary attachments not received within 5s$"):
-        decoder.check_deadline()
+        decoder.check_deadline(105.0)
     assert decoder.deadline is None and not decoder.awaiting_attachments
 
 
 def test_attachment_after_the_deadline() -> None:
     # Its owner's timer has not fired yet (a busy loop): the late attachment is refused all the same.
-    clock = Clock()
-    decoder = Decoder(attachment_timeout=0.5, clock=clock)
+    decoder = Decoder(attachment_timeout=0.5)
     assert decoder.receive_text(f'51-["a",{PLACEHOLDER_0}]') is None
-    clock.now = 101.0
+    decoder.start_deadline(100.0)
     with pytest.raises(ProtocolError, match=r"^binary attachments not received within 0.5s$"):
-        decoder.receive_binary(b"0")
+        decoder.receive_binary(b"0", 101.0)
 
 
 # -- JSON tidings could not send on as it came ----------------------------------------------------
@@ -491,25 +482,25 @@ def test_more_attachments_than_max_attachments() -> None:
 def test_unexpected_binary_message() -> None:
     decoder = Decoder()
     with pytest.raises(ProtocolError, match=r"^unexpected binary message$"):
-        decoder.receive_binary(b"\x01")
+        decoder.receive_binary(b"\x01", 0.0)
     assert decoder.receive_text('2["a"]') == Packet(PacketType.EVENT, "/", ["a"])
     with pytest.raises(ProtocolError, match=r"^unexpected binary message$"):
-        decoder.receive_binary(b"\x01")
+        decoder.receive_binary(b"\x01", 0.0)
 
 
 def test_unexpected_binary_message_after_the_last_attachment() -> None:
     decoder = Decoder()
     decoder.receive_text(f'51-["a",{PLACEHOLDER_0}]')
-    assert decoder.receive_binary(b"1") is not None
+    assert decoder.receive_binary(b"1", 0.0) is not None
     with pytest.raises(ProtocolError, match=r"^unexpected binary message$"):
-        decoder.receive_binary(b"2")
+        decoder.receive_binary(b"2", 0.0)
 
 
 @pytest.mark.parametrize("text", ['2["a"]', f'51-["a",{PLACEHOLDER_0}]', "0", "bogus"])
 def test_text_while_attachments_are_expected(text: str) -> None:
     decoder = Decoder()
     assert decoder.receive_text(f'52-["a",{PLACEHOLDER_0},{PLACEHOLDER_1}]') is None
-    assert decoder.receive_binary(b"first") is None
+    assert decoder.receive_binary(b"first", 0.0) is None
     with pytest.raises(ProtocolError, match=r"^text message while binary attachments were expected$"):
         decoder.receive_text(text)
 
@@ -533,7 +524,7 @@ def test_bad_placeholder(placeholder: str) -> None:
     decoder = Decoder()
     assert decoder.receive_text(f'51-["a",{{"nested":[{placeholder}]}}]') is None
     with pytest.raises(ProtocolError, match=r"^invalid attachment placeholder$"):
-        decoder.receive_binary(b"\x00")
+        decoder.receive_binary(b"\x00", 0.0)
     # The broken packet is gone: the decoder does not hold it any more.
     assert not decoder.awaiting_attachments
 
@@ -542,7 +533,7 @@ def test_bad_placeholder_in_binary_ack() -> None:
     decoder = Decoder()
     assert decoder.receive_text('61-1[{"_placeholder":true,"num":2}]') is None
     with pytest.raises(ProtocolError, match=r"^invalid attachment placeholder$"):
-        decoder.receive_binary(b"\x00")
+        decoder.receive_binary(b"\x00", 0.0)
 
 
 # -- properties ----------------------------------------------------------------------------------
@@ -602,7 +593,9 @@ def test_any_sequence_of_messages_decodes_or_is_a_protocol_error(messages: list[
     for message in messages:
         try:
             result = (
-                decoder.receive_text(message) if isinstance(message, str) else decoder.receive_binary(message)
+                decoder.receive_text(message)
+                if isinstance(message, str)
+                else decoder.receive_binary(message, 0.0)
             )
         except ProtocolError:
             continue
@@ -665,7 +658,7 @@ def _decode_all(messages: list[str | bytes]) -> Packet:
     for attachment in attachments:
         assert result is None
         assert isinstance(attachment, bytes)
-        result = decoder.receive_binary(attachment)
+        result = decoder.receive_binary(attachment, 0.0)
     assert result is not None
     assert not decoder.awaiting_attachments
     return result

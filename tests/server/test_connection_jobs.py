@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import asyncio
 
-from tidings.server.socketio import JOBS_PER_TURN, Connection
+from tidings.server.jobs import JOBS_PER_TURN, JobQueue
 from tidings.settings import Settings
 
 
 class Session:
-    """What a Connection asks of its Engine.IO session."""
+    """What a job queue asks of its Engine.IO session."""
 
     def __init__(self) -> None:
-        self.scope = {"type": "websocket", "path": "/socket.io/", "headers": [], "query_string": b""}
         self.held: list[bool] = []
 
     def hold_reading(self) -> None:
@@ -24,7 +23,7 @@ class Session:
 
 
 async def test_jobs_that_never_wait_let_other_connections_run() -> None:
-    connection = Connection(Session(), Settings())  # type: ignore[arg-type]
+    connection = JobQueue(Session(), Settings())
     order: list[str] = []
 
     def job(n: int):
@@ -48,7 +47,7 @@ async def test_jobs_that_never_wait_let_other_connections_run() -> None:
 
 async def test_past_max_pending_events_the_session_is_held_until_half_have_run() -> None:
     session = Session()
-    connection = Connection(session, Settings(max_pending_events=10))  # type: ignore[arg-type]
+    connection = JobQueue(session, Settings(max_pending_events=10))
 
     async def nothing() -> None:
         pass
@@ -63,7 +62,7 @@ async def test_past_max_pending_events_the_session_is_held_until_half_have_run()
 
 async def test_max_pending_bytes_holds_too() -> None:
     session = Session()
-    connection = Connection(session, Settings(max_pending_bytes=1000))  # type: ignore[arg-type]
+    connection = JobQueue(session, Settings(max_pending_bytes=1000))
 
     async def nothing() -> None:
         pass

@@ -4,31 +4,63 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import enum
-import itertools
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+import functools
+from collections.abc import Awaitable, Callable, Collection, Iterable
+from typing import Any, Protocol
 
 from tidings.api.handlers import MESSAGE, Handler
 from tidings.api.request import Request
 from tidings.api.routing import Send, route
 from tidings.channels import check_channel_name, require
-from tidings.message import Outgoing, encode, socketio_packets, wire_form
-from tidings.protocol import socketio as sio
-
-if TYPE_CHECKING:
-    from tidings.server.socketio import Connection, SocketIO
-
-AckCallback = Callable[[list[Any] | None], None]  # None: the socket went before the ack came
+from tidings.hub import Hub
+from tidings.message import Outgoing, socketio_packets, wire_form
+from tidings.protocol.socketio import AckCallback, BaseSocket, SocketState
+from tidings.settings import Settings
 
 
-class SocketState(enum.Enum):
-    CONNECTING = "connecting"  # connect handlers running; what it emits waits for CONNECT
-    CONNECTED = "connected"
-    DISCONNECTED = "disconnected"
+class Outbound(Protocol):
+    """Where a socket's packets go: its Engine.IO session (event loop thread)."""
+
+    def send(self, packet: str | bytes) -> None: ...
+
+    def send_many(self, packets: list[str | bytes]) -> None: ...
 
 
-class Socket:
+class SocketConnection(Protocol):
+    """What a socket asks of the connection it belongs to (one client's Engine.IO session)."""
+
+    @property
+    def request(self) -> Request: ...
+
+    @property
+    def session(self) -> Outbound: ...
+
+    def schedule(self, job: Callable[[], Awaitable[None]], size: int = 0) -> None:
+        """Run ``job`` after the connection's jobs scheduled before it (event loop thread)."""
+
+
+class SocketServer(Protocol):
+    """What a socket asks of the Socket.IO server it belongs to."""
+
+    @property
+    def hub(self) -> Hub: ...
+
+    @property
+    def settings(self) -> Settings: ...
+
+    def subscribe(self, socket: Socket, channel: str) -> str | None:
+        """Add ``socket`` to ``channel`` (event loop thread); the refusal reason, if any."""
+
+    def disconnect(self, socket: Socket, reason: str, notify_client: bool) -> None:
+        """Take a connected socket out of its namespace (event loop thread)."""
+
+    def run_handler(
+        self, socket: Socket, handler: Handler, args: Iterable[Any], channels: Collection[str]
+    ) -> Awaitable[Any]:
+        """Run ``handler`` for ``socket`` with ``args``, as the handlers of ``channels``' events run."""
+
+
+class Socket(BaseSocket):
     """A client's connection to one namespace: what handlers get as ``socket``.
 
     Its sending methods are safe to call from any thread: off the event loop they hand the already
@@ -36,27 +68,22 @@ class Socket:
     """
 
     __slots__ = (
-        "_ack_ids",
-        "_acks",
         "_form",
-        "_pending",
-        "_state",
         "auth",
         "connection",
         "context",
         "disconnect_reason",
         "io",
-        "namespace",
         "presence_info",
         "request",
         "session_id",
         "subscriptions",
     )
 
-    def __init__(self, io: SocketIO, connection: Connection, namespace: str, auth: Any) -> None:
+    def __init__(self, io: SocketServer, connection: SocketConnection, namespace: str, auth: Any) -> None:
+        super().__init__(namespace)  # its state, held packets and acks: the protocol's part
         self.io = io
         self.connection = connection
-        self.namespace = namespace
         #: The connect payload the client sent (``auth`` option of the official clients).
         self.auth: Any = auth
         self.session_id = io.hub.new_session_id()
@@ -70,14 +97,6 @@ class Socket:
         #: Written by the hub only (see :attr:`channels`).
         self.subscriptions: dict[str, None] = {}
         self._form = wire_form(namespace)
-        self._state = SocketState.CONNECTING
-        self._pending: list[list[str | bytes]] = []
-        self._acks: dict[int, AckCallback] = {}
-        self._ack_ids = itertools.count()
-
-    @property
-    def connected(self) -> bool:
-        return self._state is SocketState.CONNECTED
 
     @property
     def channels(self) -> frozenset[str]:
@@ -92,11 +111,8 @@ class Socket:
         ``callback``, if given, is called with the client's ack arguments (in the handler pool, as a
         ``def`` or ``async def`` handler would be).
         """
-        ack_id = None
-        if callback is not None:
-            handler = Handler.of(callback)
-            ack_id = self._add_ack(lambda args: self._run_callback(handler, args))
-        self._post(encode(sio.Packet(sio.PacketType.EVENT, self.namespace, [event, *args], ack_id)))
+        ack = None if callback is None else functools.partial(self._run_callback, Handler.of(callback))
+        self._post(self._event(event, args, ack))
 
     def send(self, message: Any) -> None:
         """Send ``message`` (any JSON value or bytes) as the ``message`` event."""
@@ -202,13 +218,7 @@ class Socket:
             session.send_many(packets)
 
     def _emit_with_ack(self, event: str, args: tuple[Any, ...], resolve: AckCallback) -> None:
-        ack_id = self._add_ack(resolve)
-        self._post(encode(sio.Packet(sio.PacketType.EVENT, self.namespace, [event, *args], ack_id)))
-
-    def _add_ack(self, callback: AckCallback) -> int:
-        ack_id = next(self._ack_ids)
-        self._acks[ack_id] = callback
-        return ack_id
+        self._post(self._event(event, args, resolve))
 
     def _run_callback(self, handler: Handler, args: list[Any] | None) -> None:
         if args is not None:

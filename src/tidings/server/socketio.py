@@ -1,38 +1,26 @@
-"""Socket.IO v5 server over Engine.IO sessions: namespaces, events, acks, channels, lifecycle events.
+"""Socket.IO v5 server over Engine.IO sessions: connections, namespaces, events, acks, lifecycle events.
 
-Spec: https://socket.io/docs/v4/socket-io-protocol/. Packet rules live in
-:mod:`tidings.protocol.socketio`; who is in which channel lives in :mod:`tidings.hub`; this module keeps
-the state of connections and runs handlers.
+Spec: https://socket.io/docs/v4/socket-io-protocol/. What a client may send, and the states of its
+sockets, are :mod:`tidings.protocol.socketio`'s; who is in which channel is :mod:`tidings.hub`'s. This
+module moves packets between the protocol and the Engine.IO session, keeps the timers (connect
+timeout, attachment deadline) and runs handlers (:mod:`tidings.server.running`) in the order the
+seeds gave them.
 
-Handlers of one connection run one after another, in the order their packets arrived, from a
-per-connection job queue whose worker task exists only while there is work. ``def`` handlers run in a
-thread pool, ``async def`` handlers on the event loop.
-
-Channels on the wire are ordinary events, so any Socket.IO client can use them:
-``emit("subscribe", channel)`` / ``emit("unsubscribe", channel)`` (acked with ``{"ok": true}`` or
-``{"ok": false, "error": reason}``), ``emit("message", message[, channel])`` to send (to a channel
-the socket is in, unless a handler takes messages from non-members), and the ``message`` event with
-``(message[, channel])`` to receive; a message of a channel with history has a third argument, its
-position ``{"offset": n, "epoch": e}``, and ``emit("subscribe", channel, {"since": position})``
-recovers what followed it. ``emit("presence", channel)`` asks who is in a channel with presence;
-``join`` and ``leave`` events tell its members.
+Handlers of one connection run one after another, in the order their packets arrived, from the
+connection's job queue (:mod:`tidings.server.jobs`). The channel events (``message``, ``subscribe``,
+``unsubscribe``, ``presence``) are :mod:`tidings.server.channels`'.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextvars
-import datetime
 import logging
-from collections import deque
-from collections.abc import Awaitable, Callable, Collection, Iterable
-from typing import Any
+from collections.abc import Collection, Iterable
+from typing import Any, cast
 
 from tidings.api.handlers import (
     CONNECT,
     DISCONNECT,
-    ERROR,
     FINISH,
     LIFECYCLE,
     MESSAGE,
@@ -44,128 +32,45 @@ from tidings.api.handlers import (
 )
 from tidings.api.request import Request
 from tidings.api.routing import Send, route
-from tidings.api.socket import Socket, SocketState
+from tidings.api.socket import Socket
 from tidings.brokers import Broker
-from tidings.channels import NO_HISTORY, HistoryRule, check_channel_name, check_subscription
-from tidings.errors import BrokerError
 from tidings.hub import Hub
-from tidings.message import Position, encode
 from tidings.protocol import ProtocolError
 from tidings.protocol import socketio as sio
+from tidings.protocol.socketio import SocketState
+from tidings.server.channels import PRESENCE, ChannelEvents
 from tidings.server.engine import PROTOCOL_ERROR, Session
+from tidings.server.jobs import JobQueue
+from tidings.server.running import HandlerRunner, answer
 from tidings.settings import Settings
 
 logger = logging.getLogger("tidings.socketio")
-message_logger = logging.getLogger("tidings.messages")
-
-#: The event a client emits to ask who is in a channel (only when the ``presence`` setting is on).
-PRESENCE = "presence"
-
-Job = Callable[[], Awaitable[None]]
-#: Jobs a connection's worker runs before it lets the event loop serve the others: a client whose
-#: events are handled without waiting (refused, or by async handlers that do not await) must not
-#: hold the loop for a whole read's worth of them.
-JOBS_PER_TURN = 16
 
 
-def _ack_args(result: Any) -> list[Any]:
-    if result is None:
-        return []
-    if isinstance(result, tuple):
-        return list(result)
-    return [result]
+class Connection(JobQueue):
+    """The server's side of one client's Socket.IO connection: the protocol's state of it
+    (:attr:`protocol`), the request it came with, its job queue and its timers."""
 
+    __slots__ = ("_attachment_timer", "_connect_timer", "_incoming", "protocol", "request")
 
-class Connection:
-    """The Socket.IO side of one Engine.IO session: its sockets, decoder and job queue."""
-
-    __slots__ = (
-        "_attachment_timer",
-        "_connect_timer",
-        "_holding",
-        "_incoming",
-        "_jobs",
-        "_pending_bytes",
-        "_settings",
-        "_worker",
-        "decoder",
-        "request",
-        "session",
-        "sockets",
-    )
+    session: Session
 
     def __init__(self, session: Session, settings: Settings) -> None:
-        self.session = session
+        super().__init__(session, settings)
         self.request = Request(session.scope)
-        self.decoder = sio.Decoder(
+        self.protocol: sio.Connection[Socket] = sio.Connection(
+            settings.max_namespaces,
             settings.max_attachments,
             settings.max_binary_size,
             settings.attachment_timeout,
-            asyncio.get_running_loop().time,
         )
-        self.sockets: dict[str, Socket] = {}
-        self._settings = settings
-        # Created when a job comes and dropped when the queue runs dry: an empty deque holds a
-        # 64-slot block (~0.7 KiB), too much for each of many idle connections. Each job with the
-        # bytes of the client's messages it holds.
-        self._jobs: deque[tuple[Job, int]] | None = None
-        self._pending_bytes = 0  # of the jobs queued
-        self._holding = False  # the session takes no messages until the queue is half as long
         self._incoming = 0  # bytes of the messages of the packet being decoded
-        self._worker: asyncio.Task[None] | None = None
         self._connect_timer: asyncio.TimerHandle | None = None
         self._attachment_timer: asyncio.TimerHandle | None = None
 
-    def schedule(self, job: Job, size: int = 0) -> None:
-        """Run ``job`` after every job scheduled before it on this connection; ``size``: the bytes
-        of the client's messages it holds.
-
-        Once ``max_pending_events`` jobs or ``max_pending_bytes`` wait, the session stops taking
-        the client's messages until the queue is half as long, so a client that sends faster than
-        its handlers run is slowed down instead of growing the queue without end.
-        """
-        if self._jobs is None:
-            self._jobs = deque()
-        self._jobs.append((job, size))
-        self._pending_bytes += size
-        settings = self._settings
-        if not self._holding and (
-            len(self._jobs) >= settings.max_pending_events
-            or self._pending_bytes >= settings.max_pending_bytes
-        ):
-            self._holding = True
-            self.session.hold_reading()
-        if self._worker is None:
-            self._worker = asyncio.get_running_loop().create_task(self._work(self._jobs))
-
-    async def _work(self, jobs: deque[tuple[Job, int]]) -> None:
-        settings = self._settings
-        ran = 0
-        try:
-            while jobs:
-                job, size = jobs.popleft()
-                self._pending_bytes -= size
-                if (
-                    self._holding
-                    and len(jobs) <= settings.max_pending_events // 2
-                    and self._pending_bytes <= settings.max_pending_bytes // 2
-                ):
-                    self._holding = False
-                    self.session.release_reading()
-                try:
-                    await job()
-                except Exception:  # handlers' own errors are caught inside jobs; this is a bug
-                    logger.exception("connection job failed")
-                ran += 1
-                if ran % JOBS_PER_TURN == 0 and jobs:
-                    await asyncio.sleep(0)  # let the loop serve the other connections
-        finally:
-            self._worker = None
-            self._jobs = None  # no await since the queue ran dry: nothing was added meanwhile
-
     def watch_attachments(self) -> None:
         """Keep a timer for the deadline of the binary packet the decoder holds, if any."""
-        deadline = self.decoder.deadline
+        deadline = self.protocol.decoder.deadline
         if deadline is None:
             if self._attachment_timer is not None:
                 self._attachment_timer.cancel()
@@ -177,7 +82,7 @@ class Connection:
     def _attachments_due(self) -> None:
         self._attachment_timer = None
         try:
-            self.decoder.check_deadline()
+            self.protocol.decoder.check_deadline(asyncio.get_running_loop().time())
         except ProtocolError as error:
             logger.info("session %s: protocol error: %s", self.session.sid, error)
             self.session.close(str(error), PROTOCOL_ERROR)
@@ -206,79 +111,22 @@ class SocketIO:
             self._namespaces = {"/", *namespaces}
         self.hub = Hub(broker)
         self.hub.configure(settings)
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-
-    # -- running handlers --------------------------------------------------------------------------
-
-    async def invoke(self, handler: Handler, *args: Any) -> Any:
-        if handler.is_async:
-            return await handler.func(*args)
-        if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(
-                self.settings.handler_threads, thread_name_prefix="tidings-handler"
-            )
-        loop = asyncio.get_running_loop()
-        context = contextvars.copy_context()
-        return await loop.run_in_executor(self._executor, context.run, handler.func, *args)
+        self.runner = HandlerRunner(settings, handlers)
+        self.channels = ChannelEvents(settings, handlers, self.hub, self.runner)
 
     async def run_handler(
-        self,
-        socket: Socket,
-        handler: Handler,
-        args: Iterable[Any],
-        channels: Collection[str],
-        refusable: bool = False,
+        self, socket: Socket, handler: Handler, args: Iterable[Any], channels: Collection[str]
     ) -> Any:
-        """Run one handler as ``func(request, socket, context, *args)``.
+        """Run one handler for ``socket`` (see :meth:`HandlerRunner.run`)."""
+        return await self.runner.run(socket, handler, args, channels)
 
-        An exception is logged with its traceback and handed to the ``error`` handlers that match
-        ``channels``; the connection goes on and the result is None. If ``refusable``, a
-        :class:`Refuse` is raised on instead: the handler refused what the client asked for.
-        """
-        try:
-            return await self.invoke(handler, socket.request, socket, socket.context, *args)
-        except Exception as error:
-            if refusable and isinstance(error, Refuse):
-                raise
-            logger.exception("handler %s raised", _name(handler))
-            await self._run_error_handlers(socket, error, channels)
-            return None
-
-    async def _run_error_handlers(self, socket: Socket, error: Exception, channels: Collection[str]) -> None:
-        for handler in self.handlers.get(socket.namespace, ERROR):
-            if handler.matches(channels):
-                try:
-                    await self.invoke(handler, socket.request, socket, socket.context, error)
-                except Exception:  # not handed to error handlers again: that could loop
-                    logger.exception("error handler %s raised", _name(handler))
-
-    async def _run_answering(
-        self, socket: Socket, calls: Iterable[tuple[Handler, Iterable[Any]]], channels: Collection[str]
-    ) -> Any:
-        """Run the handlers of one client event with their arguments, in order, for its ack: the first
-        result that is not None, or the refusal of a handler that raised :class:`Refuse` (the
-        handlers after it do not run)."""
-        result = None
-        for handler, args in calls:
-            try:
-                value = await self.run_handler(socket, handler, args, channels, refusable=True)
-            except Refuse as refused:
-                return _answer(refused.reason)
-            if result is None:
-                result = value
-        return result
-
-    async def _fire(self, socket: Socket, event: str, channels: Collection[str], *args: Any) -> None:
-        """Run the lifecycle handlers of ``event`` that match ``channels``."""
-        for handler in self.handlers.get(socket.namespace, event):
-            if handler.matches(channels):
-                await self.run_handler(socket, handler, args, channels)
+    def subscribe(self, socket: Socket, channel: str) -> str | None:
+        """Add ``socket`` to ``channel`` (event loop thread); the refusal reason, if any."""
+        return self.channels.subscribe(socket, channel)
 
     def shutdown(self) -> None:
         self.hub.unbind()
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+        self.runner.shutdown()
 
     # -- engine events ---------------------------------------------------------------------------
 
@@ -291,42 +139,36 @@ class SocketIO:
         )
 
     def _connect_timed_out(self, connection: Connection) -> None:
-        if not connection.sockets:
+        if not connection.protocol.sockets:
             connection.session.close("connect timeout")
 
     def message_received(self, session: Session, data: str | bytes) -> None:
         connection: Connection = session.data
-        decoder = connection.decoder
+        protocol = connection.protocol
+        decoder = protocol.decoder
         connection._incoming += len(data)
         if isinstance(data, str):
-            packet = decoder.receive_text(data)
-            if packet is None:  # a binary packet's text part: its attachments are due
+            received = protocol.receive_text(data)
+            if received is None and decoder.awaiting_attachments:  # a binary packet's text part
+                decoder.start_deadline(asyncio.get_running_loop().time())
                 connection.watch_attachments()
                 return
         else:
-            packet = decoder.receive_binary(data)
-            connection.watch_attachments()  # the last attachment is in, or one more
-            if packet is None:
+            received = protocol.receive_binary(data, asyncio.get_running_loop().time())
+            connection.watch_attachments()  # the last attachment is in, or one more is due
+            if received is None and decoder.awaiting_attachments:
                 return
         size, connection._incoming = connection._incoming, 0
-        socket = connection.sockets.get(packet.namespace)
-        match packet.type:
-            case sio.PacketType.CONNECT:
-                if socket is None:
-                    self._connect(connection, packet)
-            case sio.PacketType.EVENT:
-                if socket is not None and socket._state is SocketState.CONNECTED:
-                    connection.schedule(lambda: self._run_event(socket, packet), size)
-            case sio.PacketType.ACK:
-                if socket is not None and packet.id is not None:
-                    callback = socket._acks.pop(packet.id, None)
-                    if callback is not None:
-                        callback(packet.data)
-            case sio.PacketType.DISCONNECT:
-                if socket is not None:
-                    self.disconnect(socket, "client namespace disconnect", False)
-            case _:
-                raise ProtocolError(f"unexpected {packet.type.name} packet from a client")
+        if type(received) is sio.Packet:  # an EVENT of a connected socket
+            packet: sio.Packet = received
+            socket = protocol.sockets[packet.namespace]
+            connection.schedule(lambda: self._run_event(socket, packet), size)
+        elif isinstance(received, sio.ConnectRequest):
+            self._connect(connection, received)
+        elif isinstance(received, sio.AckReceived):
+            received.callback(received.args)
+        elif isinstance(received, sio.DisconnectRequest):
+            self.disconnect(received.socket, "client namespace disconnect", False)
 
     def session_closed(self, session: Session, reason: str) -> None:
         connection: Connection = session.data
@@ -334,9 +176,10 @@ class SocketIO:
             connection._connect_timer.cancel()
         if connection._attachment_timer is not None:
             connection._attachment_timer.cancel()
-        for socket in list(connection.sockets.values()):
+        protocol = connection.protocol
+        for socket in list(protocol.sockets.values()):
             if socket._state is SocketState.CONNECTING:
-                socket._state = SocketState.DISCONNECTED
+                protocol.drop(socket)  # its connect handlers find out when they return
             else:
                 self.disconnect(socket, reason, False)
 
@@ -349,265 +192,100 @@ class SocketIO:
             return namespace in self.handlers.namespaces
         return namespace in self._namespaces
 
-    def _connect(self, connection: Connection, packet: sio.Packet) -> None:
-        namespace = packet.namespace
+    def _connect(self, connection: Connection, request: sio.ConnectRequest) -> None:
+        namespace = request.namespace
         refusal = None
         if not self._accepts(namespace):
             refusal = "Invalid namespace"
-        elif len(connection.sockets) >= self.settings.max_namespaces:
+        elif connection.protocol.full:
             refusal = "too many namespaces"
         if refusal is not None:
-            error = {"message": refusal}
-            connection.session.send_many(encode(sio.Packet(sio.PacketType.CONNECT_ERROR, namespace, error)))
+            connection.session.send_many(sio.connect_error(namespace, refusal))
             return
         if connection._connect_timer is not None:
             connection._connect_timer.cancel()
             connection._connect_timer = None
-        socket = Socket(self, connection, namespace, packet.data if packet.data is not None else {})
-        connection.sockets[namespace] = socket
-        connection.schedule(lambda: self._run_connect(socket))
+        socket = Socket(self, connection, namespace, request.auth)
+        connection.protocol.open(socket)
+        connection.schedule(lambda: self._run_connect(connection, socket))
 
-    async def _run_connect(self, socket: Socket) -> None:
+    async def _run_connect(self, connection: Connection, socket: Socket) -> None:
         try:
             for handler in self.handlers.get(socket.namespace, CONNECT):
-                await self.invoke(handler, socket.request, socket, socket.context)
+                await self.runner.invoke(handler, socket.request, socket, socket.context)
         except Refuse as refusal:
-            self._refuse(socket, refusal.reason, refusal.data)
+            self._refuse(connection, socket, refusal.reason, refusal.data)
         except Exception as error:
             logger.exception("connect handler raised; connection refused")
-            self._refuse(socket, "Internal server error", None)
-            await self._run_error_handlers(socket, error, ())
+            self._refuse(connection, socket, "Internal server error", None)
+            await self.runner.run_error_handlers(socket, error, ())
         else:
             if socket._state is SocketState.CONNECTING:
-                self._connected(socket)
+                self._connected(connection, socket)
                 return
         # Refused, or the session ended while the connect handlers ran: the socket is over.
-        socket._state = SocketState.DISCONNECTED
-        await self._fire(socket, FINISH, ())
+        await self.runner.fire(socket, FINISH, ())
 
-    def _connected(self, socket: Socket) -> None:
-        socket._state = SocketState.CONNECTED
+    def _connected(self, connection: Connection, socket: Socket) -> None:
+        replies = connection.protocol.accept(socket, socket.session_id)
         self.hub.join(socket, socket.namespace)
-        session = socket.connection.session
-        reply = sio.Packet(sio.PacketType.CONNECT, socket.namespace, {"sid": socket.session_id})
-        session.send_many(encode(reply))
-        for packets in socket._pending:
-            session.send_many(packets)
-        socket._pending.clear()
+        for packets in replies:
+            connection.session.send_many(packets)
 
-    def _refuse(self, socket: Socket, reason: str, data: Any) -> None:
-        socket._state = SocketState.DISCONNECTED
-        socket._pending.clear()
-        socket.connection.sockets.pop(socket.namespace, None)
-        error: dict[str, Any] = {"message": reason}
-        if data is not None:
-            error["data"] = data
+    def _refuse(self, connection: Connection, socket: Socket, reason: str, data: Any) -> None:
+        if socket._state is not SocketState.CONNECTING:
+            return  # the session ended meanwhile: nobody to tell
+        connection.protocol.drop(socket)
         try:
-            packets = encode(sio.Packet(sio.PacketType.CONNECT_ERROR, socket.namespace, error))
+            packets = sio.connect_error(socket.namespace, reason, data)
         except TypeError as problem:
             logger.error("Refuse data cannot be sent (%s); refusing without it", problem)
-            packets = encode(sio.Packet(sio.PacketType.CONNECT_ERROR, socket.namespace, {"message": reason}))
-        socket.connection.session.send_many(packets)
+            packets = sio.connect_error(socket.namespace, reason)
+        connection.session.send_many(packets)
 
     def disconnect(self, socket: Socket, reason: str, notify_client: bool) -> None:
         """Take a connected socket out of its namespace and channels; run its ending handlers."""
         if socket._state is not SocketState.CONNECTED:
             return
-        socket._state = SocketState.DISCONNECTED
+        connection = cast(Connection, socket.connection)
+        callbacks = connection.protocol.disconnect(socket)
         socket.disconnect_reason = reason
-        socket.connection.sockets.pop(socket.namespace, None)
         channels = self.hub.leave(socket, socket.namespace)
-        acks, socket._acks = socket._acks, {}
-        for callback in acks.values():
+        for callback in callbacks:
             callback(None)
         if notify_client:
-            packet = sio.Packet(sio.PacketType.DISCONNECT, socket.namespace)
-            socket.connection.session.send_many(encode(packet))
-        socket.connection.schedule(lambda: self._run_ending(socket, channels))
+            connection.session.send_many(sio.namespace_disconnect(socket.namespace))
+        connection.schedule(lambda: self._run_ending(socket, channels))
 
     async def _run_ending(self, socket: Socket, channels: list[str]) -> None:
         """The seeds' order: disconnect, then unsubscribe from each channel it was in, then finish."""
-        await self._fire(socket, DISCONNECT, channels)
+        await self.runner.fire(socket, DISCONNECT, channels)
         for channel in channels:
-            await self._fire(socket, UNSUBSCRIBE, (channel,), channel)
-        await self._fire(socket, FINISH, channels)
+            await self.runner.fire(socket, UNSUBSCRIBE, (channel,), channel)
+        await self.runner.fire(socket, FINISH, channels)
 
     # -- events ----------------------------------------------------------------------------------
 
     async def _run_event(self, socket: Socket, packet: sio.Packet) -> None:
         event, *args = packet.data
         if event == MESSAGE:
-            result = await self._run_message(socket, args)
+            result = await self.channels.message(socket, args)
         elif event == SUBSCRIBE:
-            result = await self._run_subscribe(socket, args)
+            result = await self.channels.subscribe_request(socket, args)
         elif event == UNSUBSCRIBE:
-            result = await self._run_unsubscribe(socket, args)
+            result = await self.channels.unsubscribe_request(socket, args)
         elif event == PRESENCE and self.settings.presence:
-            result = await self._run_presence(socket, args)
+            result = await self.channels.presence(socket, args)
         else:
             handlers = [] if event in LIFECYCLE else self.handlers.get(socket.namespace, event)
             if not handlers:
                 logger.debug("no handler for event %r in %s", event, socket.namespace)
                 return
-            result = await self._run_answering(
+            result = await self.runner.run_answering(
                 socket, [(handler, args) for handler in handlers], socket.channels
             )
         if packet.id is not None and socket._state is SocketState.CONNECTED:
             socket.connection.session.send_many(_ack_packets(socket.namespace, packet.id, result, event))
-
-    async def _run_message(self, socket: Socket, args: list[Any]) -> Any:
-        """``emit("message", message[, channel])``: the ``message`` handlers that match, in order.
-
-        A message addressed to a channel the socket is not in runs only the handlers that take
-        messages from non-members; if none matches, it is refused, as one to a bad channel name is.
-        """
-        if len(args) not in (1, 2) or (len(args) == 2 and not isinstance(args[1], str)):
-            logger.info("socket %s: malformed message event ignored", socket.session_id)
-            return {"ok": False, "error": "expected (message) or (message, channel)"}
-        message = args[0]
-        channel: str | None = args[1] if len(args) == 2 else None
-        if self.settings.message_log_format is not None:
-            self._log_message(socket, message, channel)
-        handlers = self.handlers.get(socket.namespace, MESSAGE)
-        channels: Collection[str]
-        if channel is None:
-            channels = socket.channels
-        else:
-            refusal = check_channel_name(channel, self.settings.max_channel_length)
-            if refusal is not None:
-                return _answer(refusal)
-            channels = (channel,)
-            if channel not in socket.subscriptions:
-                handlers = [handler for handler in handlers if not handler.members_only]
-                if not any(handler.matches(channels) for handler in handlers):
-                    return _answer(f"not subscribed to {channel!r}")
-        calls = [
-            (handler, (message, channel) if handler.takes_channel else (message,))
-            for handler in handlers
-            if handler.matches(channels)
-        ]
-        return await self._run_answering(socket, calls, channels)
-
-    async def _run_subscribe(self, socket: Socket, args: list[Any]) -> dict[str, Any]:
-        """The client asks to join a channel: the ``subscribe`` handlers may refuse it first."""
-        channel = args[0] if args else None
-        settings = self.settings
-        refusal = check_subscription(socket, channel, settings.max_channels, settings.max_channel_length)
-        if refusal is not None or channel in socket.subscriptions:
-            return _answer(refusal)
-        assert isinstance(channel, str)
-        options = args[1] if len(args) > 1 else None
-        since = None
-        recovering = isinstance(options, dict) and options.get("since") is not None
-        if recovering:
-            assert isinstance(options, dict)
-            since = Position.parse(options["since"])
-            if since is None:
-                return _answer('since must be {"offset": int, "epoch": str}')
-        try:
-            for handler in self.handlers.get(socket.namespace, SUBSCRIBE):
-                if handler.matches((channel,)):
-                    await self.invoke(handler, socket.request, socket, socket.context, channel)
-        except Refuse as refused:
-            return _answer(refused.reason)
-        except Exception as error:
-            logger.exception("subscribe handler raised; subscription refused")
-            await self._run_error_handlers(socket, error, (channel,))
-            return _answer("Internal server error")
-        hub = self.hub
-        rule = hub.options.history(channel) if hub.options.any else None
-        if rule is not None:
-            hub.begin_catch_up(socket, channel)  # live messages wait until the history is read
-        refusal = self.subscribe(socket, channel)
-        if refusal is None and hub.broker.remote:
-            await hub.broker.ready()  # in effect on every node before the client hears so
-        if refusal is not None or rule is None:
-            if rule is not None:
-                hub.end_catch_up(socket, channel, None)
-            answer = _answer(refusal)
-            if refusal is None and recovering:
-                answer.update(recovered=False, reason=NO_HISTORY)
-            return answer
-        return await self._recover(socket, channel, rule, since, recovering)
-
-    async def _recover(
-        self, socket: Socket, channel: str, rule: HistoryRule, since: Position | None, recovering: bool
-    ) -> dict[str, Any]:
-        """Read ``channel``'s history (after ``since``), hand over what was missed and what came
-        meanwhile, in order, with no duplicates; the answer says where the socket is now."""
-        hub = self.hub
-        try:
-            recovery = await hub.broker.recover(channel, rule, since)
-        except BrokerError as error:
-            logger.warning(
-                "socket %s: the history of %r cannot be read: %s", socket.session_id, channel, error
-            )
-            for outgoing in hub.end_catch_up(socket, channel, None):
-                socket.deliver(outgoing)
-            return (
-                {"ok": True, "recovered": False, "reason": "history unavailable"}
-                if recovering
-                else {"ok": True}
-            )
-        for outgoing in hub.end_catch_up(socket, channel, recovery):
-            socket.deliver(outgoing)
-        answer: dict[str, Any] = {"ok": True, **recovery.position.wire()}
-        if recovering:
-            answer["recovered"] = recovery.reason is None
-            if recovery.reason is not None:
-                answer["reason"] = recovery.reason
-        return answer
-
-    async def _run_presence(self, socket: Socket, args: list[Any]) -> dict[str, Any]:
-        """``emit("presence", channel)``: who is in a channel with presence the socket is in."""
-        channel = args[0] if args else None
-        refusal = check_channel_name(channel, self.settings.max_channel_length)
-        if refusal is not None:
-            return _answer(refusal)
-        assert isinstance(channel, str)
-        if not self.hub.options.presence(channel):
-            return _answer(f"no presence for channel {channel!r}")
-        if channel not in socket.subscriptions:
-            return _answer(f"not subscribed to {channel!r}")
-        try:
-            members = await self.hub.broker.presence(channel)
-        except BrokerError as error:
-            return _answer(str(error))
-        return {"ok": True, "presence": members}
-
-    async def _run_unsubscribe(self, socket: Socket, args: list[Any]) -> dict[str, Any]:
-        """The client leaves a channel; the ``unsubscribe`` handlers run once it is out."""
-        channel = args[0] if args else None
-        refusal = check_channel_name(channel, self.settings.max_channel_length)
-        if refusal is None and isinstance(channel, str) and self.hub.unsubscribe(socket, channel):
-            await self._fire(socket, UNSUBSCRIBE, (channel,), channel)
-        return _answer(refusal)
-
-    def subscribe(self, socket: Socket, channel: str) -> str | None:
-        """Add ``socket`` to ``channel`` on the hub (event loop thread); the refusal reason, if any."""
-        settings = self.settings
-        refusal = check_subscription(socket, channel, settings.max_channels, settings.max_channel_length)
-        if refusal is None and socket._state is not SocketState.CONNECTED:
-            refusal = "disconnected"
-        if refusal is None:
-            self.hub.subscribe(socket, channel)
-        return refusal
-
-    def _log_message(self, socket: Socket, message: Any, channel: str | None) -> None:
-        """One line per message a client sends, in ``message_log_format`` (the seeds' setting)."""
-        fields = {
-            **socket.request.environ,
-            "TIME": datetime.datetime.now().replace(microsecond=0),
-            "MESSAGE": message,
-            "CHANNEL": channel,
-            "SESSION_ID": socket.session_id,
-        }
-        try:
-            line = self.settings.message_log_format % fields  # type: ignore[operator]
-        except (KeyError, TypeError, ValueError) as error:
-            logger.error("message_log_format cannot be applied: %r", error)
-            return
-        message_logger.info(line)
 
     # -- fan-out ---------------------------------------------------------------------------------
 
@@ -619,21 +297,19 @@ class SocketIO:
         route(Send(list(args), event=event, namespace=namespace), self.hub.broker, self.hub.post)
 
 
-def _answer(refusal: str | None) -> dict[str, Any]:
-    """The ack of a subscribe or unsubscribe request, and of a refused message or event."""
-    return {"ok": True} if refusal is None else {"ok": False, "error": refusal}
+def _ack_args(result: Any) -> list[Any]:
+    if result is None:
+        return []
+    if isinstance(result, tuple):
+        return list(result)
+    return [result]
 
 
 def _ack_packets(namespace: str, ack_id: int, result: Any, event: str) -> list[str | bytes]:
     """The ack of ``event`` answering with ``result``; if JSON cannot hold that, an error answer in
-    the shape of :func:`_answer`'s, so that the client is not left waiting."""
+    the shape of :func:`answer`'s, so that the client is not left waiting."""
     try:
-        return encode(sio.Packet(sio.PacketType.ACK, namespace, _ack_args(result), ack_id))
+        return sio.ack(namespace, ack_id, _ack_args(result))
     except TypeError as error:
         logger.error("handler for %r returned an ack that JSON cannot hold: %s", event, error)
-        answer = _answer("the answer cannot be sent as JSON")
-        return encode(sio.Packet(sio.PacketType.ACK, namespace, [answer], ack_id))
-
-
-def _name(handler: Handler) -> str:
-    return getattr(handler.func, "__qualname__", repr(handler.func))
+        return sio.ack(namespace, ack_id, [answer("the answer cannot be sent as JSON")])

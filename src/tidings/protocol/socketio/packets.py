@@ -1,4 +1,4 @@
-"""Socket.IO protocol v5: packets, binary attachments and the stateful decoder.
+"""Socket.IO protocol v5 packets: their text form, binary attachments and what each type may carry.
 
 Spec: https://socket.io/docs/v4/socket-io-protocol/ (sections cited as "SIO §...").
 
@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import enum
 import json
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +33,7 @@ class PacketType(enum.IntEnum):
 RESERVED_EVENTS = frozenset(
     {"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"}
 )
-_BINARY_TYPES = (PacketType.BINARY_EVENT, PacketType.BINARY_ACK)
+BINARY_TYPES = (PacketType.BINARY_EVENT, PacketType.BINARY_ACK)
 _MAX_ACK_ID_DIGITS = 15  # more than any client counts to; keeps int() cheap
 _MAX_NAMESPACE_LENGTH = 256
 _BINARY = (bytes, bytearray, memoryview)
@@ -168,7 +166,7 @@ def decode_text(text: str) -> tuple[Packet, int]:
     end = len(text)
     i = 1
     attachments = 0
-    if packet_type in _BINARY_TYPES:
+    if packet_type in BINARY_TYPES:
         dash = text.find("-", i)
         count = text[i:dash]
         if dash == -1 or not (count.isascii() and count.isdigit()) or len(count) > 3:
@@ -266,98 +264,3 @@ def _check_payload(packet: Packet) -> None:
             ok = isinstance(data, list) and packet.id is not None
     if not ok:
         raise ProtocolError(f"invalid payload for {packet.type.name}")
-
-
-class Decoder:
-    """Turns the Engine.IO messages of one connection into Socket.IO packets.
-
-    A binary packet arrives as a text part followed by its attachments as binary messages; the decoder
-    holds the partial packet until the last one is in. So that a peer cannot make it hold much, or
-    for long:
-
-    - ``max_attachments`` bounds the attachments one packet may announce;
-    - ``max_binary_size`` bounds the bytes of its attachments together;
-    - ``attachment_timeout`` is how many seconds (of ``clock``) may pass from the text part to the
-      last attachment. The decoder sets no timer: its owner asks :attr:`deadline` when to call
-      :meth:`check_deadline`, which raises once it has passed.
-    """
-
-    __slots__ = (
-        "_attachments",
-        "_clock",
-        "_deadline",
-        "_expected",
-        "_partial",
-        "_size",
-        "attachment_timeout",
-        "max_attachments",
-        "max_binary_size",
-    )
-
-    def __init__(
-        self,
-        max_attachments: int = 10,
-        max_binary_size: int = 1_000_000,
-        attachment_timeout: float = 60.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.max_attachments = max_attachments
-        self.max_binary_size = max_binary_size
-        self.attachment_timeout = attachment_timeout
-        self._clock = clock
-        self._partial: Packet | None = None
-        self._expected = 0
-        self._attachments: list[bytes] = []
-        self._size = 0
-        self._deadline = 0.0
-
-    @property
-    def awaiting_attachments(self) -> bool:
-        return self._partial is not None
-
-    @property
-    def deadline(self) -> float | None:
-        """When (on ``clock``) the pending packet's last attachment is due; None if none is pending."""
-        return self._deadline if self._partial is not None else None
-
-    def check_deadline(self) -> None:
-        """Raise :class:`ProtocolError` if a pending packet's attachments are overdue; it is dropped."""
-        if self._partial is not None and self._clock() >= self._deadline:
-            self._reset()
-            raise ProtocolError(f"binary attachments not received within {self.attachment_timeout:g}s")
-
-    def receive_text(self, text: str) -> Packet | None:
-        """Feed a text message; returns the packet, or None while its attachments are due."""
-        if self._partial is not None:
-            raise ProtocolError("text message while binary attachments were expected")
-        packet, attachments = decode_text(text)
-        if packet.type in _BINARY_TYPES:
-            if attachments == 0:
-                raise ProtocolError("binary packet without attachments")
-            if attachments > self.max_attachments:
-                raise ProtocolError("too many attachments")
-            self._partial, self._expected = packet, attachments
-            self._deadline = self._clock() + self.attachment_timeout
-            return None
-        return packet
-
-    def receive_binary(self, data: bytes) -> Packet | None:
-        """Feed a binary message; returns the packet once its last attachment is in."""
-        if self._partial is None:
-            raise ProtocolError("unexpected binary message")
-        self.check_deadline()
-        self._size += len(data)
-        if self._size > self.max_binary_size:
-            self._reset()
-            raise ProtocolError(f"binary attachments over {self.max_binary_size} bytes")
-        self._attachments.append(data)
-        if len(self._attachments) < self._expected:
-            return None
-        packet, attachments = self._partial, self._attachments
-        self._reset()
-        packet.data = reconstruct(packet.data, attachments)
-        packet.type = PacketType.EVENT if packet.type == PacketType.BINARY_EVENT else PacketType.ACK
-        return packet
-
-    def _reset(self) -> None:
-        self._partial, self._expected, self._attachments, self._size = None, 0, [], 0
