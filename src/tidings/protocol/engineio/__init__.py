@@ -26,6 +26,16 @@ from tidings.protocol.engineio.packets import (
     open_packet,
     parse_query,
 )
+from tidings.protocol.engineio.session import (
+    TRANSITIONS,
+    Due,
+    IllegalTransition,
+    Received,
+    Session,
+    State,
+    Step,
+    Timing,
+)
 
 __all__ = [
     "CLOSE",
@@ -36,13 +46,21 @@ __all__ = [
     "PROBE",
     "PROTOCOL_VERSION",
     "RECORD_SEPARATOR",
+    "TRANSITIONS",
     "TRANSPORTS",
     "UPGRADE",
+    "Due",
     "ErrorCode",
+    "IllegalTransition",
     "Packet",
     "PacketType",
+    "Received",
     "RequestError",
     "RequestInfo",
+    "Session",
+    "State",
+    "Step",
+    "Timing",
     "decode_packet",
     "decode_payload",
     "encode_payload",
