@@ -49,7 +49,7 @@ def test_first_ping_is_due_one_interval_after_the_handshake() -> None:
     assert session.on_deadline(START + 25.0) is Due.PING
 
 
-def test_after_a_ping_the_pong_is_due_within_ping_timeout() -> None:
+def test_after_a_ping_its_pong_is_due_within_ping_timeout() -> None:
     session = polling_session()
     assert session.on_deadline(START + 25.0) is Due.PING
     assert session.next_deadline() == START + 25.0 + 20.0
@@ -66,24 +66,30 @@ def test_silence_after_a_ping_is_a_ping_timeout() -> None:
 
 def test_answering_pings_keeps_the_session() -> None:
     session = polling_session()
-    now = START
     for _ in range(10):  # ten intervals: far past one ping timeout
-        now = session.next_deadline()
-        assert session.on_deadline(now) is Due.PING
-        now += 1.0
-        assert session.receive(pong(), now) is Received.NOTHING
-        # The timer set for the PONG's deadline wakes for nothing: the next PING is later.
-        assert session.on_deadline(now + 20.0) is Due.NOTHING
-        assert session.next_deadline() == now + 25.0
+        ping_at = session.next_deadline()
+        assert session.on_deadline(ping_at) is Due.PING
+        assert session.next_deadline() == ping_at + 20.0  # its PONG's deadline
+        assert session.receive(pong()) is Received.NOTHING
+        assert session.next_deadline() == ping_at + 25.0  # the next PING's
+        # A timer still set for the PONG's deadline wakes for nothing.
+        assert session.on_deadline(ping_at + 20.0) is Due.NOTHING
     assert session.state is State.OPEN
 
 
-def test_a_pong_moves_the_next_ping_later() -> None:
+def test_an_unasked_pong_changes_nothing() -> None:
     session = polling_session()
-    assert session.receive(pong(), START + 10.0) is Received.NOTHING
-    assert session.on_deadline(START + 25.0) is Due.NOTHING
-    assert session.next_deadline() == START + 35.0
-    assert session.on_deadline(START + 35.0) is Due.PING
+    assert session.receive(pong()) is Received.NOTHING
+    assert session.next_deadline() == START + 25.0
+    assert session.on_deadline(START + 25.0) is Due.PING
+
+
+def test_a_ping_timeout_longer_than_the_interval() -> None:
+    timing = Timing(ping_interval=25.0, ping_timeout=30.0, upgrade_timeout=10.0)
+    session = Session("sid", "polling", timing, START)
+    assert session.on_deadline(START + 25.0) is Due.PING
+    assert session.on_deadline(START + 50.0) is Due.PING  # the pings go on at their interval ...
+    assert session.on_deadline(START + 55.0) is Due.PING_TIMEOUT  # ... and the first is still due
 
 
 # -- packets -----------------------------------------------------------------------------------------
@@ -100,13 +106,13 @@ def test_a_pong_moves_the_next_ping_later() -> None:
     ],
 )
 def test_received_packets(raw: str | bytes, received: Received) -> None:
-    assert polling_session().receive(eio.decode_packet(raw), START) is received
+    assert polling_session().receive(eio.decode_packet(raw)) is received
 
 
 @pytest.mark.parametrize("packet_type", [PacketType.OPEN, PacketType.PING, PacketType.UPGRADE])
 def test_packets_a_client_does_not_send_are_protocol_errors(packet_type: PacketType) -> None:
     with pytest.raises(ProtocolError, match=f"unexpected {packet_type.name} packet"):
-        polling_session().receive(Packet(packet_type), START)
+        polling_session().receive(Packet(packet_type))
 
 
 # -- upgrade (EIO §"Upgrade") ----------------------------------------------------------------------
@@ -137,7 +143,7 @@ def test_upgrade_timeout_and_polling_goes_on() -> None:
     assert session.on_deadline(START + 10.0) is Due.NOTHING
     assert session.on_deadline(START + 11.0) is Due.UPGRADE_TIMEOUT
     assert (session.state, session.transport) == (State.OPEN, "polling")
-    assert session.receive(eio.decode_packet('4["still polling"]'), START + 12.0) is Received.MESSAGE
+    assert session.receive(eio.decode_packet('4["still polling"]')) is Received.MESSAGE
     assert session.on_deadline(START + 25.0) is Due.PING
     with pytest.raises(IllegalTransition):
         session.upgrade("5")  # too late: the upgrade is over

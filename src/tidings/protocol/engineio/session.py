@@ -106,8 +106,8 @@ class Session:
     # The server's session extends this class rather than holding one: an idle session then costs
     # no object more, and its hot path reads ``state`` as an attribute of its own.
     __slots__ = (
-        "_awaiting_pong",
-        "_heartbeat_deadline",
+        "_ping_deadline",
+        "_pong_deadline",
         "_upgrade_deadline",
         "sid",
         "state",
@@ -120,10 +120,11 @@ class Session:
         self.transport = transport
         self.timing = timing
         self.state = State.OPEN
-        # EIO §"Heartbeat": the server pings every ping_interval; the client has ping_timeout to
-        # answer. The deadline is that of the next PING, or, once one is sent, of its PONG.
-        self._heartbeat_deadline = now + timing.ping_interval
-        self._awaiting_pong = False
+        # EIO §"Heartbeat": the server sends a PING every ping_interval, and the client has
+        # ping_timeout to answer each. Counted from the PINGs, not the PONGs: a packet received
+        # needs no clock.
+        self._ping_deadline = now + timing.ping_interval
+        self._pong_deadline = _NEVER  # none awaited
         self._upgrade_deadline = _NEVER
 
     def _take(self, step: Step) -> None:
@@ -134,15 +135,13 @@ class Session:
 
     # -- packets ---------------------------------------------------------------------------------
 
-    def receive(self, packet: Packet, now: float) -> Received:
+    def receive(self, packet: Packet) -> Received:
         """Take one packet from the client on the session's transport."""
         packet_type = packet.type
         if packet_type is PacketType.MESSAGE:
             return Received.MESSAGE
         if packet_type is PacketType.PONG:
-            # EIO §"Heartbeat": the next PING is due ping_interval after the answer to the last.
-            self._awaiting_pong = False
-            self._heartbeat_deadline = now + self.timing.ping_interval
+            self._pong_deadline = _NEVER  # answered in time (or unasked: no matter)
             return Received.NOTHING
         if packet_type is PacketType.CLOSE:
             return Received.CLOSE
@@ -160,7 +159,7 @@ class Session:
         """
         if self.state is State.CLOSED:
             return _NEVER
-        return min(self._heartbeat_deadline, self._upgrade_deadline)
+        return min(self._ping_deadline, self._pong_deadline, self._upgrade_deadline)
 
     def on_deadline(self, now: float) -> Due:
         """What is due at ``now``; one thing at a time: ask again (at next_deadline) for the next."""
@@ -169,11 +168,12 @@ class Session:
         if now >= self._upgrade_deadline:
             self._end_upgrade()
             return Due.UPGRADE_TIMEOUT
-        if now >= self._heartbeat_deadline:
-            if self._awaiting_pong:
-                return Due.PING_TIMEOUT
-            self._awaiting_pong = True
-            self._heartbeat_deadline = now + self.timing.ping_timeout
+        if now >= self._pong_deadline:
+            return Due.PING_TIMEOUT
+        if now >= self._ping_deadline:
+            self._ping_deadline = now + self.timing.ping_interval
+            if self._pong_deadline == _NEVER:  # else the PONG to an earlier PING is due first
+                self._pong_deadline = now + self.timing.ping_timeout
             return Due.PING
         return Due.NOTHING
 
