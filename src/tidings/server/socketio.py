@@ -37,8 +37,9 @@ from tidings.hub import CALL_TIMEOUT, Hub, Outgoing, check_channel_name, check_s
 from tidings.protocol import ProtocolError
 from tidings.protocol import engineio as eio
 from tidings.protocol import socketio as sio
+from tidings.protocol.websocket import PROTOCOL_ERROR
 from tidings.server.config import Settings
-from tidings.server.engine import PROTOCOL_ERROR, Session
+from tidings.server.engine import Session
 from tidings.server.handlers import (
     CONNECT,
     DISCONNECT,
