@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from tidings.protocol import ProtocolError
 from tidings.protocol import engineio as eio
 from tidings.protocol import websocket as ws
-from tidings.protocol.engineio import State
+from tidings.protocol.engineio import Received, State
 from tidings.server.request import Headers
 from tidings.server.responses import JSON, TEXT, Receive, Scope, Send, respond
 
@@ -125,7 +125,11 @@ async def _take_post(engine: Engine, session: Session, receive: Receive, send: S
         for packet in packets:
             if session.state is State.CLOSED:
                 break
-            engine.receive_packet(session, packet)
+            received = session.receive(packet)
+            if received is Received.MESSAGE:
+                engine.handler.message_received(session, packet.data)
+            elif received is Received.CLOSE:
+                session.close("client close")
     except (ProtocolError, UnicodeDecodeError) as error:
         reason = str(error) if isinstance(error, ProtocolError) else "invalid UTF-8"
         session.close(reason, ws.PROTOCOL_ERROR)
