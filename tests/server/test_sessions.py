@@ -1,4 +1,8 @@
-"""Session lifetime over real sockets: heartbeat, slow consumers, upgrade failures, shutdown."""
+"""Session lifetime over real sockets: heartbeat, slow consumers, upgrade failures, shutdown.
+
+The heartbeat's and the upgrade's rules are tested on the sans-I/O session with a fake clock
+(tests/protocol/test_engineio_session.py); here, once each, that the server's timer acts on them.
+"""
 
 from __future__ import annotations
 
@@ -57,18 +61,6 @@ async def test_silent_client_is_closed_after_ping_timeout(server: ThreadedServer
                 assert await asyncio.wait_for(ws.recv(), 3) == "2"
         assert ws.close_code == 1000
         assert ws.close_reason == "ping timeout"
-
-
-async def test_answering_pings_keeps_the_session(server: ThreadedServer) -> None:
-    async with connect(ws_url(server)) as ws:
-        await open_session(ws)
-        for _ in range(4):  # four ping intervals: well past one ping timeout
-            assert await asyncio.wait_for(ws.recv(), 3) == "2"
-            await ws.send("3")
-        await ws.send('421["echo","alive"]')
-        while (reply := await ws.recv()) == "2":
-            await ws.send("3")
-        assert reply == '431["alive"]'
 
 
 async def test_stalled_consumer_is_dropped_not_buffered(server: ThreadedServer) -> None:

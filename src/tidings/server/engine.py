@@ -1,7 +1,8 @@
-"""Engine.IO v4 server over ASGI: HTTP long-polling, WebSocket, the upgrade between them, heartbeat.
+"""Engine.IO v4 server over ASGI: sessions on the event loop, their timers, the WebSocket transport.
 
-Spec: https://socket.io/docs/v4/engine-io-protocol/. The packet rules live in
-:mod:`tidings.protocol.engineio`; this module does the I/O and the timing.
+Spec: https://socket.io/docs/v4/engine-io-protocol/. The rules — packets, the session's states, the
+heartbeat and upgrade deadlines — live in :mod:`tidings.protocol.engineio`; this module and
+:mod:`tidings.server.polling` (the HTTP long-polling transport) move the bytes and set the timers.
 
 Each session has one :class:`~tidings.server.outbox.Outbox`, whatever its transport: a packet encoded
 once (for a broadcast, once for all recipients) is appended as the same object to every recipient's
@@ -12,7 +13,6 @@ drains it frame by frame.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import secrets
 from typing import Any, Protocol
@@ -22,26 +22,23 @@ import orjson
 from tidings.api.request import Headers
 from tidings.protocol import ProtocolError
 from tidings.protocol import engineio as eio
+from tidings.protocol import websocket as ws
+from tidings.protocol.engineio import Due, Received, State
+from tidings.server import polling
 from tidings.server.limits import AddressLimits, Throttled
 from tidings.server.outbox import DirectSend, Outbox, direct_send
-from tidings.server.responses import JSON, TEXT, OriginCheck, Receive, Scope, Send, reject_websocket, respond
+from tidings.server.responses import OriginCheck, Receive, Scope, Send, reject_websocket
 from tidings.settings import Settings
 
 logger = logging.getLogger("tidings.engine")
 
+#: Event loops may wake a timer a little early (uvloop rounds to the millisecond): this close counts.
+TIMER_SLACK = 0.001
 
-# WebSocket close codes (RFC 6455 §7.4.1).
-NORMAL_CLOSURE = 1000
-GOING_AWAY = 1001
-PROTOCOL_ERROR = 1002
-POLICY_VIOLATION = 1008
-MESSAGE_TOO_BIG = 1009
-
-
-class State(enum.Enum):
-    OPEN = "open"
-    UPGRADING = "upgrading"  # probe answered, waiting for the client's UPGRADE packet
-    CLOSED = "closed"
+# Read once for the hot paths (send: once per recipient of a broadcast; _websocket_message: once per
+# packet): on Python 3.11, reading an Enum member off its class costs ~70 ns.
+_CLOSED = State.CLOSED
+_MESSAGE = Received.MESSAGE
 
 
 class EngineHandler(Protocol):
@@ -55,8 +52,10 @@ class EngineHandler(Protocol):
     def session_closed(self, session: Session, reason: str) -> None: ...
 
 
-class Session:
-    """One Engine.IO session. All methods run on the event loop thread."""
+class Session(eio.Session):
+    """One Engine.IO session on the event loop: the protocol's session, with its outbox, its timer
+    and the requests that serve it; ``_poll`` (the pending long-poll) and ``_posting`` belong to
+    :mod:`tidings.server.polling`. All methods run on the event loop thread."""
 
     __slots__ = (
         "_direct",
@@ -69,23 +68,18 @@ class Session:
         "engine",
         "outbox",
         "scope",
-        "sid",
-        "state",
-        "transport",
     )
 
     def __init__(self, engine: Engine, sid: str, transport: str, scope: Scope, address: str | None) -> None:
+        super().__init__(sid, transport, engine.timing, asyncio.get_running_loop().time())
         self.engine = engine
-        self.sid = sid
-        self.transport = transport
         self.scope = scope
         self.address = address  # what the per-address limits count it under (None: not counted)
-        self.state = State.OPEN
         self.data: Any = None  # the Socket.IO layer's per-session state
         self.outbox = Outbox(engine.settings.max_buffer, self._write_failed)
         self._poll: asyncio.Future[None] | None = None
         self._posting = False  # a polling POST is being handled
-        self._handle: asyncio.TimerHandle | None = None
+        self._handle: asyncio.TimerHandle | None = None  # the one timer (heartbeat, upgrade)
         self._held: asyncio.Future[None] | None = None  # set while reading is held (hold_reading)
         self._direct: DirectSend | None = None  # the WebSocket's synchronous face, once attached
 
@@ -93,10 +87,10 @@ class Session:
 
     def send(self, packet: str | bytes) -> None:
         """Queue one encoded packet (see :mod:`tidings.protocol.engineio` for the form)."""
-        if self.state is State.CLOSED:
+        if self.state is _CLOSED:
             return
         if not self.outbox.put(packet):
-            self.close("send buffer full", POLICY_VIOLATION)
+            self.close("send buffer full", ws.POLICY_VIOLATION)
             return
         poll = self._poll  # _wake_poll, inline: this runs once per recipient of every broadcast
         if poll is not None and not poll.done():
@@ -104,10 +98,10 @@ class Session:
 
     def send_many(self, packets: list[str | bytes]) -> None:
         """Queue packets that belong together (a binary packet and its attachments)."""
-        if self.state is State.CLOSED:
+        if self.state is _CLOSED:
             return
         if not self.outbox.put_many(packets):
-            self.close("send buffer full", POLICY_VIOLATION)
+            self.close("send buffer full", ws.POLICY_VIOLATION)
             return
         self._wake_poll()
 
@@ -117,9 +111,6 @@ class Session:
 
     def _write_failed(self) -> None:
         self.close("transport error")
-
-    def _take_payload(self) -> str:
-        return eio.encode_payload(self.outbox.take())
 
     # -- reading: held while the layer above is behind ------------------------------------------
 
@@ -151,35 +142,51 @@ class Session:
         if direct is not None and self._held is not None:
             direct.hold_reading(True)
 
-    # -- heartbeat (EIO §"Heartbeat") --------------------------------------------------------------
+    # -- receiving -------------------------------------------------------------------------------
 
-    def _schedule_ping(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._handle = loop.call_later(self.engine.settings.ping_interval, self._ping)
+    def take(self, packet: eio.Packet) -> None:
+        """Act on one packet from the client (either transport); may raise ProtocolError."""
+        received = self.receive(packet)
+        if received is _MESSAGE:
+            self.engine.handler.message_received(self, packet.data)
+        elif received is Received.PONG:
+            self.pong(asyncio.get_running_loop().time())
+            self._arm()
+        elif received is Received.CLOSE:
+            self.close("client close")
 
-    def _ping(self) -> None:
-        if self.state is State.CLOSED:
-            return
-        self.send(eio.PING)
-        loop = asyncio.get_running_loop()
-        self._handle = loop.call_later(self.engine.settings.ping_timeout, self.close, "ping timeout")
+    # -- the timer: heartbeat and upgrade deadlines ----------------------------------------------
 
-    def _pong(self) -> None:
+    def _arm(self) -> None:
+        """Set the session's one timer for its next deadline."""
         if self._handle is not None:
             self._handle.cancel()
-        self._schedule_ping()
+        self._handle = asyncio.get_running_loop().call_at(self.next_deadline(), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._handle = None
+        due = self.on_deadline(asyncio.get_running_loop().time() + TIMER_SLACK)
+        if due is Due.PING:
+            self.send(eio.PING)
+        elif due is Due.PING_TIMEOUT:
+            self.close("ping timeout")
+        elif due is Due.UPGRADE_TIMEOUT:
+            self._wake_poll()
+            self.engine._cancel_exchange(self)
+        if self.state is not State.CLOSED:
+            self._arm()
 
     # -- closing ---------------------------------------------------------------------------------
 
-    def close(self, reason: str, code: int = NORMAL_CLOSURE) -> None:
+    def close(self, reason: str, code: int = ws.NORMAL_CLOSURE) -> None:
         """End the session: flush what is queued, then close the transport. Idempotent."""
-        if self.state is State.CLOSED:
+        if not self.end():
             return
-        self.state = State.CLOSED
         if self._handle is not None:
             self._handle.cancel()
         self.engine.sessions.pop(self.sid, None)
-        self.engine._release(self.address)
+        self.engine.release(self.address)
+        self.engine._cancel_exchange(self)
         if self.transport == "websocket":
             self.outbox.close(code, reason)
         else:
@@ -198,7 +205,11 @@ class Engine:
     def __init__(self, settings: Settings, handler: EngineHandler) -> None:
         self.settings = settings
         self.handler = handler
+        self.timing = eio.Timing(settings.ping_interval, settings.ping_timeout, settings.upgrade_timeout)
         self.sessions: dict[str, Session] = {}
+        # The exchanges of the WebSockets that are taking a session over, by sid: the session's
+        # timer cancels one at its upgrade deadline.
+        self._upgrades: dict[str, asyncio.Future[None]] = {}
         self.origins = OriginCheck(settings.cors_allowed_origins, settings.cors_credentials)
         if self.origins.any and self.origins.credentials:
             logger.warning(
@@ -215,22 +226,19 @@ class Engine:
         )
         self._address_refusals = Throttled("refusing a new session: %s: %s", logger=logger)
 
-    def _open(self, transport: str, scope: Scope, address: str | None) -> Session:
+    def open(self, transport: str, scope: Scope, address: str | None) -> Session:
+        """A new session (EIO §"Handshake"), its OPEN packet queued."""
         sid = secrets.token_urlsafe(15)
         session = Session(self, sid, transport, scope, address)
         self.sessions[sid] = session
-        upgrades = ["websocket"] if transport == "polling" and self._offers("websocket") else []
-        settings = self.settings
-        session.send(
-            eio.open_packet(
-                sid, upgrades, settings.ping_interval, settings.ping_timeout, settings.max_payload
-            )
-        )
-        session._schedule_ping()
+        upgrades = ["websocket"] if transport == "polling" and self.offers("websocket") else []
+        s = self.settings
+        session.send(eio.open_packet(sid, upgrades, s.ping_interval, s.ping_timeout, s.max_payload))
+        session._arm()
         self.handler.session_opened(session)
         return session
 
-    def _admit(self, scope: Scope) -> tuple[str | None, tuple[int, bytes] | None]:
+    def admit(self, scope: Scope) -> tuple[str | None, tuple[int, bytes] | None]:
         """May a new session open for this request? ``(address, None)``: yes, counted under
         ``address`` (None: a client without one, counted under none); ``(None, (status, body))``:
         refused, with that answer."""
@@ -246,143 +254,20 @@ class Engine:
             return None, (429, orjson.dumps({"code": int(eio.ErrorCode.BAD_REQUEST), "message": reason}))
         return address, None
 
-    def _release(self, address: str | None) -> None:
-        """A session :meth:`_admit` let in is gone."""
+    def release(self, address: str | None) -> None:
+        """A session :meth:`admit` let in is gone."""
         if address is not None:
             self.limits.release(address)
 
-    def _offers(self, transport: str) -> bool:
+    def offers(self, transport: str) -> bool:
         return transport in self.settings.transports
-
-    def receive_packet(self, session: Session, packet: eio.Packet) -> None:
-        """Act on one packet from the client (either transport)."""
-        match packet.type:
-            case eio.PacketType.MESSAGE:
-                self.handler.message_received(session, packet.data)
-            case eio.PacketType.PONG:
-                session._pong()
-            case eio.PacketType.CLOSE:
-                session.close("client close")
-            case eio.PacketType.NOOP:
-                pass
-            case _:
-                raise ProtocolError(f"unexpected {packet.type.name} packet")
 
     def shutdown(self) -> None:
         for session in list(self.sessions.values()):
-            session.close("server shutdown", GOING_AWAY)
-
-    # -- HTTP long-polling (EIO §"HTTP long-polling") ------------------------------------------------
+            session.close("server shutdown", ws.GOING_AWAY)
 
     async def handle_http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = Headers(scope.get("headers", []))
-        allowed, origin = self.origins.allows(scope, headers)
-        if not allowed:
-            await respond(send, 403, eio.ErrorCode.FORBIDDEN.body(), JSON)
-            return
-        cors = self.origins.headers(origin)
-        method = scope["method"]
-        if method == "OPTIONS":
-            await _preflight(send, headers, cors)
-            return
-        try:
-            info = eio.parse_query(scope.get("query_string", b""))
-            if info.transport != "polling" or not self._offers("polling"):
-                raise eio.RequestError(eio.ErrorCode.UNKNOWN_TRANSPORT)
-            if info.sid is None:
-                if method != "GET":
-                    raise eio.RequestError(eio.ErrorCode.BAD_HANDSHAKE_METHOD)
-                address, refusal = self._admit(scope)
-                if refusal is not None:
-                    await respond(send, *refusal, JSON, cors)
-                    return
-                opened = self._open("polling", scope, address)
-                await respond(send, 200, opened._take_payload().encode(), TEXT, cors)
-                return
-            found = self.sessions.get(info.sid)
-            if found is None:
-                raise eio.RequestError(eio.ErrorCode.UNKNOWN_SID)
-            session = found
-            if session.transport != "polling" or method not in ("GET", "POST"):
-                raise eio.RequestError(eio.ErrorCode.BAD_REQUEST)
-        except eio.RequestError as error:
-            await respond(send, 400, error.code.body(), JSON, cors)
-            return
-        if method == "GET":
-            await self._poll_get(session, receive, send, cors)
-        else:
-            await self._poll_post(session, receive, send, cors)
-
-    async def _poll_get(
-        self, session: Session, receive: Receive, send: Send, cors: list[tuple[bytes, bytes]]
-    ) -> None:
-        if session._poll is not None:
-            # EIO: a second concurrent GET is a client error; the session cannot go on.
-            session.close("overlapping polling requests")
-            await respond(send, 400, eio.ErrorCode.BAD_REQUEST.body(), JSON, cors)
-            return
-        if not session.outbox and session.state is State.OPEN:
-            loop = asyncio.get_running_loop()
-            poll = session._poll = loop.create_future()
-            # A client that drops the request (page closed, network change) must not take queued
-            # packets with it: wait for its disconnect too, and then leave the queue for the next GET.
-            gone = loop.create_task(_wait_for_disconnect(receive))
-            try:
-                await asyncio.wait((poll, gone), return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                session._poll = None
-                gone.cancel()
-            if not poll.done():
-                return
-        # While an upgrade is under way, the poll is answered with a NOOP so that the client can
-        # pause polling; queued packets wait for the WebSocket (EIO §"Upgrade").
-        body = eio.NOOP if session.state is State.UPGRADING else session._take_payload()
-        await respond(send, 200, body.encode(), TEXT, cors)
-
-    async def _poll_post(
-        self, session: Session, receive: Receive, send: Send, cors: list[tuple[bytes, bytes]]
-    ) -> None:
-        if session._posting:
-            # EIO: a client sends one POST at a time; overlapping ones would bypass hold_reading.
-            session.close("overlapping polling requests")
-            await respond(send, 400, eio.ErrorCode.BAD_REQUEST.body(), JSON, cors)
-            return
-        session._posting = True
-        try:
-            await self._take_post(session, receive, send, cors)
-        finally:
-            session._posting = False
-
-    async def _take_post(
-        self, session: Session, receive: Receive, send: Send, cors: list[tuple[bytes, bytes]]
-    ) -> None:
-        try:
-            body = await asyncio.wait_for(
-                _read_body(receive, self.settings.max_payload), self.settings.body_timeout
-            )
-        except asyncio.TimeoutError:
-            # A body trickling in would hold the connection, and what came of it, for as long as
-            # the client likes: even past the session's end, which nothing else tells the request.
-            session.close("request body timeout")
-            await respond(send, 408, b"request body timeout", TEXT, cors)
-            return
-        if body is None:
-            session.close("payload too large")
-            await respond(send, 413, b"payload too large", TEXT, cors)
-            return
-        try:
-            packets = eio.decode_payload(body.decode("utf-8"))
-            for packet in packets:
-                if session.state is State.CLOSED:
-                    break
-                self.receive_packet(session, packet)
-        except (ProtocolError, UnicodeDecodeError) as error:
-            reason = str(error) if isinstance(error, ProtocolError) else "invalid UTF-8"
-            session.close(reason, PROTOCOL_ERROR)
-            await respond(send, 400, reason.encode(), TEXT, cors)
-            return
-        await session.readable()  # the client's next POST waits for its handlers to catch up
-        await respond(send, 200, b"ok", b"text/html", cors)
+        await polling.handle(self, scope, receive, send)
 
     # -- WebSocket --------------------------------------------------------------------------------
 
@@ -394,36 +279,34 @@ class Engine:
             if not self.origins.allows(scope, headers)[0]:
                 raise eio.RequestError(eio.ErrorCode.FORBIDDEN)
             info = eio.parse_query(scope.get("query_string", b""))
-            if info.transport != "websocket" or not self._offers("websocket"):
+            if info.transport != "websocket" or not self.offers("websocket"):
                 raise eio.RequestError(eio.ErrorCode.UNKNOWN_TRANSPORT)
             session = None
             if info.sid is not None:
                 session = self.sessions.get(info.sid)
                 if session is None:
                     raise eio.RequestError(eio.ErrorCode.UNKNOWN_SID)
-                if session.transport != "polling" or session.state is not State.OPEN:
-                    raise eio.RequestError(eio.ErrorCode.BAD_REQUEST)
+                session.begin_upgrade(asyncio.get_running_loop().time())
+                session._arm()  # the upgrade deadline may come before the heartbeat's
         except eio.RequestError as error:
             status = 403 if error.code is eio.ErrorCode.FORBIDDEN else 400
             await reject_websocket(scope, send, status, error.code.body())
             return
         direct = direct_send(scope)
         if session is None:
-            address, refusal = self._admit(scope)
+            address, refusal = self.admit(scope)
             if refusal is not None:
                 await reject_websocket(scope, send, *refusal)
                 return
             try:
                 await send({"type": "websocket.accept"})
             except BaseException:
-                self._release(address)  # no session after all
+                self.release(address)  # no session after all
                 raise
-            session = self._open("websocket", scope, address)
+            session = self.open("websocket", scope, address)
             session.attach(send, direct)
-        else:
-            await send({"type": "websocket.accept"})
-            if not await self._upgrade(session, direct, receive, send):
-                return
+        elif not await self._upgrade(session, direct, receive, send):
+            return
         if direct is not None:
             # tidings' own WebSocket protocol: messages come by callback, and this coroutine (and
             # the server's task running it) ends here, so an idle session holds no task.
@@ -438,36 +321,36 @@ class Engine:
         self, session: Session, direct: DirectSend | None, receive: Receive, send: Send
     ) -> bool:
         """Take a polling session over to this WebSocket (EIO §"Upgrade"); False if it failed."""
+        exchange = asyncio.ensure_future(_exchange(session, receive, send))
+        self._upgrades[session.sid] = exchange
         try:
-            await asyncio.wait_for(self._probe(session, receive, send), self.settings.upgrade_timeout)
-        except (ProtocolError, asyncio.TimeoutError, _Disconnected) as error:
-            if session.state is State.UPGRADING:
-                session.state = State.OPEN
+            await asyncio.wait((exchange,))
+        finally:
+            del self._upgrades[session.sid]
+            exchange.cancel()
+            if session.state is State.PROBING or session.state is State.UPGRADING:
+                session.abandon_upgrade()
                 session._wake_poll()
-            logger.debug("session %s: upgrade failed: %r", session.sid, error)
-            if not isinstance(error, _Disconnected):
-                await send({"type": "websocket.close", "code": PROTOCOL_ERROR})
+        if not exchange.cancelled() and exchange.exception() is None:
+            session.attach(send, direct)
+            return True
+        error = None if exchange.cancelled() else exchange.exception()
+        if isinstance(error, _Disconnected):
             return False
-        if session.state is State.CLOSED:
-            await send({"type": "websocket.close", "code": NORMAL_CLOSURE})
-            return False
-        session.state = State.OPEN
-        session.transport = "websocket"
-        session.attach(send, direct)
-        return True
+        if error is not None and not isinstance(error, ProtocolError):
+            raise error
+        # A protocol error, or cancelled: by the session's close, or by its timer (upgrade timeout).
+        closed = session.state is State.CLOSED
+        reason = "session closed" if closed else str(error or Due.UPGRADE_TIMEOUT.value)
+        logger.debug("session %s: upgrade failed: %s", session.sid, reason)
+        await send({"type": "websocket.close", "code": ws.NORMAL_CLOSURE if closed else ws.PROTOCOL_ERROR})
+        return False
 
-    @staticmethod
-    async def _probe(session: Session, receive: Receive, send: Send) -> None:
-        if await _receive_text(receive) != eio.PING + eio.PROBE:
-            raise ProtocolError("expected a probe")
-        await send({"type": "websocket.send", "text": eio.PONG_PROBE})
-        if session.state is not State.OPEN:
-            raise ProtocolError("session closed during upgrade")
-        session.state = State.UPGRADING
-        if session._poll is not None and not session._poll.done():
-            session._poll.set_result(None)
-        if await _receive_text(receive) != str(int(eio.PacketType.UPGRADE)):
-            raise ProtocolError("expected an upgrade packet")
+    def _cancel_exchange(self, session: Session) -> None:
+        """End the upgrade exchange of ``session``, if any: :meth:`_upgrade` closes its WebSocket."""
+        exchange = self._upgrades.get(session.sid)
+        if exchange is not None:
+            exchange.cancel()
 
     async def _websocket_loop(self, session: Session, receive: Receive) -> None:
         while True:
@@ -482,16 +365,25 @@ class Engine:
             self._websocket_message(session, data)
 
     def _websocket_message(self, session: Session, data: str | bytes) -> None:
-        if session.state is State.CLOSED:
+        if session.state is _CLOSED:
             return  # closing: wait for the disconnect that follows our close frame
         if len(data) > self.settings.max_payload:
-            session.close("message too big", MESSAGE_TOO_BIG)
+            session.close("message too big", ws.MESSAGE_TOO_BIG)
             return
         try:
-            self.receive_packet(session, eio.decode_packet(data))
+            session.take(eio.decode_packet(data))
         except ProtocolError as error:
             logger.info("session %s: protocol error: %s", session.sid, error)
-            session.close(str(error), PROTOCOL_ERROR)
+            session.close(str(error), ws.PROTOCOL_ERROR)
+
+
+async def _exchange(session: Session, receive: Receive, send: Send) -> None:
+    """The upgrading WebSocket's side of EIO §"Upgrade": accept, probe, UPGRADE."""
+    await send({"type": "websocket.accept"})
+    answer = session.probe(await _receive_text(receive))
+    await send({"type": "websocket.send", "text": answer})
+    session._wake_poll()  # the pending poll gets a NOOP: the client pauses polling
+    session.upgrade(await _receive_text(receive))
 
 
 class _Disconnected(Exception):
@@ -506,33 +398,3 @@ async def _receive_text(receive: Receive) -> str | None:
     if message["type"] == "websocket.disconnect":
         raise _Disconnected
     return message.get("text")
-
-
-async def _wait_for_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    """The request body, or None if it is larger than ``limit`` bytes."""
-    chunks = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return b""
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
-async def _preflight(send: Send, headers: Headers, cors: list[tuple[bytes, bytes]]) -> None:
-    allow = [(b"access-control-allow-methods", b"GET, POST, OPTIONS"), *cors]
-    requested = headers.get("access-control-request-headers")
-    if requested:
-        allow.append((b"access-control-allow-headers", requested.encode("latin-1")))
-    await respond(send, 204, b"", TEXT, allow)

@@ -38,8 +38,9 @@ from tidings.hub import Hub
 from tidings.protocol import ProtocolError
 from tidings.protocol import socketio as sio
 from tidings.protocol.socketio import SocketState
+from tidings.protocol.websocket import PROTOCOL_ERROR
 from tidings.server.channels import PRESENCE, ChannelEvents
-from tidings.server.engine import PROTOCOL_ERROR, Session
+from tidings.server.engine import Session
 from tidings.server.jobs import JobQueue
 from tidings.server.running import HandlerRunner, answer
 from tidings.settings import Settings

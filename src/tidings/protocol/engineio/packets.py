@@ -75,6 +75,7 @@ class Packet:
 PING = "2"
 PONG = "3"
 CLOSE = "1"
+UPGRADE = "5"
 NOOP = "6"
 PROBE = "probe"
 PONG_PROBE = "3probe"
