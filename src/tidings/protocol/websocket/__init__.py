@@ -3,9 +3,20 @@
 - :mod:`.handshake`: the opening handshake (§4.2): the upgrade request in, the ``101`` answer or an
   HTTP refusal out;
 - :mod:`.frames`: the close codes (§7.4.1), server frames (§5.2), and the :class:`Parser` of client
-  frames (§5.4 fragmentation, §5.5 control frames).
+  frames (§5.4 fragmentation, §5.5 control frames);
+- :mod:`.connection`: :class:`ServerConnection`, one connection as a state machine (handshake,
+  control frames, closing handshake), with its legal transitions in one table.
 """
 
+from tidings.protocol.websocket.connection import (
+    CONTROL_WINDOW,
+    TRANSITIONS,
+    ControlFrameFlood,
+    Failure,
+    InvalidTransition,
+    ServerConnection,
+    State,
+)
 from tidings.protocol.websocket.frames import (
     ABNORMAL_CLOSURE,
     BINARY,
@@ -52,6 +63,7 @@ __all__ = [
     "BINARY",
     "CLOSE",
     "CONTINUATION",
+    "CONTROL_WINDOW",
     "GOING_AWAY",
     "INTERNAL_ERROR",
     "INVALID_DATA",
@@ -64,14 +76,20 @@ __all__ = [
     "PROTOCOL_ERROR",
     "SERVICE_RESTART",
     "TEXT",
+    "TRANSITIONS",
     "Close",
+    "ControlFrameFlood",
     "Event",
+    "Failure",
     "HandshakeError",
+    "InvalidTransition",
     "Message",
     "Parser",
     "Ping",
     "Pong",
     "Request",
+    "ServerConnection",
+    "State",
     "WebSocketError",
     "accept_key",
     "accept_response",

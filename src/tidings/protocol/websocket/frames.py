@@ -144,14 +144,25 @@ class Parser:
     """Client frames in, events out. ``max_size`` bounds one message (all its fragments), in bytes.
 
     After a :class:`WebSocketError` or a :class:`Close` the parser takes no more data (§5.5.1: nothing
-    follows a close frame).
+    follows a close frame). ``control_frames`` counts the pings and pongs parsed since its owner last
+    set it to 0: a read without any costs the owner one check, not a look at each event.
     """
 
-    __slots__ = ("_buffer", "_fragments", "_fragments_size", "_needed", "_opcode", "closed", "max_size")
+    __slots__ = (
+        "_buffer",
+        "_fragments",
+        "_fragments_size",
+        "_needed",
+        "_opcode",
+        "closed",
+        "control_frames",
+        "max_size",
+    )
 
     def __init__(self, max_size: int | None = None) -> None:
         self.max_size = max_size
         self.closed = False
+        self.control_frames = 0
         # The start of a frame not yet whole, and how long it must grow before it can be parsed further
         # (its whole header, or its whole payload). It is appended to until then, not parsed and copied
         # again at each read: a frame trickling in many small reads costs its size, not size x reads.
@@ -264,8 +275,10 @@ class Parser:
             opcode, self._opcode, self._fragments, self._fragments_size = self._opcode, None, [], 0
             return Message(_text(data) if opcode == TEXT else data)
         if opcode == PING:
+            self.control_frames += 1
             return Ping(payload)
         if opcode == PONG:
+            self.control_frames += 1
             return Pong(payload)
         # CLOSE (§5.5.1): no body, or a 2-byte code and a UTF-8 reason.
         if not payload:
