@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from tidings.protocol.websocket import POLICY_VIOLATION
 from tidings.server.request import Headers
 
 Scope = MutableMapping[str, Any]
@@ -15,8 +16,6 @@ Send = Callable[[Message], Awaitable[None]]
 
 TEXT = b"text/plain; charset=UTF-8"
 JSON = b"application/json"
-# WebSocket close code (RFC 6455 §7.4.1) for a refused upgrade where the server cannot answer HTTP.
-POLICY_VIOLATION = 1008
 
 
 async def respond(
@@ -49,7 +48,7 @@ async def reject_websocket(
 
     Without the extension the server answers 403 with no body.
     """
-    if "websocket.http.response" not in scope.get("extensions", {}):
+    if "websocket.http.response" not in scope.get("extensions", {}):  # close with 1008 (RFC 6455 §7.4.1)
         await send({"type": "websocket.close", "code": POLICY_VIOLATION})
         return
     await send(
