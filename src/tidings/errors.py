@@ -4,6 +4,7 @@
 
     TidingsError
     ├── ProtocolError        a peer broke Engine.IO, Socket.IO or RFC 6455 (safe to show it)
+    │   └── IllegalTransition   a step a connection's state does not allow
     ├── NoSocket             nobody could receive a message
     ├── BrokerError          the broker (Redis) could not be reached or lost a message; also a
     │                        ConnectionError
@@ -24,6 +25,11 @@ class ProtocolError(TidingsError):
     The message is short and safe to show the peer: the server sends it as the reason of the close
     (HTTP 400 body on polling, WebSocket close reason) and logs it.
     """
+
+
+class IllegalTransition(ProtocolError):
+    """A step a connection's state does not allow: the ``TRANSITIONS`` table of each state machine
+    in :mod:`tidings.protocol` lists the legal ones. A peer's packet out of turn, or a bug."""
 
 
 class NoSocket(TidingsError):

@@ -10,13 +10,13 @@ from collections.abc import Callable
 
 import pytest
 
+from tidings.errors import IllegalTransition
 from tidings.protocol import ProtocolError
 from tidings.protocol import engineio as eio
 from tidings.protocol.engineio import (
     TRANSITIONS,
     Due,
     ErrorCode,
-    IllegalTransition,
     Packet,
     PacketType,
     Received,

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tidings.errors import IllegalTransition
 from tidings.protocol import ProtocolError
 from tidings.protocol.socketio import (
     TRANSITIONS,
@@ -20,7 +21,6 @@ from tidings.protocol.socketio import (
     Connection,
     ConnectRequest,
     DisconnectRequest,
-    IllegalTransition,
     Packet,
     PacketType,
     SocketState,

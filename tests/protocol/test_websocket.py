@@ -9,8 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.hostile.harness import client_frame
+from tests.hostile.harness import client_frame, server_frames
+from tidings.errors import IllegalTransition
 from tidings.protocol import websocket as ws
+from tidings.protocol.websocket import frames
 
 
 def unmasked_frame(opcode: int, payload: bytes) -> bytes:
@@ -183,7 +185,7 @@ def test_valid_close_codes_pass() -> None:
 @pytest.mark.parametrize("speedups", [True, False])
 def test_unmask(speedups: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     if not speedups:
-        monkeypatch.setattr(ws, "_c_apply_mask", None)
+        monkeypatch.setattr(frames, "_c_apply_mask", None)
     for size in (0, 1, 3, 4, 5, 1001):
         payload, mask = os.urandom(size), os.urandom(4)
         expected = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
@@ -237,3 +239,230 @@ def test_http_response() -> None:
         b"HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\ncontent-length: 2\r\n"
         b"connection: close\r\n\r\n{}"
     )
+
+
+# -- the server connection: a state machine ----------------------------------------------------------------
+
+State = ws.State
+UPGRADE = HEAD + b"\r\n\r\n"
+LIMIT = 5  # control frames per minute
+
+
+def connection(state: ws.State = State.HANDSHAKE) -> ws.ServerConnection:
+    """A connection driven to ``state`` through its legal moves."""
+    conn = ws.ServerConnection(max_size=1000, max_head=1024, control_frames_per_minute=LIMIT)
+    steps = {
+        State.CONNECTING: [State.CONNECTING],
+        State.OPEN: [State.CONNECTING, State.OPEN],
+        State.CLOSING: [State.CONNECTING, State.OPEN, State.CLOSING],
+        State.CLOSED: [State.CONNECTING, State.OPEN, State.CLOSING, State.CLOSED],
+    }
+    for step in steps.get(state, []):
+        move_to(conn, step)
+    assert conn.state is state
+    return conn
+
+
+def move_to(conn: ws.ServerConnection, state: ws.State) -> object:
+    """Ask ``conn`` for the move to ``state``, through the method that makes it."""
+    if state is State.CONNECTING:
+        return conn.receive_head(UPGRADE)
+    if state is State.OPEN:
+        return conn.accept([])
+    if state is State.CLOSING:
+        return conn.start_closing(1000, "bye")
+    assert state is State.CLOSED
+    return conn.end()
+
+
+def frames_of(data: bytes | None) -> list[tuple[int, bytes]]:
+    assert data is not None
+    return server_frames(data)
+
+
+# The legal moves, written out here again so that a change to the table has to change this too.
+MOVES = {
+    State.HANDSHAKE: {State.CONNECTING, State.CLOSED},
+    State.CONNECTING: {State.OPEN, State.CLOSED},
+    State.OPEN: {State.CLOSING, State.CLOSED},
+    State.CLOSING: {State.CLOSED},
+    State.CLOSED: set(),
+}
+LEGAL = [(old, new) for old in State for new in MOVES[old]]
+# No method moves back to HANDSHAKE, so the other targets are the moves a caller can ask for.
+ILLEGAL = [(old, new) for old in State for new in State if new not in {*MOVES[old], State.HANDSHAKE}]
+
+
+def test_the_table_of_moves() -> None:
+    assert ws.TRANSITIONS == MOVES
+
+
+@pytest.mark.parametrize(("old", "new"), LEGAL)
+def test_legal_moves(old: ws.State, new: ws.State) -> None:
+    conn = connection(old)
+    move_to(conn, new)
+    assert conn.state is new
+
+
+@pytest.mark.parametrize(("old", "new"), ILLEGAL)
+def test_illegal_moves_raise(old: ws.State, new: ws.State) -> None:
+    conn = connection(old)
+    with pytest.raises(
+        IllegalTransition, match=f"^a WebSocket connection cannot go from {old.value} to {new.value}$"
+    ):
+        move_to(conn, new)
+    assert conn.state is old
+
+
+def test_the_opening_handshake_in_pieces() -> None:
+    conn = connection()
+    first = client_frame(ws.TEXT, b"early")
+    assert conn.receive_head(UPGRADE[:10]) is None
+    assert conn.receive_head(UPGRADE[10:-1]) is None
+    received = conn.receive_head(UPGRADE[-1:] + first)
+    assert received is not None
+    request, rest = received
+    assert (request.target, rest, conn.state) == ("/chat?x=1", first, State.CONNECTING)
+    response = conn.accept([(b"server", b"x")])
+    assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in response  # RFC 6455 §1.3
+    assert conn.state is State.OPEN
+
+
+@pytest.mark.parametrize(
+    ("data", "status"),
+    [
+        (UPGRADE.replace(b"GET ", b"POST "), 400),
+        (UPGRADE.replace(b"version: 13", b"version: 8"), 426),
+        (b"GET / HTTP/1.1\r\nx-padding: " + b"x" * 1024, 431),  # no end of head within max_head
+    ],
+)
+def test_a_refused_upgrade_ends_the_connection(data: bytes, status: int) -> None:
+    conn = connection()
+    with pytest.raises(ws.HandshakeError) as caught:
+        conn.receive_head(data)
+    assert caught.value.status == status
+    assert conn.state is State.HANDSHAKE  # the caller answers with HTTP, then ends it
+    conn.end()
+    assert conn.state is State.CLOSED
+
+
+def test_messages_come_through_as_parsed() -> None:
+    conn = connection(State.OPEN)
+    data = client_frame(ws.TEXT, b"hi") + client_frame(ws.BINARY, b"\x00")
+    assert conn.receive_data(data) == [ws.Message("hi"), ws.Message(b"\x00")]
+    assert conn.parser.control_frames == 0  # no pings or pongs: nothing to count
+
+
+def test_pings_of_one_read_get_one_pong_after_the_messages() -> None:
+    conn = connection(State.OPEN)
+    data = client_frame(ws.PING, b"1") + client_frame(ws.TEXT, b"m") + client_frame(ws.PING, b"2")
+    events = conn.receive_data(data)
+    assert conn.parser.control_frames == 2
+    events = conn.count_control_frames(events, 0.0)
+    assert events == [ws.Message("m"), ws.Ping(b"2")]  # §5.5.3: the most recent one is answered
+    assert conn.parser.control_frames == 0
+    assert frames_of(conn.pong_for(ws.Ping(b"2"))) == [(ws.PONG, b"2")]
+
+
+def test_pongs_are_counted_and_dropped() -> None:
+    conn = connection(State.OPEN)
+    events = conn.receive_data(client_frame(ws.PONG, b"unsolicited") + client_frame(ws.TEXT, b"m"))
+    assert conn.count_control_frames(events, 0.0) == [ws.Message("m")]
+
+
+def test_pings_before_a_close_get_no_pong() -> None:
+    conn = connection(State.OPEN)
+    data = client_frame(ws.PING, b"p") + client_frame(ws.CLOSE, struct.pack("!H", 1001))
+    events = conn.count_control_frames(conn.receive_data(data), 0.0)
+    assert events == [ws.Close(1001, "")]
+
+
+@pytest.mark.parametrize("state", [State.CONNECTING, State.CLOSING])
+def test_no_pong_unless_open(state: ws.State) -> None:
+    assert connection(state).pong_for(ws.Ping(b"p")) is None
+
+
+def test_the_control_frame_limit_counts_a_minute_on_the_clock_given() -> None:
+    conn = connection(State.OPEN)
+    now = 100.0
+    for n in range(LIMIT):  # pings and pongs alike
+        opcode = ws.PING if n % 2 else ws.PONG
+        events = conn.count_control_frames(conn.receive_data(client_frame(opcode, b"x")), now)
+        assert events == ([ws.Ping(b"x")] if opcode == ws.PING else [])
+        now += 10.0
+    # The minute began at 100.0; at 150.0 one more is one too many: what came before it still counts.
+    data = client_frame(ws.TEXT, b"m") + client_frame(ws.PING, b"x") + client_frame(ws.TEXT, b"n")
+    events = conn.count_control_frames(conn.receive_data(data), now)
+    assert events == [ws.Message("m"), ws.ControlFrameFlood()]
+    assert (events[-1].code, events[-1].reason) == (ws.POLICY_VIOLATION, "too many control frames")
+
+
+def test_a_new_minute_starts_a_new_count() -> None:
+    conn = connection(State.OPEN)
+    pings = client_frame(ws.PING, b"x") * LIMIT
+    assert conn.count_control_frames(conn.receive_data(pings), 0.0) == [ws.Ping(b"x")]
+    assert conn.count_control_frames(conn.receive_data(pings), 60.0) == [ws.Ping(b"x")]
+    assert conn.count_control_frames(conn.receive_data(pings[: len(pings) // LIMIT]), 119.9) == [
+        ws.ControlFrameFlood()
+    ]
+
+
+def test_the_client_closes_first_and_its_code_is_echoed() -> None:
+    conn = connection(State.OPEN)
+    [close] = conn.receive_data(client_frame(ws.CLOSE, struct.pack("!H", 4001) + b"bye"))
+    assert close == ws.Close(4001, "bye")
+    assert isinstance(close, ws.Close)
+    assert frames_of(conn.answer_close(close)) == [(ws.CLOSE, struct.pack("!H", 4001))]  # §5.5.1
+    assert conn.state is State.CLOSING
+    conn.end()  # §7.1.1: the server closes the TCP connection first
+    assert conn.receive_data(client_frame(ws.TEXT, b"late")) == ()
+
+
+def test_a_close_without_a_code_is_answered_without_one() -> None:
+    conn = connection(State.OPEN)
+    assert frames_of(conn.answer_close(ws.Close(ws.NO_STATUS, ""))) == [(ws.CLOSE, b"")]
+
+
+@pytest.mark.parametrize("state", [State.CONNECTING, State.CLOSING])
+def test_a_close_is_answered_only_while_open(state: ws.State) -> None:
+    conn = connection(state)
+    assert conn.answer_close(ws.Close(1000, "")) is None  # before the 101, or ours is out already
+    assert conn.state is state
+    conn.end()
+
+
+def test_we_close_first() -> None:
+    conn = connection(State.OPEN)
+    assert frames_of(conn.start_closing(1001, "going")) == [(ws.CLOSE, struct.pack("!H", 1001) + b"going")]
+    assert conn.state is State.CLOSING
+    [close] = conn.receive_data(client_frame(ws.CLOSE, struct.pack("!H", 1001)))
+    assert isinstance(close, ws.Close)
+    assert conn.answer_close(close) is None
+    conn.end()
+    assert conn.state is State.CLOSED
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (unmasked_frame(ws.TEXT, b"hi"), ws.PROTOCOL_ERROR),
+        (client_frame(ws.TEXT, b"x" * 1001), ws.MESSAGE_TOO_BIG),
+        (client_frame(ws.TEXT, b"\xc3"), ws.INVALID_DATA),
+    ],
+)
+def test_a_protocol_error_fails_the_connection_with_its_code(data: bytes, code: int) -> None:
+    conn = connection(State.OPEN)
+    [failure] = conn.receive_data(data)
+    assert isinstance(failure, ws.Failure)
+    assert failure.code == code
+    close = frames_of(conn.fail(failure.code, failure.reason))
+    assert close == [(ws.CLOSE, struct.pack("!H", code) + failure.reason.encode())]  # §7.1.7
+    assert conn.state is State.CLOSING
+    conn.end()
+
+
+@pytest.mark.parametrize("state", [State.CONNECTING, State.CLOSING])
+def test_a_failure_sends_no_close_frame_unless_open(state: ws.State) -> None:
+    conn = connection(state)
+    assert conn.fail(ws.PROTOCOL_ERROR, "bad") is None
+    assert conn.state is state

@@ -48,7 +48,7 @@ async def reject_websocket(
 
     Without the extension the server answers 403 with no body.
     """
-    if "websocket.http.response" not in scope.get("extensions", {}):
+    if "websocket.http.response" not in scope.get("extensions", {}):  # close with 1008 (RFC 6455 §7.4.1)
         await send({"type": "websocket.close", "code": POLICY_VIOLATION})
         return
     await send(

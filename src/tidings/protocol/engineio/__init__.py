@@ -29,7 +29,6 @@ from tidings.protocol.engineio.packets import (
 from tidings.protocol.engineio.session import (
     TRANSITIONS,
     Due,
-    IllegalTransition,
     Received,
     Session,
     State,
@@ -51,7 +50,6 @@ __all__ = [
     "UPGRADE",
     "Due",
     "ErrorCode",
-    "IllegalTransition",
     "Packet",
     "PacketType",
     "Received",

@@ -16,7 +16,7 @@ import enum
 import math
 from dataclasses import dataclass
 
-from tidings.errors import ProtocolError
+from tidings.errors import IllegalTransition, ProtocolError
 from tidings.protocol.engineio.packets import (
     PING,
     PONG_PROBE,
@@ -57,13 +57,6 @@ TRANSITIONS: dict[tuple[State, Step], State] = {
     (State.UPGRADING, Step.ABANDON_UPGRADE): State.OPEN,
     (State.UPGRADING, Step.CLOSE): State.CLOSED,
 }
-
-
-class IllegalTransition(ProtocolError):
-    """A step the session's state does not allow, e.g. an UPGRADE packet before the probe.
-
-    A :class:`ProtocolError`: the server takes its steps in order, so one out of order is the client's.
-    """
 
 
 class Received(enum.Enum):

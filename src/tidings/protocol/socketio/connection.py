@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
-from tidings.errors import ProtocolError, TidingsError
+from tidings.errors import IllegalTransition, ProtocolError
 from tidings.protocol import engineio as eio
 from tidings.protocol.socketio.decoder import Decoder
 from tidings.protocol.socketio.packets import Packet, PacketType, encode
@@ -45,11 +45,6 @@ TRANSITIONS: dict[tuple[SocketState, Step], SocketState] = {
     (SocketState.CONNECTING, "drop"): SocketState.DISCONNECTED,  # refused, or the session ended first
     (SocketState.CONNECTED, "disconnect"): SocketState.DISCONNECTED,  # by the client or the server
 }
-
-
-class IllegalTransition(TidingsError):
-    """A step a socket's state does not allow. A bug of the server's, never the client's doing: what a
-    client asks out of turn (an event before its CONNECT is accepted, a second CONNECT) is ignored."""
 
 
 AckCallback = Callable[[list[Any] | None], None]  # None: the socket went before the ack came
