@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 import tidings
 from tests.serving import ThreadedServer
 from tidings.protocol.socketio import MAX_DEPTH
-from tidings.server.fastws import FastWebSocketProtocol
+from tidings.server.websocket import FastWebSocketProtocol
 
 MAX_PAYLOAD = 10_000
 TIMEOUT = 5.0  # a guard against hanging, never the thing a test waits for

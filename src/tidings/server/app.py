@@ -14,7 +14,7 @@ from tidings.api.handlers import Handlers, default_handlers
 from tidings.api.request import route_path
 from tidings.brokers import Broker, BrokerError, broker_from
 from tidings.server.endpoints import Endpoints
-from tidings.server.engine import Engine
+from tidings.server.engineio import Engine
 from tidings.server.responses import Receive, Scope, Send, respond
 from tidings.server.socketio import SocketIO
 from tidings.settings import Settings

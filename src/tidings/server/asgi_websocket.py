@@ -8,7 +8,7 @@ bytes: ``websocket.accept`` (``101``), ``websocket.close`` (403), or any HTTP an
 
 It is the protocol's state machine (:class:`~tidings.protocol.websocket.ServerConnection`) with the
 app on top; moving the bytes (writing, closing the transport, its timers) is left to the subclass,
-:class:`~tidings.server.fastws.FastWebSocketProtocol`, through the abstract methods at the end.
+:class:`~tidings.server.websocket.FastWebSocketProtocol`, through the abstract methods at the end.
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ logger = logging.getLogger("tidings")
 _TARGET_ENV = "TIDINGS_APP"
 # Set by `tidings run --broker`, for the worker processes: the flag wins over the app's own broker.
 _BROKER_FLAG_ENV = "TIDINGS_RUN_BROKER"
-#: The WebSocket protocol `tidings run` serves with: "fast" (tidings' own, see server/fastws.py) or
+#: The WebSocket protocol `tidings run` serves with: "fast" (tidings' own, see server/websocket.py) or
 #: "websockets" (uvicorn's stock protocol on the `websockets` package).
 WS_ENV = "TIDINGS_WS"
 WS_PROTOCOLS = ("fast", "websockets")
@@ -232,7 +232,7 @@ def uvicorn_options(settings: Settings, ws: str = DEFAULT_WS) -> dict[str, Any]:
 
 def _ws_protocol(name: str, settings: Settings) -> Any:
     if name == "fast":
-        from tidings.server.fastws import FastWebSocketProtocol
+        from tidings.server.websocket import FastWebSocketProtocol
 
         return functools.partial(FastWebSocketProtocol, settings=settings)
     return name

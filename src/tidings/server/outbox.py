@@ -5,7 +5,7 @@ without waiting (a broadcast appends the same object to every recipient's outbox
 drains them in order. The task exists only while there is something to write, so an idle
 connection costs no task. A long-polling session instead takes everything queued at once.
 
-Under tidings' own WebSocket protocol (:mod:`tidings.server.fastws`) the scope offers a synchronous
+Under tidings' own WebSocket protocol (:mod:`tidings.server.websocket`) the scope offers a synchronous
 send (the ``tidings.fastsend`` extension): frames then go straight to the connection's write buffer,
 with no writer task, and the limit applies to that buffer.
 """
@@ -27,7 +27,7 @@ FASTSEND = "tidings.fastsend"
 
 
 class DirectSend(Protocol):
-    """A transport's synchronous send (see :class:`tidings.server.fastws.FastWebSocketProtocol`)."""
+    """A transport's synchronous send (see :class:`tidings.server.websocket.FastWebSocketProtocol`)."""
 
     def send_frame(self, data: str | bytes, limit: int) -> bool:
         """Queue one frame; False (nothing queued) if the unsent bytes would pass ``limit``."""

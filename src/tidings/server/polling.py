@@ -18,7 +18,7 @@ from tidings.protocol.engineio import State
 from tidings.server.responses import JSON, TEXT, Receive, Scope, Send, respond
 
 if TYPE_CHECKING:
-    from tidings.server.engine import Engine, Session
+    from tidings.server.engineio import Engine, Session
 
 Cors = list[tuple[bytes, bytes]]
 

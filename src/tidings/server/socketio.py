@@ -8,7 +8,7 @@ seeds gave them.
 
 Handlers of one connection run one after another, in the order their packets arrived, from the
 connection's job queue (:mod:`tidings.server.jobs`). The channel events (``message``, ``subscribe``,
-``unsubscribe``, ``presence``) are :mod:`tidings.server.channels`'.
+``unsubscribe``, ``presence``) are :mod:`tidings.server.channel_events`'.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from tidings.protocol import ProtocolError
 from tidings.protocol import socketio as sio
 from tidings.protocol.socketio import SocketState
 from tidings.protocol.websocket import PROTOCOL_ERROR
-from tidings.server.channels import PRESENCE, ChannelEvents
-from tidings.server.engine import Session
+from tidings.server.channel_events import PRESENCE, ChannelEvents
+from tidings.server.engineio import Session
 from tidings.server.jobs import JobQueue
 from tidings.server.running import HandlerRunner, answer
 from tidings.settings import Settings

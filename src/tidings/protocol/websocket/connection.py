@@ -7,7 +7,7 @@ Each method that decides what to send returns those bytes and moves :attr:`~Serv
 along :data:`TRANSITIONS`, the one table of legal moves; any other raises
 :class:`~tidings.errors.IllegalTransition`.
 
-tidings' asyncio protocol (:class:`tidings.server.fastws.FastWebSocketProtocol`) is a subclass: it
+tidings' asyncio protocol (:class:`tidings.server.websocket.FastWebSocketProtocol`) is a subclass: it
 writes the bytes, runs the timers and the app, and its send path, taken once per recipient of every
 broadcast, reads the state as one attribute.
 """

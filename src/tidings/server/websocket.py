@@ -25,7 +25,7 @@ What makes it fast is the write side:
 
 Limits: ``config.ws_max_size`` bounds one incoming message (1009 past it); the others come from
 the app's :class:`~tidings.Settings`, which ``tidings run`` passes as ``settings=`` (under plain
-``uvicorn --ws tidings.server.fastws:FastWebSocketProtocol`` the defaults apply):
+``uvicorn --ws tidings.server.websocket:FastWebSocketProtocol`` the defaults apply):
 
 - ``max_buffer`` bounds the unsent bytes of pongs too: one that would pass it closes with 1008.
   Pings that arrive together get one pong (RFC 6455 §5.5.3), and while the transport is paused for
