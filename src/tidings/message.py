@@ -4,6 +4,10 @@ A :class:`Subscriber` (a Socket.IO socket, a plain WebSocket) is handed an :clas
 and asks it for the bytes of its own wire form, which the message encodes once and caches, so a
 broadcast to any number of sockets costs one encode per wire form, not one per recipient.
 
+Its wire forms: :func:`socketio_packets` (the Engine.IO packets of a Socket.IO EVENT, cached per
+namespace under :func:`wire_form`) and :func:`raw_frame` (a plain WebSocket's payload, under
+:data:`RAW`); :func:`frame_for` frames a payload for the WebSocket once for all its recipients.
+
 A message of a channel with history has a :class:`Position` in it; :class:`Recovery` is what a
 history holds after a position.
 """
@@ -18,6 +22,7 @@ import orjson
 
 from tidings.protocol import engineio as eio
 from tidings.protocol import socketio as sio
+from tidings.protocol import websocket as ws
 
 T = TypeVar("T")
 
@@ -137,3 +142,26 @@ def raw_frame(outgoing: Outgoing) -> str | bytes:
     if isinstance(message, (bytes, bytearray, memoryview)):
         return bytes(message)
     return orjson.dumps(message).decode()
+
+
+# The frame of the last payload, kept so that a broadcast (one object, many recipients) is framed once.
+# Only immutable payloads (str, bytes) are kept; the reference keeps the identity check sound. One
+# tuple, replaced whole, so that servers on event loops in other threads never see a payload beside
+# another payload's frame.
+_last: tuple[object, bytes] = (None, b"")
+
+
+def frame_for(data: str | bytes | bytearray | memoryview) -> bytes:
+    """The text (``str``) or binary frame of ``data``, built once per payload object in a row."""
+    global _last
+    payload, frame = _last
+    if data is payload:
+        return frame
+    if isinstance(data, str):
+        frame = ws.text_frame(data)
+    elif isinstance(data, bytes):
+        frame = ws.binary_frame(data)
+    else:
+        return ws.binary_frame(bytes(data))
+    _last = (data, frame)
+    return frame

@@ -48,6 +48,7 @@ import logging
 import weakref
 from typing import Any
 
+from tidings.message import frame_for
 from tidings.protocol import websocket as ws
 from tidings.protocol.websocket import State
 from tidings.server.asgi_websocket import TEXT_PLAIN, AsgiWebSocket
@@ -56,35 +57,13 @@ from tidings.server.limits import Throttled
 from tidings.server.outbox import FASTSEND
 from tidings.settings import Settings
 
-__all__ = ["FastWebSocketProtocol", "State", "frame_for"]
+__all__ = ["FastWebSocketProtocol", "State"]
 
 logger = logging.getLogger("uvicorn.error")
 
 _control_flood = Throttled(
     "WebSocket from %s closed: more than %d pings and pongs in a minute (websocket_control_frames_per_minute)"
 )
-
-# The frame of the last payload, kept so that a broadcast (one object, many recipients) is framed once.
-# Only immutable payloads (str, bytes) are kept; the reference keeps the identity check sound. One
-# tuple, replaced whole, so that servers on event loops in other threads never see a payload beside
-# another payload's frame.
-_last: tuple[object, bytes] = (None, b"")
-
-
-def frame_for(data: str | bytes | bytearray | memoryview) -> bytes:
-    """The text (``str``) or binary frame of ``data``, built once per payload object in a row."""
-    global _last
-    payload, frame = _last
-    if data is payload:
-        return frame
-    if isinstance(data, str):
-        frame = ws.text_frame(data)
-    elif isinstance(data, bytes):
-        frame = ws.binary_frame(data)
-    else:
-        return ws.binary_frame(bytes(data))
-    _last = (data, frame)
-    return frame
 
 
 class _Flusher:

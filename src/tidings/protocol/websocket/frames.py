@@ -16,11 +16,22 @@ from dataclasses import dataclass
 
 from tidings.errors import ProtocolError
 
-_c_apply_mask: Callable[[bytes, bytes], bytes] | None
-try:  # websockets' C helper (a dependency of uvicorn's stock protocols); pure Python otherwise
-    from websockets.speedups import apply_mask as _c_apply_mask
-except ImportError:  # pragma: no cover
-    _c_apply_mask = None
+
+def _first_apply_mask(payload: bytes, mask: bytes) -> bytes:
+    """websockets' C helper (a dependency of uvicorn's stock protocols), imported on the first frame
+    to unmask rather than with this module: the websockets package loads much (threading among it)
+    that a sans-I/O module does not need. Pure Python if it is missing."""
+    global _c_apply_mask
+    try:
+        from websockets.speedups import apply_mask
+    except ImportError:  # pragma: no cover
+        _c_apply_mask = None
+        return unmask(payload, mask)
+    _c_apply_mask = apply_mask
+    return apply_mask(payload, mask)
+
+
+_c_apply_mask: Callable[[bytes, bytes], bytes] | None = _first_apply_mask
 
 # Opcodes, RFC 6455 §5.2.
 CONTINUATION = 0x0
