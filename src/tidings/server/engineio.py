@@ -38,7 +38,7 @@ TIMER_SLACK = 0.001
 # Read once for the hot paths (send: once per recipient of a broadcast; _websocket_message: once per
 # packet): on Python 3.11, reading an Enum member off its class costs ~70 ns.
 _CLOSED = State.CLOSED
-_MESSAGE = Received.MESSAGE
+_PACKET_MESSAGE = eio.PacketType.MESSAGE
 
 
 class EngineHandler(Protocol):
@@ -146,10 +146,11 @@ class Session(eio.Session):
 
     def take(self, packet: eio.Packet) -> None:
         """Act on one packet from the client (either transport); may raise ProtocolError."""
-        received = self.receive(packet)
-        if received is _MESSAGE:
+        if packet.type is _PACKET_MESSAGE:  # what receive() says of a MESSAGE, without the call
             self.engine.handler.message_received(self, packet.data)
-        elif received is Received.PONG:
+            return
+        received = self.receive(packet)
+        if received is Received.PONG:
             self.pong(asyncio.get_running_loop().time())
             self._arm()
         elif received is Received.CLOSE:

@@ -147,7 +147,7 @@ class RequestInfo:
     sid: str | None
 
 
-class RequestError(Exception):
+class RequestError(ProtocolError):
     """An Engine.IO HTTP request that cannot be served; ``code`` says why."""
 
     def __init__(self, code: ErrorCode) -> None:

@@ -27,16 +27,17 @@ from tidings.protocol.engineio.packets import (
     PacketType,
     RequestError,
 )
+from tidings.protocol.states import StateEnum
 
 
-class State(enum.Enum):
+class State(StateEnum):
     OPEN = "open"  # packets flow on the session's transport
     PROBING = "probing"  # a WebSocket came to take over this polling session: waiting for its probe
     UPGRADING = "upgrading"  # probe answered: polls get a NOOP until the client's UPGRADE packet
     CLOSED = "closed"
 
 
-class Step(enum.Enum):
+class Step(StateEnum):
     """What moves a session from one state to another."""
 
     BEGIN_UPGRADE = "begin an upgrade of"  # a WebSocket came to take the polling session over

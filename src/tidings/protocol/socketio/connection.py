@@ -18,7 +18,6 @@ Time is passed in only where it counts, for the deadline of a binary packet's at
 
 from __future__ import annotations
 
-import enum
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,9 +27,10 @@ from tidings.errors import IllegalTransition, ProtocolError
 from tidings.protocol import engineio as eio
 from tidings.protocol.socketio.decoder import Decoder
 from tidings.protocol.socketio.packets import Packet, PacketType, encode
+from tidings.protocol.states import StateEnum
 
 
-class SocketState(enum.Enum):
+class SocketState(StateEnum):
     CONNECTING = "connecting"  # connect handlers running; what it emits waits for the CONNECT reply
     CONNECTED = "connected"
     DISCONNECTED = "disconnected"

@@ -14,11 +14,11 @@ broadcast, reads the state as one attribute.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tidings.errors import IllegalTransition
+from tidings.protocol.states import StateEnum
 from tidings.protocol.websocket.frames import (
     NO_STATUS,
     POLICY_VIOLATION,
@@ -42,7 +42,7 @@ from tidings.protocol.websocket.handshake import (
 CONTROL_WINDOW = 60.0  # seconds: control_frames_per_minute counts the pings and pongs of a minute
 
 
-class State(enum.Enum):
+class State(StateEnum):
     HANDSHAKE = "handshake"  # reading the request head
     CONNECTING = "connecting"  # the app decides: accept, close or an HTTP response
     OPEN = "open"
