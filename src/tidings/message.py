@@ -20,7 +20,6 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 
 import orjson
 
-from tidings.protocol import engineio as eio
 from tidings.protocol import socketio as sio
 from tidings.protocol import websocket as ws
 
@@ -104,13 +103,6 @@ class Recovery:
 # -- wire forms (the keys and encoders of Outgoing.encoded) ---------------------------------------
 
 
-def encode(packet: sio.Packet) -> list[str | bytes]:
-    """A Socket.IO packet as the Engine.IO packets that carry it (text MESSAGE, then attachments)."""
-    text, *attachments = sio.encode(packet)
-    assert isinstance(text, str)
-    return [eio.message(text), *attachments]
-
-
 def wire_form(namespace: str) -> tuple[str, str]:
     """The key under which an :class:`Outgoing` caches its Socket.IO encoding for ``namespace``."""
     return ("socket.io", namespace)
@@ -127,7 +119,7 @@ def socketio_packets(outgoing: Outgoing, namespace: str) -> list[str | bytes]:
             args.append(outgoing.channel)
             if outgoing.position is not None:
                 args.append(outgoing.position.wire())
-    return encode(sio.Packet(sio.PacketType.EVENT, namespace, args))
+    return sio.messages(sio.Packet(sio.PacketType.EVENT, namespace, args))
 
 
 #: The wire form of hub messages on plain WebSockets.

@@ -11,6 +11,7 @@ import tidings
 from tests.raw_client import RawClient
 from tests.serving import ThreadedServer
 from tidings.protocol import socketio as sio
+from tidings.protocol.socketio import connection
 
 RECIPIENTS = 50
 handlers = tidings.Handlers()
@@ -31,7 +32,8 @@ def encodes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[sio.Packet]]:
         seen.append(packet)
         return original(packet)
 
-    monkeypatch.setattr(sio, "encode", counting)
+    # Every packet the server sends is encoded by sio.messages, which calls the codec from there.
+    monkeypatch.setattr(connection, "encode", counting)
     yield seen
 
 
