@@ -80,7 +80,7 @@ def presence(channel: str) -> list[dict[str, Any]]:
     """
     hubs = _hubs()
     if not hubs:
-        return _fallback_presence(channel).presence(channel)
+        return _shared_publisher().presence(channel)
     hub = hubs[0]
     if hub.in_loop_thread():
         raise RuntimeError("tidings.presence() blocks; use 'await tidings.apresence()' on the event loop")
@@ -93,7 +93,7 @@ async def apresence(channel: str) -> list[dict[str, Any]]:
     """:func:`presence` for coroutines."""
     hubs = _hubs()
     if not hubs:
-        return await _fallback_presence(channel).apresence(channel)
+        return await _shared_publisher().apresence(channel)
     hub = hubs[0]
     _check_presence(hub, channel)
     if hub.in_loop_thread():
@@ -123,13 +123,6 @@ def _check_presence(hub: Hub, channel: str) -> None:
     require(check_channel_name(channel, hub.max_channel_length))
     if not hub.options.presence(channel):
         raise ValueError(f"no presence for channel {channel!r}: see the presence setting")
-
-
-def _fallback_presence(channel: str) -> Publisher:
-    url = os.environ.get(BROKER_ENV, "")
-    if url in ("", "memory", "memory://"):
-        raise NoSocket("no tidings server is running in this process")
-    return _shared_publisher(url)
 
 
 def _wait(send: Send) -> int:
@@ -192,15 +185,23 @@ _publisher_lock = threading.Lock()
 
 
 def _fallback_publisher(send: Send) -> Publisher:
-    """A process-wide publisher to the broker ``TIDINGS_BROKER`` names; NoSocket if there is none."""
+    """:func:`_shared_publisher`, for ``send``: a message JSON cannot hold raises TypeError first."""
+    if _shared_broker_url() is None:
+        prepare(send.outgoing, send.namespace, _UNSHARED)
+    return _shared_publisher()
+
+
+def _shared_broker_url() -> str | None:
+    """The URL of the shared broker ``TIDINGS_BROKER`` names; None if it names none (or memory)."""
     url = os.environ.get(BROKER_ENV, "")
-    if url in ("", "memory", "memory://"):
-        prepare(send.outgoing, send.namespace, _UNSHARED)  # a message JSON cannot hold: TypeError first
+    return None if url in ("", "memory", "memory://") else url
+
+
+def _shared_publisher() -> Publisher:
+    """A process-wide publisher to the shared broker ``TIDINGS_BROKER`` names; NoSocket if none."""
+    url = _shared_broker_url()
+    if url is None:
         raise NoSocket("no tidings server is running in this process")
-    return _shared_publisher(url)
-
-
-def _shared_publisher(url: str) -> Publisher:
     global _publisher
     with _publisher_lock:
         if _publisher is None or _publisher.url != url:
