@@ -75,3 +75,13 @@ def test_module_decorators_write_to_the_default_registry() -> None:
         assert default_handlers.get("/", FINISH)[-1].func is finish
     finally:
         default_handlers.get("/", FINISH).pop()
+
+
+def test_the_namespaces_served_follow_the_handlers_added() -> None:
+    handlers = tidings.Handlers()
+    assert handlers.serves("/") and not handlers.serves("/admin")
+    handlers.on_finish(namespace="/admin")(lambda request, socket, context: None)
+    assert handlers.serves("/admin")
+    assert handlers.has("/admin", "connect", "finish") and not handlers.has("/admin", "connect")
+    handlers.namespaces.add("/other")  # a copy: the registry does not change
+    assert handlers.namespaces == {"/", "/admin"}

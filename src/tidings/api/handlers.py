@@ -97,6 +97,7 @@ class Handlers:
 
     def __init__(self) -> None:
         self._handlers: dict[tuple[str, str], list[Handler]] = {}
+        self._namespaces = {"/"}  # kept as handlers are added: looked up on every namespace connect
         #: Plain WebSocket endpoints by URL path.
         self.endpoints: dict[str, Handler] = {}
         # The seeds' events: ``@on_message`` or ``@on_message(channel="^room-")``.
@@ -167,14 +168,23 @@ class Handlers:
         if not members_only and event != MESSAGE:
             raise ValueError(f"members_only is an option of message handlers, not of {event!r}")
         self._handlers.setdefault((namespace, event), []).append(Handler.of(func, channel, members_only))
+        self._namespaces.add(namespace)
 
     def get(self, namespace: str, event: str) -> list[Handler]:
         return self._handlers.get((namespace, event), [])
 
+    def has(self, namespace: str, *events: str) -> bool:
+        """Whether any handler is registered for one of ``events`` in ``namespace``."""
+        return any((namespace, event) in self._handlers for event in events)
+
+    def serves(self, namespace: str) -> bool:
+        """Whether ``namespace`` has a handler (``/`` always has)."""
+        return namespace in self._namespaces
+
     @property
     def namespaces(self) -> set[str]:
         """Namespaces with at least one handler; ``/`` is always served."""
-        return {"/"} | {namespace for namespace, _ in self._handlers}
+        return set(self._namespaces)
 
     def websocket(self, path: str) -> Callable[[HandlerFunc], HandlerFunc]:
         """Decorator: a plain WebSocket endpoint at ``path``, called as ``func(ws)``.
