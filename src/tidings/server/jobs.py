@@ -49,6 +49,11 @@ class JobQueue:
         self._holding = False  # the session takes no messages until the queue is half as long
         self._worker: asyncio.Task[None] | None = None
 
+    @property
+    def idle(self) -> bool:
+        """No job is queued or running: one run now comes after every job scheduled before."""
+        return self._worker is None
+
     def schedule(self, job: Job, size: int = 0) -> None:
         """Run ``job`` after every job scheduled before it on this connection; ``size``: the bytes
         of the client's messages it holds.

@@ -190,7 +190,7 @@ class SocketIO:
         if self._namespaces == "*":
             return True
         if self._namespaces is None:
-            return namespace in self.handlers.namespaces
+            return self.handlers.serves(namespace)
         return namespace in self._namespaces
 
     def _connect(self, connection: Connection, request: sio.ConnectRequest) -> None:
@@ -208,7 +208,10 @@ class SocketIO:
             connection._connect_timer = None
         socket = Socket(self, connection, namespace, request.auth)
         connection.protocol.open(socket)
-        connection.schedule(lambda: self._run_connect(connection, socket))
+        if connection.idle and not self.handlers.has(namespace, CONNECT):
+            self._connected(connection, socket)  # what the job would do, without a task per connection
+        else:
+            connection.schedule(lambda: self._run_connect(connection, socket))
 
     async def _run_connect(self, connection: Connection, socket: Socket) -> None:
         try:
@@ -256,7 +259,10 @@ class SocketIO:
             callback(None)
         if notify_client:
             connection.session.send_many(sio.namespace_disconnect(socket.namespace))
-        connection.schedule(lambda: self._run_ending(socket, channels))
+        if self.handlers.has(socket.namespace, DISCONNECT, FINISH) or (
+            channels and self.handlers.has(socket.namespace, UNSUBSCRIBE)
+        ):
+            connection.schedule(lambda: self._run_ending(socket, channels))
 
     async def _run_ending(self, socket: Socket, channels: list[str]) -> None:
         """The seeds' order: disconnect, then unsubscribe from each channel it was in, then finish."""
