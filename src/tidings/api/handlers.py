@@ -173,10 +173,6 @@ class Handlers:
     def get(self, namespace: str, event: str) -> list[Handler]:
         return self._handlers.get((namespace, event), [])
 
-    def has(self, namespace: str, *events: str) -> bool:
-        """Whether any handler is registered for one of ``events`` in ``namespace``."""
-        return any((namespace, event) in self._handlers for event in events)
-
     def serves(self, namespace: str) -> bool:
         """Whether ``namespace`` has a handler (``/`` always has)."""
         return namespace in self._namespaces

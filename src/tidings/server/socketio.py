@@ -208,7 +208,7 @@ class SocketIO:
             connection._connect_timer = None
         socket = Socket(self, connection, namespace, request.auth)
         connection.protocol.open(socket)
-        if connection.idle and not self.handlers.has(namespace, CONNECT):
+        if connection.idle and not self.handlers.get(namespace, CONNECT):
             self._connected(connection, socket)  # what the job would do, without a task per connection
         else:
             connection.schedule(lambda: self._run_connect(connection, socket))
@@ -259,9 +259,12 @@ class SocketIO:
             callback(None)
         if notify_client:
             connection.session.send_many(sio.namespace_disconnect(socket.namespace))
-        if self.handlers.has(socket.namespace, DISCONNECT, FINISH) or (
-            channels and self.handlers.has(socket.namespace, UNSUBSCRIBE)
-        ):
+        handlers, namespace = self.handlers, socket.namespace
+        if (
+            handlers.get(namespace, DISCONNECT)
+            or handlers.get(namespace, FINISH)
+            or (channels and handlers.get(namespace, UNSUBSCRIBE))
+        ):  # else the job would run no handler: no task for it
             connection.schedule(lambda: self._run_ending(socket, channels))
 
     async def _run_ending(self, socket: Socket, channels: list[str]) -> None:
