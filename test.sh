@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Set up everything the tests need (Debian's chromium and nginx, the Python venv and extras, the Node
-# peers), lint, then run pytest.
-# Usage: ./test.sh [pytest arguments]. Safe to run again: installs are incremental.
+# Set up what the tests need, lint, then run pytest. Usage: ./test.sh [pytest arguments] (with
+# `--collect-only -q`: set up only). Safe to run again: installs are incremental.
+# The peers (Debian packages, npm packages: tests/setup_peers.sh) are installed where they can be, and
+# one that cannot be skips its tests (fails the run under TIDINGS_REQUIRE_ALL=1). The venv with the
+# test extras, ruff, mypy and lint-imports are required: any failure there ends the run.
 set -euo pipefail
 cd "$(dirname "$0")"
 python=${PYTHON:-python3}
