@@ -1,6 +1,7 @@
 """Test peers (Node, Redis, a browser): skip where one is missing, fail under TIDINGS_REQUIRE_ALL=1.
 
-CI sets TIDINGS_REQUIRE_ALL=1 so that a missing peer can never pass as a skipped test.
+CI sets TIDINGS_REQUIRE_ALL=1 so that a missing peer can never pass as a skipped test. The README's
+"Test peers" lists them all, and how ./test.sh (tests/setup_peers.sh) installs them.
 """
 
 from __future__ import annotations
@@ -10,8 +11,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+import redis
 
 NODE_DIR = Path(__file__).parent / "node"
+#: The machine's Redis: never flushed or stopped; each run uses a name prefix of its own.
+REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 def require_all() -> bool:
@@ -33,3 +37,14 @@ def node_client_script() -> Path:
     if not (NODE_DIR / "node_modules" / "socket.io-client").is_dir():
         missing("socket.io-client", f"run `npm ci` in {NODE_DIR}")
     return NODE_DIR / "client.mjs"
+
+
+def machine_redis() -> redis.Redis:
+    """A client of the machine's Redis, checked to answer; the caller closes it."""
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        client.close()
+        missing("redis", f"no Redis at {REDIS_URL} ({error}); start one: `redis-server --daemonize yes`")
+    return client
