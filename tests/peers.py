@@ -30,12 +30,18 @@ def missing(peer: str, why: str) -> None:
     pytest.skip(message)
 
 
-def node_client_script() -> Path:
-    """The Node socket.io-client driver, checked to be runnable."""
+def node_packages(directory: Path, *packages: str) -> None:
+    """Check that ``node`` is on PATH and that `npm ci` (test.sh runs it) installed ``packages`` there."""
     if shutil.which("node") is None:
         missing("node", "no `node` on PATH")
-    if not (NODE_DIR / "node_modules" / "socket.io-client").is_dir():
-        missing("socket.io-client", f"run `npm ci` in {NODE_DIR}")
+    for package in packages:
+        if not (directory / "node_modules" / package).is_dir():
+            missing(f"npm package {package}", f"run `npm ci` in {directory}")
+
+
+def node_client_script() -> Path:
+    """The Node socket.io-client driver, checked to be runnable."""
+    node_packages(NODE_DIR, "socket.io-client")
     return NODE_DIR / "client.mjs"
 
 
