@@ -1,7 +1,7 @@
 """Test peers (Node, Redis, a browser): skip where one is missing, fail under TIDINGS_REQUIRE_ALL=1.
 
 CI sets TIDINGS_REQUIRE_ALL=1 so that a missing peer can never pass as a skipped test. The README's
-"Test peers" lists them all, and how ./test.sh (tests/setup_peers.sh) installs them.
+table of test peers lists them all, and how ./test.sh (tests/setup_peers.sh) installs them.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The test peers test.sh installs: Debian packages (chromium, nginx, openssl, redis-server) and the npm
-# packages of tests/node and bench/node (README, "Test peers"). A peer it cannot install is said in
-# one line and its tests skip (tests/peers.py); under TIDINGS_REQUIRE_ALL=1 the run stops at that line.
+# The test peers test.sh installs: Debian packages (chromium, nginx, openssl, redis-server) and the
+# npm packages of tests/node and bench/node (the README's table lists every peer). A peer it cannot
+# install is said in one line and its tests skip (tests/peers.py); under TIDINGS_REQUIRE_ALL=1 the run
+# stops at that line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
