@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.peers import missing
+from tests.peers import missing, node_packages
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH_NODE = ROOT / "bench" / "node"
@@ -26,11 +25,7 @@ MEASURES = {"fanout", "idle_memory", "connection_rate", "echo"}
 
 
 def require_peers() -> None:
-    if shutil.which("node") is None:
-        missing("node", "no `node` on PATH")
-    for package in ("socket.io", "ws"):
-        if not (BENCH_NODE / "node_modules" / package).is_dir():
-            missing(f"npm package {package}", f"run `npm ci` in {BENCH_NODE}")
+    node_packages(BENCH_NODE, "socket.io", "ws")
     if importlib.util.find_spec("matplotlib") is None:
         missing("matplotlib", "install the bench extra: pip install -e '.[bench]'")
 

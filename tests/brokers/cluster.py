@@ -12,16 +12,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.peers import missing
+from tests.peers import REDIS_URL, machine_redis, missing
 from tests.serving import TidingsProcess, free_port, wait_for_port
 
-#: The machine's Redis: never flushed or stopped; each run uses a name prefix of its own.
-REDIS_URL = "redis://127.0.0.1:6379/0"
 APP = "tests/brokers/app.py:app"
 
 
 def new_prefix() -> str:
-    """A Redis name prefix of one's own: runs, and other users of the machine's Redis, do not meet."""
+    """A name prefix of one's own on the machine's Redis: runs, and other users of it, do not meet.
+
+    The machine's Redis is checked to answer: a missing peer otherwise (tests/peers.py)."""
+    machine_redis().close()
     return f"tidings-test-{uuid.uuid4().hex[:12]}:"
 
 

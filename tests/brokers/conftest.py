@@ -8,17 +8,13 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.brokers.cluster import REDIS_URL, OwnRedis, new_prefix
-from tests.peers import missing
+from tests.brokers.cluster import OwnRedis, new_prefix
+from tests.peers import machine_redis
 
 
 @pytest.fixture(scope="module")
 def redis_client() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as error:
-        missing("redis", f"no Redis at {REDIS_URL} ({error})")
+    client = machine_redis()
     yield client
     client.close()
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import shutil
 import subprocess
 from typing import Any
 
 from tests.node_client import NodeClient
-from tests.peers import NODE_DIR, missing
+from tests.peers import NODE_DIR, node_packages
 from tests.serving import ROOT
 
 CLIENT = ROOT / "src" / "tidings" / "static" / "tidings.js"
@@ -18,8 +17,7 @@ CLIENT = ROOT / "src" / "tidings" / "static" / "tidings.js"
 
 def run_script(script: str) -> Any:
     """Runs ``node -e script`` with tidings.js's path as ``process.argv[1]``; returns its JSON output."""
-    if shutil.which("node") is None:
-        missing("node", "no `node` on PATH")
+    node_packages(NODE_DIR)
     result = subprocess.run(
         ["node", "-e", script, str(CLIENT)], capture_output=True, text=True, timeout=30, check=True
     )
@@ -27,10 +25,7 @@ def run_script(script: str) -> Any:
 
 
 def driver_script() -> str:
-    if shutil.which("node") is None:
-        missing("node", "no `node` on PATH")
-    if not (NODE_DIR / "node_modules" / "ws").is_dir():
-        missing("ws", f"run `npm ci` in {NODE_DIR}")
+    node_packages(NODE_DIR, "ws")
     return str(NODE_DIR / "tidings_js_client.mjs")
 
 

@@ -16,19 +16,17 @@ import httpx
 import jinja2
 import markupsafe
 import pytest
-import redis
 from django.utils.html import conditional_escape
 from gluon.html import DIV
 from websockets.asyncio.server import ServerConnection, serve
 
 import tidings
+from tests.brokers.cluster import REDIS_URL, new_prefix
 from tests.client.js_client import CLIENT, JsClient, Rejected, run_script, settled, view
-from tests.peers import missing
 from tests.python_client import PythonClient
 from tests.serving import TidingsProcess
 
 BROKER_APP = "tests/brokers/app.py:app"  # hist-* channels keep a history
-REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 async def audit(observer: PythonClient, session_id: str, count: int) -> list[list[Any]]:
@@ -337,14 +335,7 @@ def test_script_tag_escapes_its_src() -> None:
 
 async def test_recovers_a_history_channel_after_a_server_restart(js: JsClient) -> None:
     """With the Redis broker the history outlives the server: the client gets what it missed."""
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as error:
-        missing("redis", f"no Redis at {REDIS_URL} ({error})")
-    finally:
-        client.close()
-    prefix = f"tidings-test-{uuid.uuid4().hex[:12]}:"
+    prefix = new_prefix()
     server = TidingsProcess(BROKER_APP, None, "--broker", REDIS_URL, "--broker-prefix", prefix).start()
     channel = f"hist-{uuid.uuid4().hex[:8]}"
     try:

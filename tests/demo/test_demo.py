@@ -15,11 +15,9 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 import socketio
 
-from tests.brokers.cluster import REDIS_URL, broker_args, new_prefix
-from tests.peers import missing
+from tests.brokers.cluster import broker_args, new_prefix
 from tests.python_client import PythonClient
 from tests.serving import TidingsProcess, free_port, tidings_process, wait_for_port
 from tidings import script_tag
@@ -295,10 +293,6 @@ def test_names_follow_the_rules() -> None:
 @pytest.fixture(scope="module")
 def shared_demos() -> Iterator[list[TidingsProcess]]:
     """Two `tidings demo` processes on one Redis (the machine's, under a prefix of their own)."""
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-    except redis.RedisError as error:
-        missing("redis", f"no Redis at {REDIS_URL} ({error})")
     prefix = new_prefix()
     demos = [TidingsProcess(None, None, *broker_args(prefix)) for _ in range(2)]
     try:
