@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e .
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[demo]'
 if [ $# -eq 0 ] || [[ $1 == -* ]]; then
   exec .venv/bin/tidings demo "$@"
 fi
