@@ -5,7 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")"
 python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e .
+# Install when the venv has no tidings yet or pyproject.toml changed since the last install (its copy
+# from then is the stamp): starting again runs no pip. src/ needs none: the install is editable.
+stamp=.venv/installed-pyproject.toml
+if [ ! -x .venv/bin/tidings ] || ! cmp -s pyproject.toml "$stamp"; then
+  echo "run.sh: installing tidings[demo] into .venv" >&2
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[demo]'
+  cp pyproject.toml "$stamp"
+fi
 if [ $# -eq 0 ] || [[ $1 == -* ]]; then
   exec .venv/bin/tidings demo "$@"
 fi

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -54,3 +57,13 @@ def machine_redis() -> redis.Redis:
         client.close()
         missing("redis", f"no Redis at {REDIS_URL} ({error}); start one: `redis-server --daemonize yes`")
     return client
+
+
+def package_index() -> None:
+    """Check that pip reaches its package index (PyPI, or the one pip is configured with), as a
+    fresh venv's `pip install` of tidings needs for its dependencies and build backend."""
+    with tempfile.TemporaryDirectory() as scratch:
+        download = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir", "--dest", scratch]
+        result = subprocess.run([*download, "hatchling"], capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        missing("the package index", f"pip could not download from it: {result.stderr.strip()[-300:]}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -118,3 +119,36 @@ def tidings_process(target: str | None, *extra: str) -> Iterator[TidingsProcess]
         yield server
     finally:
         server.stop()
+
+
+def outside_environment(*path_first: Path) -> dict[str, str]:
+    """The environment of a command run as a user would, outside the tests' venv: no PYTHONPATH
+    (which puts the checkout's src first) and no VIRTUAL_ENV; ``path_first`` leads PATH."""
+    environment = {
+        name: value for name, value in os.environ.items() if name not in {"PYTHONPATH", "VIRTUAL_ENV"}
+    }
+    environment["PATH"] = os.pathsep.join([*map(str, path_first), environment.get("PATH", "")])
+    return environment
+
+
+@contextlib.contextmanager
+def background(
+    command: list[str], port: int, cwd: Path, env: dict[str, str], log: Path, timeout: float = 15.0
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``command`` (a shell or script that may start the server as a child) in a process group of its
+    own, once something listens on ``port``; the group is stopped afterwards. Output goes to ``log``."""
+    with log.open("ab") as output:
+        process = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        wait_for_port(port, timeout, process)
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

@@ -1,4 +1,5 @@
-"""Every Python block in README.md and docs/*.md runs as written."""
+"""Every Python block in README.md and docs/*.md runs as written (in this process; docs/getting-started.md
+also runs whole, shell blocks too, in a fresh venv: tests/test_getting_started.py)."""
 
 from __future__ import annotations
 

@@ -75,3 +75,44 @@ def test_cli_loads_the_demo_only_for_tidings_demo() -> None:
         "from tidings.server.cli import main\ntry:\n    main(['run', '--help'])\nexcept SystemExit:\n    pass"
     )
     assert "tidings.demo" not in loaded_by(help_of_run)
+
+
+#: Run first in the interpreters below: any import of web.py fails, as where it is not installed.
+WITHOUT_WEBPY = """
+import sys
+from importlib.abc import MetaPathFinder
+
+class NoWebpy(MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "web" or name.startswith("web."):
+            raise ModuleNotFoundError("No module named 'web'", name="web")
+
+sys.meta_path.insert(0, NoWebpy())
+"""
+
+#: The modules that need web.py, from the `demo` extra: the demo and the web.py integration.
+NEEDS_WEBPY = ("tidings.demo", "tidings.integrations.webpy")
+
+
+def test_tidings_imports_without_webpy() -> None:
+    """web.py is the `demo` extra: every other module of tidings imports without it."""
+    code = WITHOUT_WEBPY + (
+        "import pkgutil, tidings\n"
+        "from tidings import *\n"
+        "names = [m.name for m in pkgutil.walk_packages(tidings.__path__, 'tidings.')]\n"
+        f"needs_webpy = {NEEDS_WEBPY!r}\n"
+        "for name in names:\n"
+        "    if name != 'tidings.__main__' and not name.startswith(needs_webpy):\n"
+        "        __import__(name)\n"
+    )
+    modules = loaded_by(code)
+    assert "web" not in modules
+    assert {"tidings.server.cli", "tidings.server.app", "tidings.integrations.flask"} <= modules
+
+
+@pytest.mark.parametrize("module", ["tidings.demo.app", "tidings.integrations.webpy"])
+def test_the_demo_and_the_webpy_integration_need_webpy(module: str) -> None:
+    """What the test above leaves out does need web.py: without it, the import names what is missing."""
+    result = subprocess.run([sys.executable, "-c", f"{WITHOUT_WEBPY}import {module}"], capture_output=True)
+    assert result.returncode == 1
+    assert b"ModuleNotFoundError: No module named 'web'" in result.stderr
