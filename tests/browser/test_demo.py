@@ -1,6 +1,7 @@
 """The chat demo in headless Chromium: rooms, the polling fallback and upgrade, a server restart.
 
-Each page is its own browser context (its own cookies and storage), as two people on two machines.
+Each page is its own browser context (its own cookies and storage), as two people on two machines;
+but for the tabs of one browser, which share their storage as a person's tabs do.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 from playwright.sync_api import Browser, Page, WebSocketRoute, expect
 
 from tests.serving import TidingsProcess
+from tidings.demo import chat
 
 ANY_URL = re.compile(".*")
 # Long enough for a reconnect with backoff; a page that gets there sooner goes on at once.
@@ -101,6 +103,58 @@ def test_the_page_fits_a_phone(browser: Browser, demo: TidingsProcess, artifacts
     # Nothing wider than the screen: no sideways scrolling.
     assert phone.evaluate("document.documentElement.scrollWidth") <= 390
     phone.screenshot(path=artifacts / "demo-phone.png")
+
+
+def pick_nick(page: Page, name: str) -> None:
+    page.fill("#nick", name)
+    page.press("#nick", "Enter")
+
+
+def test_two_tabs_of_one_browser_are_two_people(
+    browser: Browser, demo: TidingsProcess, artifacts: Path
+) -> None:
+    context = browser.new_context()
+    first = context.new_page()
+    first.goto(f"{demo.url}/room/lobby")
+    expect(first.locator("#nick")).to_have_value("")  # nobody chose a name in this browser yet
+    pick_nick(first, "ann")
+    connected(first)
+    expect_members(first, "ann")
+
+    second = context.new_page()
+    second.goto(f"{demo.url}/room/lobby")
+    # The last name chosen is suggested, and nothing more: this tab has not joined.
+    expect(second.locator("#nick")).to_have_value("ann")
+    expect(second.locator("#chat")).to_be_hidden()
+    second.press("#nick", "Enter")  # as ann: the room says no, and why
+    expect(second.locator("#nick-error")).to_have_text(chat.taken("ann", "lobby"))
+    expect(second.locator("#nick-form")).to_be_visible()
+    expect(second.locator("#chat")).to_be_hidden()
+    second.screenshot(path=artifacts / "demo-nickname-taken.png")
+    pick_nick(second, "bob")
+    connected(second)
+    expect(second.locator("#nick-form")).to_be_hidden()
+    for page in (first, second):
+        expect_members(page, "ann", "bob")
+    expect(first.locator("#messages li.notice", has_text="ann joined")).to_have_count(1)
+
+    second.click("#change-nick")
+    pick_nick(second, "rob")
+    expect(second.locator("#me")).to_have_text("rob")
+    expect(first.locator("#messages li.notice", has_text="bob is now rob")).to_have_count(1)
+    expect_members(first, "ann", "rob")
+    expect(first.locator("#me")).to_have_text("ann")
+
+    # The first tab leaves the room and comes back: under its own name, not the last one chosen.
+    first.goto(demo.url + "/")
+    expect(second.locator("#messages li.notice", has_text="ann left")).to_have_count(1)
+    first.go_back()
+    connected(first)
+    expect(first.locator("#me")).to_have_text("ann")
+    expect_members(second, "ann", "rob")
+    third = context.new_page()
+    third.goto(f"{demo.url}/room/lobby")
+    expect(third.locator("#nick")).to_have_value("rob")
 
 
 def refuse(route: WebSocketRoute) -> None:
