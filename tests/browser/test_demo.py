@@ -221,6 +221,25 @@ def test_a_restarted_server_gets_the_page_back(browser: Browser, demo: TidingsPr
     expect(chat_line(ann, "bob", "we are back")).to_have_count(1)
 
 
+def test_a_page_whose_name_was_taken_while_it_was_away_is_told_so(
+    browser: Browser, demo: TidingsProcess
+) -> None:
+    ann = open_room(browser, demo, "lobby", "ann")
+    ann.context.set_offline(True)  # the page cannot reconnect ...
+    demo.stop()
+    expect(ann.locator("#state")).to_have_text("reconnecting")
+    demo.start()
+    other = browser.new_context().new_page()  # ... while somebody else takes its name
+    other.goto(f"{demo.url}/room/lobby?name=ANN")
+    connected(other)
+    ann.context.set_offline(False)
+    expect(ann.locator("#nick-error")).to_have_text(chat.taken("ann", "lobby"), timeout=RECONNECT_TIMEOUT)
+    expect(ann.locator("#nick")).to_have_value("ann")
+    pick_nick(ann, "anne")
+    connected(ann)
+    expect_members(other, "ANN", "anne")
+
+
 def test_the_es_module_connects_a_page(browser: Browser, demo: TidingsProcess) -> None:
     """`import { connect } from "/tidings/tidings.mjs"`, as a page with <script type="module"> does."""
     ann = open_room(browser, demo, "lobby", "ann")
