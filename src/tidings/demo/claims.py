@@ -62,7 +62,7 @@ class RedisClaims:
     """Claims shared by the processes of one Redis broker (same URL and prefix)."""
 
     def __init__(self, url: str, prefix: str) -> None:
-        import redis  # only with the Redis broker, as tidings.brokers does
+        import redis  # only with the Redis broker, as tidings.brokers imports it
 
         self._errors = (redis.RedisError, OSError)
         self._client = redis.Redis.from_url(url, socket_timeout=CLAIM_SECONDS)
@@ -91,11 +91,14 @@ def claims_for(broker: Broker) -> Claims:
     with _claims_lock:
         claims = _claims.get(broker.reach)
         if claims is None:
-            from tidings.brokers.redis import RedisBroker
-
-            if isinstance(broker, RedisBroker):
-                claims = RedisClaims(broker.url, broker.prefix)
-            else:
-                claims = LocalClaims()
-            _claims[broker.reach] = claims
+            claims = _claims[broker.reach] = _new_claims(broker)
         return claims
+
+
+def _new_claims(broker: Broker) -> Claims:
+    if broker.remote:
+        from tidings.brokers.redis import RedisBroker  # redis-py only with the Redis broker
+
+        if isinstance(broker, RedisBroker):
+            return RedisClaims(broker.url, broker.prefix)
+    return LocalClaims()
