@@ -1,6 +1,7 @@
 """The chat demo in headless Chromium: rooms, the polling fallback and upgrade, a server restart.
 
-Each page is its own browser context (its own cookies and storage), as two people on two machines.
+Each page is its own browser context (its own cookies and storage), as two people on two machines;
+but for the tabs of one browser, which share their storage as a person's tabs do.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 from playwright.sync_api import Browser, Page, WebSocketRoute, expect
 
 from tests.serving import TidingsProcess
+from tidings.demo import chat
 
 ANY_URL = re.compile(".*")
 # Long enough for a reconnect with backoff; a page that gets there sooner goes on at once.
@@ -103,6 +105,58 @@ def test_the_page_fits_a_phone(browser: Browser, demo: TidingsProcess, artifacts
     phone.screenshot(path=artifacts / "demo-phone.png")
 
 
+def pick_nick(page: Page, name: str) -> None:
+    page.fill("#nick", name)
+    page.press("#nick", "Enter")
+
+
+def test_two_tabs_of_one_browser_are_two_people(
+    browser: Browser, demo: TidingsProcess, artifacts: Path
+) -> None:
+    context = browser.new_context()
+    first = context.new_page()
+    first.goto(f"{demo.url}/room/lobby")
+    expect(first.locator("#nick")).to_have_value("")  # nobody chose a name in this browser yet
+    pick_nick(first, "ann")
+    connected(first)
+    expect_members(first, "ann")
+
+    second = context.new_page()
+    second.goto(f"{demo.url}/room/lobby")
+    # The last name chosen is suggested, and nothing more: this tab has not joined.
+    expect(second.locator("#nick")).to_have_value("ann")
+    expect(second.locator("#chat")).to_be_hidden()
+    second.press("#nick", "Enter")  # as ann: the room says no, and why
+    expect(second.locator("#nick-error")).to_have_text(chat.taken("ann", "lobby"))
+    expect(second.locator("#nick-form")).to_be_visible()
+    expect(second.locator("#chat")).to_be_hidden()
+    second.screenshot(path=artifacts / "demo-nickname-taken.png")
+    pick_nick(second, "bob")
+    connected(second)
+    expect(second.locator("#nick-form")).to_be_hidden()
+    for page in (first, second):
+        expect_members(page, "ann", "bob")
+    expect(first.locator("#messages li.notice", has_text="ann joined")).to_have_count(1)
+
+    second.click("#change-nick")
+    pick_nick(second, "rob")
+    expect(second.locator("#me")).to_have_text("rob")
+    expect(first.locator("#messages li.notice", has_text="bob is now rob")).to_have_count(1)
+    expect_members(first, "ann", "rob")
+    expect(first.locator("#me")).to_have_text("ann")
+
+    # The first tab leaves the room and comes back: under its own name, not the last one chosen.
+    first.goto(demo.url + "/")
+    expect(second.locator("#messages li.notice", has_text="ann left")).to_have_count(1)
+    first.go_back()
+    connected(first)
+    expect(first.locator("#me")).to_have_text("ann")
+    expect_members(second, "ann", "rob")
+    third = context.new_page()
+    third.goto(f"{demo.url}/room/lobby")
+    expect(third.locator("#nick")).to_have_value("rob")
+
+
 def refuse(route: WebSocketRoute) -> None:
     route.close()  # not connected to the server: the page's WebSocket closes before a handshake
 
@@ -165,6 +219,25 @@ def test_a_restarted_server_gets_the_page_back(browser: Browser, demo: TidingsPr
     expect_members(ann, "ann", "bob")
     say(bob, "we are back")
     expect(chat_line(ann, "bob", "we are back")).to_have_count(1)
+
+
+def test_a_page_whose_name_was_taken_while_it_was_away_is_told_so(
+    browser: Browser, demo: TidingsProcess
+) -> None:
+    ann = open_room(browser, demo, "lobby", "ann")
+    ann.context.set_offline(True)  # the page cannot reconnect ...
+    demo.stop()
+    expect(ann.locator("#state")).to_have_text("reconnecting")
+    demo.start()
+    other = browser.new_context().new_page()  # ... while somebody else takes its name
+    other.goto(f"{demo.url}/room/lobby?name=ANN")
+    connected(other)
+    ann.context.set_offline(False)
+    expect(ann.locator("#nick-error")).to_have_text(chat.taken("ann", "lobby"), timeout=RECONNECT_TIMEOUT)
+    expect(ann.locator("#nick")).to_have_value("ann")
+    pick_nick(ann, "anne")
+    connected(ann)
+    expect_members(other, "ANN", "anne")
 
 
 def test_the_es_module_connects_a_page(browser: Browser, demo: TidingsProcess) -> None:

@@ -6,6 +6,7 @@ contract (the ids of the pages) and of the chat (what each client hears, and wha
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -23,6 +24,7 @@ from tests.serving import TidingsProcess, free_port, tidings_process, wait_for_p
 from tidings import script_tag
 from tidings.demo import chat
 
+Connect = Callable[..., Awaitable[PythonClient]]
 Join = Callable[..., Awaitable[PythonClient]]
 
 ROOM_LIST_IDS = ('id="rooms"', 'id="new-room"', 'id="new-room-name"')
@@ -45,21 +47,32 @@ def demo() -> Iterator[TidingsProcess]:
 
 
 @pytest.fixture
-async def join(demo: TidingsProcess) -> AsyncIterator[Join]:
-    """Connects python-socketio clients with a nickname and puts them in a room; shuts them after."""
+async def connect(demo: TidingsProcess) -> AsyncIterator[Connect]:
+    """Connects python-socketio clients with a nickname; shuts them after."""
     opened: list[PythonClient] = []
 
-    async def connect(name: str, room: str, server: TidingsProcess = demo, **options: Any) -> PythonClient:
+    async def connect(name: str, server: TidingsProcess = demo, **options: Any) -> PythonClient:
         client = PythonClient("async")
         opened.append(client)
         options.setdefault("transports", ["websocket"])
         await client.connect(server.url, auth={"name": name}, **options)
-        assert await client.call("subscribe", f"room-{room}") == {"ok": True}
         return client
 
     yield connect
     for client in opened:
         await client.shutdown()
+
+
+@pytest.fixture
+def join(demo: TidingsProcess, connect: Connect) -> Join:
+    """Connects python-socketio clients with a nickname and puts them in a room."""
+
+    async def join(name: str, room: str, server: TidingsProcess = demo, **options: Any) -> PythonClient:
+        client = await connect(name, server, **options)
+        assert await client.call("subscribe", f"room-{room}") == {"ok": True}
+        return client
+
+    return join
 
 
 async def heard(client: PythonClient, event: str, channel: str) -> tuple[Any, ...]:
@@ -234,6 +247,51 @@ async def test_a_new_nickname_is_told_to_the_room_and_shown_in_its_presence(join
     assert await heard(bob, "message", "room-names") == said
 
 
+async def refused_as_taken(client: PythonClient, room: str, name: str) -> None:
+    answer = await client.call("subscribe", f"room-{room}")
+    assert answer == {"ok": False, "error": chat.taken(name, room)}
+
+
+async def test_a_nickname_somebody_in_the_room_goes_by_is_refused(connect: Connect, join: Join) -> None:
+    ann = await join("ann", "taken")
+    for name in ["ann", "ANN", "\uff21nn"]:  # capitals and compatibility forms aside: one name
+        await refused_as_taken(await connect(name), "taken", name)
+    assert await names_in(ann, "taken") == ["ann"]
+    await join("ann", "elsewhere")  # the name is taken in a room, not everywhere
+
+    # A refused client keeps its connection: it renames itself, and is let in.
+    second = await connect("ann")
+    await refused_as_taken(second, "taken", "ann")
+    assert await second.call("rename", "anne") == {"ok": True}
+    assert await second.call("subscribe", "room-taken") == {"ok": True}
+
+    bob = await join("bob", "taken")
+    assert await bob.call("rename", "Ann") == {"ok": False, "error": chat.taken("Ann", "taken")}
+    assert await bob.call("rename", "Bob") == {"ok": True}  # its own name, in capitals
+    assert await names_in(ann, "taken") == ["Bob", "ann", "anne"]
+
+    await ann.disconnect()  # gone: the name is free again
+    await heard(bob, "leave", "room-taken")
+    await join("ann", "taken")
+
+
+async def race_for_a_name(clients: list[PythonClient], room: str) -> None:
+    """Every client, connected under one name (in any capitals), asks to join ``room`` at once: one
+    is let in, the others are told the name is taken."""
+    answers = await asyncio.gather(*(client.call("subscribe", f"room-{room}") for client in clients))
+    assert answers.count({"ok": True}) == 1, answers
+    winner = clients[answers.index({"ok": True})]
+    assert all(
+        "is taken in room" in answer.get("error", "") for answer in answers if answer["ok"] is not True
+    )
+    assert len(await names_in(winner, room)) == 1
+
+
+async def test_of_two_taking_one_name_at_once_one_is_refused(connect: Connect) -> None:
+    for round in range(3):
+        await race_for_a_name([await connect(name) for name in ["ann", "Ann", "ANN", "ann"]], f"race-{round}")
+
+
 @pytest.mark.parametrize(
     "auth", [{}, {"name": ""}, {"name": " ann"}, {"name": "x" * 25}, {"name": "<b>"}, {"name": 7}]
 )
@@ -300,6 +358,17 @@ def shared_demos() -> Iterator[list[TidingsProcess]]:
     finally:
         for demo in demos:
             demo.stop()
+
+
+async def test_demos_sharing_a_broker_share_their_names(
+    shared_demos: list[TidingsProcess], connect: Connect, join: Join
+) -> None:
+    first, second = shared_demos
+    await join("ann", "one-name", first)
+    await refused_as_taken(await connect("Ann", second), "one-name", "Ann")
+    for round in range(3):
+        clients = [await connect("bob", shared_demos[index % 2]) for index in range(4)]
+        await race_for_a_name(clients, f"shared-race-{round}")
 
 
 async def test_demos_sharing_a_broker_share_their_rooms(

@@ -2,6 +2,8 @@
 
 - :mod:`tidings.demo.chat`: the rules (room names, nicknames, message size) and the tidings handlers,
   in the seeds' style: ``on_connect``, ``on_subscribe``, ``on_message``, ``on_unsubscribe``.
+- :mod:`tidings.demo.claims`: a nickname is checked and taken in a room in one step, in one process
+  or across demos sharing Redis.
 - :mod:`tidings.demo.app`: the web.py pages (``templates/``, ``static/``) and the server,
   ``tidings.demo.app:server``, which ``tidings demo`` runs.
 """

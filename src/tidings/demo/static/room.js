@@ -1,5 +1,8 @@
-/* A room of `tidings demo`: asks a nickname once (kept in localStorage, or ?name=...), joins the
- * room's channel with tidings.js and shows its messages, its notices and who is here.
+/* A room of `tidings demo`: asks a nickname, joins the room's channel with tidings.js and shows its
+ * messages, its notices and who is here. Each tab has its own nickname (sessionStorage: a reload keeps
+ * it); the last one chosen in any tab (localStorage) only fills in the field of a new tab, which joins
+ * once its person says OK. ?name=... joins at once. The server refuses a nickname somebody in the room
+ * goes by, with a sentence this page shows.
  * User text only ever goes into the page as textContent. The server's side: tidings/demo/chat.py.
  */
 "use strict";
@@ -12,27 +15,39 @@
   const members = new Map(); // session id -> nickname
   let socket = null;
   let nick = "";
+  let chosen = false; // nick was typed or given as ?name=, not read from this tab's storage
 
-  function storedNick() {
+  // storage: "sessionStorage" (this tab's nickname) or "localStorage" (the last one chosen).
+  function storedNick(storage) {
     try {
-      return localStorage.getItem(NICK_KEY) || "";
+      return window[storage].getItem(NICK_KEY) || "";
     } catch (error) {
       return ""; // storage disabled: ask every time
     }
   }
 
-  function storeNick(name) {
-    nick = name;
-    $("me").textContent = name;
+  function keepNick(storage, name) {
     try {
-      localStorage.setItem(NICK_KEY, name);
+      window[storage].setItem(NICK_KEY, name);
     } catch (error) {
       // kept for this page only
     }
   }
 
+  // The room took `name`: this tab's nickname from now on, and, if it was just chosen (not this tab's
+  // own, coming back), the one to suggest to new tabs.
+  function tookNick(name, suggest) {
+    keepNick("sessionStorage", name);
+    if (suggest) keepNick("localStorage", name);
+  }
+
+  function setNick(name) {
+    nick = name;
+    $("me").textContent = name;
+  }
+
   function askNick(error) {
-    $("nick").value = nick;
+    $("nick").value = nick || storedNick("localStorage");
     $("nick-error").textContent = error || "";
     $("nick-form").hidden = false;
     $("nick").focus();
@@ -133,30 +148,45 @@
     socket = tidings.connect({ auth: () => ({ name: nick }) });
     socket.on("state", showState);
     socket.on("upgrade", showTransport);
-    // The room is subscribed again by tidings.js after every reconnect, before "connect" fires;
-    // the presence request goes after it, so it is answered once the socket is in.
-    socket.on("connect", () => socket.emit("presence", channel, present));
+    // Each connection, the first and every one after a reconnect, asks to be in the room under this
+    // tab's nickname, and hears whether it is (after a reconnect tidings.js has asked already, before
+    // "connect": this second ask is answered "ok" at once, or with the refusal).
+    socket.on("connect", () => socket.subscribe(channel).then(entered, () => {}));
     socket.on("disconnect", () => {
       members.clear();
       showMembers();
     });
     socket.on("connect_error", (error) => {
-      if (error.type === "server") askNick(error.message); // refused: a new nickname, a new connection
+      if (error.type === "server") refused(error.message); // final: a new nickname, a new connection
     });
     socket.on("message", received);
     socket.on("join", presenceChange(true));
     socket.on("leave", presenceChange(false));
-    socket.subscribe(channel).then(
-      (answer) => answer.ok || showError(answer.error),
-      () => {} // the connection was refused or closed: said elsewhere
-    );
     showState();
+  }
+
+  function entered(answer) {
+    if (answer && answer.ok === true) {
+      tookNick(nick, chosen);
+      chosen = false;
+      return socket.emit("presence", channel, present);
+    }
+    // Refused (the nickname is taken in the room): this connection is done, another name opens another.
+    socket.close();
+    refused(answer ? answer.error : "no answer");
+  }
+
+  // Not in the room, and why: the chat goes until a nickname is taken.
+  function refused(error) {
+    $("chat").hidden = true;
+    askNick(error);
   }
 
   function rename(name) {
     socket.emit("rename", name, (answer) => {
       if (!answer || answer.ok !== true) return askNick(answer ? answer.error : "no answer");
-      storeNick(name);
+      setNick(name);
+      tookNick(name, true);
       $("nick-form").hidden = true;
       socket.emit("presence", channel, present);
     });
@@ -167,7 +197,8 @@
     const name = $("nick").value.trim();
     if (!name) return;
     if (socket && socket.state !== "disconnected") return rename(name);
-    storeNick(name);
+    setNick(name);
+    chosen = true;
     start();
   });
 
@@ -182,12 +213,8 @@
   });
 
   const preset = new URLSearchParams(location.search).get("name");
-  if (preset && preset.trim()) storeNick(preset.trim());
-  else nick = storedNick();
-  if (nick) {
-    $("me").textContent = nick;
-    start();
-  } else {
-    askNick("");
-  }
+  chosen = Boolean(preset && preset.trim());
+  setNick(chosen ? preset.trim() : storedNick("sessionStorage"));
+  if (nick) start();
+  else askNick("");
 })();
