@@ -154,7 +154,7 @@ class Session(eio.Session):
             self.pong(asyncio.get_running_loop().time())
             self._arm()
         elif received is Received.CLOSE:
-            self.close("client close")
+            self.close("client close", tell_client=False)
 
     # -- the timer: heartbeat and upgrade deadlines ----------------------------------------------
 
@@ -179,8 +179,12 @@ class Session(eio.Session):
 
     # -- closing ---------------------------------------------------------------------------------
 
-    def close(self, reason: str, code: int = ws.NORMAL_CLOSURE) -> None:
-        """End the session: flush what is queued, then close the transport. Idempotent."""
+    def close(self, reason: str, code: int = ws.NORMAL_CLOSURE, tell_client: bool = True) -> None:
+        """End the session: flush what is queued, then close the transport. Idempotent.
+
+        A polling client is told with a CLOSE packet, unless ``tell_client`` is False (it closed the
+        session itself): its pending poll then ends with a NOOP, as the reference server's does.
+        """
         if not self.end():
             return
         if self._handle is not None:
@@ -191,8 +195,8 @@ class Session(eio.Session):
         if self.transport == "websocket":
             self.outbox.close(code, reason)
         else:
-            if not self.outbox.put(eio.CLOSE):  # full: drop what a stalled client would never read
-                self.outbox.take()
+            if tell_client and not self.outbox.put(eio.CLOSE):
+                self.outbox.take()  # full: drop what a stalled client would never read
                 self.outbox.put(eio.CLOSE)
             self._wake_poll()
         logger.debug("session %s closed: %s", self.sid, reason)

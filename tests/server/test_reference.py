@@ -1,0 +1,124 @@
+"""Corner cases of Engine.IO sessions where tidings answers as the reference server does (Node
+socket.io 4.8.4, engine.io 6.6.12), over real sockets.
+
+Each answer here was first read off the reference server with the same raw requests. Where tidings
+cannot answer quite the same, the test says so: a WebSocket the reference server closes with no
+status code (the client sees 1005) is closed with 1000, as an ASGI app cannot send a close frame
+without a code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+import tidings
+from tests.serving import ThreadedServer
+
+TIMEOUT = 5.0  # a guard against hanging, never the thing a test waits for
+PATH = "/socket.io/"
+UNKNOWN_SID = {"code": 1, "message": "Session ID unknown"}
+Poll = asyncio.Task[httpx.Response]
+
+handlers = tidings.Handlers()
+
+
+@handlers.on("echo")
+def echo(request, socket, context, *args):
+    return args
+
+
+@handlers.on_connect(namespace="/greeted")
+def greet(request, socket, context):
+    socket.emit("first", 1)
+    socket.emit("second", 2)
+
+
+@pytest.fixture(scope="module")
+def server(ws_protocol: str) -> Iterator[ThreadedServer]:
+    app = tidings.Server(handlers=handlers, upgrade_timeout=0.5)
+    with ThreadedServer(app, ws_protocol) as running:
+        yield running
+
+
+@pytest.fixture
+async def http(server: ThreadedServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server.url, timeout=TIMEOUT) as client:
+        yield client
+
+
+@pytest.fixture
+async def bystander(server: ThreadedServer) -> AsyncIterator[ClientConnection]:
+    """A WebSocket session of another client, open while a test attacks its own: the test ends by
+    checking it with :func:`assert_alive`."""
+    async with connect(ws_url(server)) as ws:
+        assert str(await recv(ws)).startswith("0{")
+        await ws.send("40")
+        assert str(await recv(ws)).startswith("40{")
+        yield ws
+
+
+def ws_url(server: ThreadedServer, sid: str | None = None) -> str:
+    url = f"ws://127.0.0.1:{server.port}{PATH}?EIO=4&transport=websocket"
+    return url if sid is None else f"{url}&sid={sid}"
+
+
+async def recv(ws: ClientConnection) -> str | bytes:
+    return await asyncio.wait_for(ws.recv(), TIMEOUT)
+
+
+async def assert_alive(ws: ClientConnection) -> None:
+    await ws.send('421["echo","alive"]')
+    assert await recv(ws) == '431["alive"]'
+
+
+async def polling_session(http: httpx.AsyncClient) -> dict[str, str]:
+    """Handshake and connect "/" over polling; returns the query parameters of the session."""
+    handshake = await http.get(PATH, params={"EIO": "4", "transport": "polling"})
+    sid = handshake.text.split('"sid":"')[1].split('"')[0]
+    params = {"EIO": "4", "transport": "polling", "sid": sid}
+    assert (await http.post(PATH, params=params, content="40")).text == "ok"
+    assert (await http.get(PATH, params=params)).text.startswith("40{")
+    return params
+
+
+@asynccontextmanager
+async def pending_poll(server: ThreadedServer, params: dict[str, str]) -> AsyncIterator[Poll]:
+    """A GET of the session waiting for packets, on a connection of its own (as a browser's)."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=TIMEOUT) as client:
+        poll = asyncio.create_task(client.get(PATH, params=params))
+        app = server.server.config.app
+        assert isinstance(app, tidings.Server)
+        session = app.engine.sessions[params["sid"]]
+
+        async def held() -> None:
+            while session._poll is None:
+                assert not poll.done(), poll.result().text
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(held(), TIMEOUT)
+        yield poll
+
+
+# -- the client closes a polling session -----------------------------------------------------------
+
+
+async def test_client_close_ends_the_pending_poll_with_a_noop(
+    server: ThreadedServer, http: httpx.AsyncClient, bystander: ClientConnection
+) -> None:
+    params = await polling_session(http)
+    async with pending_poll(server, params) as poll:
+        closed = await http.post(PATH, params=params, content="1")
+        assert (closed.status_code, closed.text) == (200, "ok")
+        answered = await poll
+        assert (answered.status_code, answered.text) == (200, "6")  # NOOP, not CLOSE
+    after = await http.get(PATH, params=params)
+    assert (after.status_code, after.json()) == (400, UNKNOWN_SID)
+    after = await http.post(PATH, params=params, content="3")
+    assert (after.status_code, after.json()) == (400, UNKNOWN_SID)
+    await assert_alive(bystander)
