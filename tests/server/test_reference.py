@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 import tidings
 from tests.serving import ThreadedServer
@@ -121,4 +122,66 @@ async def test_client_close_ends_the_pending_poll_with_a_noop(
     assert (after.status_code, after.json()) == (400, UNKNOWN_SID)
     after = await http.post(PATH, params=params, content="3")
     assert (after.status_code, after.json()) == (400, UNKNOWN_SID)
+    await assert_alive(bystander)
+
+
+# -- a WebSocket for a session that cannot be taken over -------------------------------------------
+
+
+async def assert_turned_away(ws: ClientConnection) -> None:
+    """The server accepted ``ws`` (or ``connect`` would have raised) and closes it at once."""
+    with pytest.raises(ConnectionClosed):
+        await recv(ws)
+    assert (ws.close_code, ws.close_reason) == (1000, "")  # the reference server: none (1005)
+
+
+async def probe(ws: ClientConnection) -> None:
+    await ws.send("2probe")
+    assert await recv(ws) == "3probe"
+
+
+async def test_a_websocket_for_an_upgraded_session_is_accepted_and_closed(
+    server: ThreadedServer, http: httpx.AsyncClient, bystander: ClientConnection
+) -> None:
+    sid = (await polling_session(http))["sid"]
+    async with connect(ws_url(server, sid)) as upgraded:
+        await probe(upgraded)
+        await upgraded.send("5")
+        await assert_alive(upgraded)  # the session is on this WebSocket now
+        async with connect(ws_url(server, sid)) as second:
+            await assert_turned_away(second)
+        await assert_alive(upgraded)
+    await assert_alive(bystander)
+
+
+@pytest.mark.parametrize("probed", [False, True], ids=["before the probe", "after the probe"])
+async def test_a_websocket_for_a_session_being_upgraded_is_accepted_and_closed(
+    server: ThreadedServer, http: httpx.AsyncClient, bystander: ClientConnection, probed: bool
+) -> None:
+    sid = (await polling_session(http))["sid"]
+    async with connect(ws_url(server, sid)) as upgrading:  # the upgrade has begun once it is open
+        if probed:
+            await probe(upgrading)
+        async with connect(ws_url(server, sid)) as second:
+            await assert_turned_away(second)
+        if not probed:
+            await probe(upgrading)
+        await upgrading.send("5")  # the first upgrade goes on undisturbed
+        await assert_alive(upgrading)
+    await assert_alive(bystander)
+
+
+async def test_a_websocket_for_a_websocket_session_is_accepted_and_closed(
+    server: ThreadedServer, bystander: ClientConnection
+) -> None:
+    # The reference server would begin an upgrade of a session that is on a WebSocket already (to
+    # close it at its upgrade timeout, or let it take the session over if it probes and upgrades):
+    # tidings turns it away at once, as it does a WebSocket for an upgraded session.
+    async with connect(ws_url(server)) as first:
+        sid = str(await recv(first)).split('"sid":"')[1].split('"')[0]
+        await first.send("40")
+        assert str(await recv(first)).startswith("40{")
+        async with connect(ws_url(server, sid)) as second:
+            await assert_turned_away(second)
+        await assert_alive(first)
     await assert_alive(bystander)

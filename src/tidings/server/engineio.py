@@ -291,7 +291,9 @@ class Engine:
                 session = self.sessions.get(info.sid)
                 if session is None:
                     raise eio.RequestError(eio.ErrorCode.UNKNOWN_SID)
-                session.begin_upgrade(asyncio.get_running_loop().time())
+                if not session.begin_upgrade(asyncio.get_running_loop().time()):
+                    await _turn_away(send)
+                    return
                 session._arm()  # the upgrade deadline may come before the heartbeat's
         except eio.RequestError as error:
             status = 403 if error.code is eio.ErrorCode.FORBIDDEN else 400
@@ -389,6 +391,16 @@ async def _exchange(session: Session, receive: Receive, send: Send) -> None:
     await send({"type": "websocket.send", "text": answer})
     session._wake_poll()  # the pending poll gets a NOOP: the client pauses polling
     session.upgrade(await _receive_text(receive))
+
+
+async def _turn_away(send: Send) -> None:
+    """Accept a WebSocket that came for a session it cannot take over, and close it at once.
+
+    As the reference server does: its clients then see a close, not a failed handshake (an error
+    event). It closes with no status code, which an ASGI app cannot send: 1000 is the nearest.
+    """
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.close", "code": ws.NORMAL_CLOSURE})
 
 
 class _Disconnected(Exception):
