@@ -185,3 +185,25 @@ async def test_a_websocket_for_a_websocket_session_is_accepted_and_closed(
             await assert_turned_away(second)
         await assert_alive(first)
     await assert_alive(bystander)
+
+
+# -- an upgrade that fails or ends -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("failure", ["timeout", "no probe"])
+async def test_a_poll_pending_through_a_failed_upgrade_waits_for_packets(
+    server: ThreadedServer, http: httpx.AsyncClient, bystander: ClientConnection, failure: str
+) -> None:
+    params = await polling_session(http)
+    async with pending_poll(server, params) as poll:
+        async with connect(ws_url(server, params["sid"])) as upgrading:
+            if failure == "no probe":
+                await upgrading.send("2")
+            with pytest.raises(ConnectionClosed):
+                await recv(upgrading)  # at the upgrade timeout, or at once
+            assert upgrading.close_code == 1002
+        # The reference server leaves the poll pending: it is no answer to have nothing to send.
+        await http.post(PATH, params=params, content='421["echo","still polling"]')
+        answered = await poll
+        assert (answered.status_code, answered.text) == (200, '431["still polling"]')
+    await assert_alive(bystander)

@@ -172,7 +172,6 @@ class Session(eio.Session):
         elif due is Due.PING_TIMEOUT:
             self.close("ping timeout")
         elif due is Due.UPGRADE_TIMEOUT:
-            self._wake_poll()
             self.engine._cancel_exchange(self)
         if self.state is not State.CLOSED:
             self._arm()
@@ -336,8 +335,7 @@ class Engine:
             del self._upgrades[session.sid]
             exchange.cancel()
             if session.state is State.PROBING or session.state is State.UPGRADING:
-                session.abandon_upgrade()
-                session._wake_poll()
+                session.abandon_upgrade()  # a pending poll goes on waiting for packets
         if not exchange.cancelled() and exchange.exception() is None:
             session.attach(send, direct)
             return True
