@@ -207,3 +207,24 @@ async def test_a_poll_pending_through_a_failed_upgrade_waits_for_packets(
         answered = await poll
         assert (answered.status_code, answered.text) == (200, '431["still polling"]')
     await assert_alive(bystander)
+
+
+@pytest.mark.parametrize("probed", [False, True], ids=["before the probe", "after the probe"])
+async def test_client_close_during_an_upgrade_closes_its_websocket(
+    server: ThreadedServer, http: httpx.AsyncClient, bystander: ClientConnection, probed: bool
+) -> None:
+    params = await polling_session(http)
+    async with pending_poll(server, params) as poll, connect(ws_url(server, params["sid"])) as upgrading:
+        if probed:
+            await probe(upgrading)
+            assert (await poll).text == "6"  # the client pauses polling
+        closed = await http.post(PATH, params=params, content="1")
+        assert (closed.status_code, closed.text) == (200, "ok")
+        with pytest.raises(ConnectionClosed):
+            await recv(upgrading)
+        assert (upgrading.close_code, upgrading.close_reason) == (1000, "")  # the reference server: 1005
+        if not probed:
+            assert (await poll).text == "6"
+    after = await http.get(PATH, params=params)
+    assert (after.status_code, after.json()) == (400, UNKNOWN_SID)
+    await assert_alive(bystander)
