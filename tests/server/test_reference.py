@@ -228,3 +228,40 @@ async def test_client_close_during_an_upgrade_closes_its_websocket(
     after = await http.get(PATH, params=params)
     assert (after.status_code, after.json()) == (400, UNKNOWN_SID)
     await assert_alive(bystander)
+
+
+# -- what a connect handler emits ------------------------------------------------------------------
+
+
+async def greeted_over_polling(http: httpx.AsyncClient) -> list[str]:
+    """Open a polling session, connect /greeted, and poll until three packets came."""
+    handshake = await http.get(PATH, params={"EIO": "4", "transport": "polling"})
+    sid = handshake.text.split('"sid":"')[1].split('"')[0]
+    params = {"EIO": "4", "transport": "polling", "sid": sid}
+    assert (await http.post(PATH, params=params, content="40/greeted,")).text == "ok"
+    received: list[str] = []
+    for _ in range(3):  # the server may answer with fewer than three packets at a time
+        received += (await http.get(PATH, params=params)).text.split("\x1e")
+        if len(received) >= 3:
+            break
+    return received
+
+
+async def greeted_over_websocket(server: ThreadedServer) -> list[str]:
+    async with connect(ws_url(server)) as ws:
+        assert str(await recv(ws)).startswith("0{")
+        await ws.send("40/greeted,")
+        return [str(await recv(ws)) for _ in range(3)]
+
+
+@pytest.mark.parametrize("transport", ["polling", "websocket"])
+async def test_what_a_connect_handler_emits_follows_the_connect_packet_in_order(
+    server: ThreadedServer, http: httpx.AsyncClient, transport: str
+) -> None:
+    if transport == "polling":
+        received = await greeted_over_polling(http)
+    else:
+        received = await greeted_over_websocket(server)
+    assert len(received) == 3, received
+    assert received[0].startswith('40/greeted,{"sid":'), received
+    assert received[1:] == ['42/greeted,["first",1]', '42/greeted,["second",2]']
