@@ -16,11 +16,9 @@ from tidings.protocol import engineio as eio
 from tidings.protocol.engineio import (
     TRANSITIONS,
     Due,
-    ErrorCode,
     Packet,
     PacketType,
     Received,
-    RequestError,
     Session,
     State,
     Step,
@@ -188,14 +186,17 @@ def test_anything_but_the_upgrade_packet_fails_the_upgrade(text: str | None) -> 
 
 def test_a_session_upgrades_from_polling_only_and_once_at_a_time() -> None:
     session = polling_session()
-    session.begin_upgrade(START)
-    with pytest.raises(RequestError) as refused:
-        session.begin_upgrade(START)
-    assert refused.value.code is ErrorCode.BAD_REQUEST
+    assert session.begin_upgrade(START) is True
+    assert session.begin_upgrade(START + 1.0) is False  # a second WebSocket is turned away
     assert session.state is State.PROBING
+    assert session.next_deadline() == START + 10.0  # the first one's deadline, unchanged
+    assert session.probe("2probe") == "3probe"
+    assert session.begin_upgrade(START) is False
+    session.upgrade("5")
+    assert session.begin_upgrade(START) is False  # upgraded: it no longer polls
+    assert (session.state, session.transport) == (State.OPEN, "websocket")
     websocket = Session("sid", "websocket", TIMING, START)
-    with pytest.raises(RequestError):
-        websocket.begin_upgrade(START)
+    assert websocket.begin_upgrade(START) is False
     assert websocket.state is State.OPEN
 
 
@@ -234,8 +235,7 @@ def test_close_during_an_upgrade() -> None:
         session.upgrade("5")
     with pytest.raises(IllegalTransition):
         session.abandon_upgrade()
-    with pytest.raises(RequestError):
-        session.begin_upgrade(START)
+    assert session.begin_upgrade(START) is False
 
 
 def session_in(state: State) -> Session:
@@ -269,8 +269,7 @@ def test_every_step_in_every_state(state: State, step: Step) -> None:
     elif step is Step.CLOSE:
         assert session.end() is False  # closing a closed session is no error, and no step
     elif step is Step.BEGIN_UPGRADE:
-        with pytest.raises(RequestError):  # the WebSocket that asks is refused (Bad request)
-            TAKE[step](session)
+        assert session.begin_upgrade(START) is False  # the WebSocket that asks is turned away
     else:
         with pytest.raises(IllegalTransition, match=f"cannot {step.value} a session that is {state.value}"):
             TAKE[step](session)

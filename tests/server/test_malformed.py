@@ -225,19 +225,6 @@ async def test_websocket_upgrade_refused(
     assert orjson.loads(refused.value.response.body) == {"code": code, "message": message}
 
 
-async def test_websocket_upgrade_of_a_websocket_session_refused(
-    server: ThreadedServer, bystander: ClientConnection
-) -> None:
-    async with connect(ws_url(server)) as ws:
-        sid = await open_session(ws)
-        with pytest.raises(InvalidStatus) as refused:
-            async with connect(ws_url(server, f"EIO=4&transport=websocket&sid={sid}")):
-                pass
-        assert refused.value.response.status_code == 400
-        assert orjson.loads(refused.value.response.body) == {"code": 3, "message": "Bad request"}
-        await assert_alive(ws)
-
-
 # -- malformed packets on a WebSocket --------------------------------------------------------------
 
 

@@ -1,7 +1,8 @@
-"""Session lifetime over real sockets: heartbeat, slow consumers, upgrade failures, shutdown.
+"""Session lifetime over real sockets: heartbeat, slow consumers, shutdown.
 
 The heartbeat's and the upgrade's rules are tested on the sans-I/O session with a fake clock
-(tests/protocol/test_engineio_session.py); here, once each, that the server's timer acts on them.
+(tests/protocol/test_engineio_session.py); here, once each, that the server's timer acts on them
+(the upgrade's: in tests/server/test_reference.py).
 """
 
 from __future__ import annotations
@@ -33,9 +34,7 @@ def echo(request, socket, context, *args):
 
 @pytest.fixture(scope="module")
 def server(ws_protocol: str) -> Iterator[ThreadedServer]:
-    app = tidings.Server(
-        handlers=handlers, ping_interval=0.3, ping_timeout=0.3, upgrade_timeout=0.5, max_buffer=64_000
-    )
+    app = tidings.Server(handlers=handlers, ping_interval=0.3, ping_timeout=0.3, max_buffer=64_000)
     with ThreadedServer(app, ws_protocol) as running:
         yield running
 
@@ -106,17 +105,6 @@ async def test_dropped_poll_does_not_lose_packets(server: ThreadedServer) -> Non
         await asyncio.sleep(0.1)
         await http.post("/socket.io/", params=params, content='42["flood",1,10]')
         assert '42["chunk","xxxxxxxxxx"]' in await poll_until_message(http, params)
-
-
-async def test_upgrade_without_probe_times_out_and_polling_goes_on(server: ThreadedServer) -> None:
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
-        params = await polling_session(http)
-        async with connect(ws_url(server, f"&sid={params['sid']}")) as ws:
-            with pytest.raises(ConnectionClosed):
-                await asyncio.wait_for(ws.recv(), 3)  # we never send the probe
-            assert ws.close_code == 1002
-        await http.post("/socket.io/", params=params, content='421["echo","still polling"]')
-        assert '31["still polling"]' in await poll_until_message(http, params)
 
 
 async def test_shutdown_closes_every_session(ws_protocol: str) -> None:

@@ -154,7 +154,7 @@ class Session(eio.Session):
             self.pong(asyncio.get_running_loop().time())
             self._arm()
         elif received is Received.CLOSE:
-            self.close("client close")
+            self.close("client close", tell_client=False)
 
     # -- the timer: heartbeat and upgrade deadlines ----------------------------------------------
 
@@ -172,15 +172,18 @@ class Session(eio.Session):
         elif due is Due.PING_TIMEOUT:
             self.close("ping timeout")
         elif due is Due.UPGRADE_TIMEOUT:
-            self._wake_poll()
             self.engine._cancel_exchange(self)
         if self.state is not State.CLOSED:
             self._arm()
 
     # -- closing ---------------------------------------------------------------------------------
 
-    def close(self, reason: str, code: int = ws.NORMAL_CLOSURE) -> None:
-        """End the session: flush what is queued, then close the transport. Idempotent."""
+    def close(self, reason: str, code: int = ws.NORMAL_CLOSURE, tell_client: bool = True) -> None:
+        """End the session: flush what is queued, then close the transport. Idempotent.
+
+        A polling client is told with a CLOSE packet, unless ``tell_client`` is False (it closed the
+        session itself): its pending poll then ends with a NOOP, as the reference server's does.
+        """
         if not self.end():
             return
         if self._handle is not None:
@@ -191,8 +194,8 @@ class Session(eio.Session):
         if self.transport == "websocket":
             self.outbox.close(code, reason)
         else:
-            if not self.outbox.put(eio.CLOSE):  # full: drop what a stalled client would never read
-                self.outbox.take()
+            if tell_client and not self.outbox.put(eio.CLOSE):
+                self.outbox.take()  # full: drop what a stalled client would never read
                 self.outbox.put(eio.CLOSE)
             self._wake_poll()
         logger.debug("session %s closed: %s", self.sid, reason)
@@ -287,7 +290,9 @@ class Engine:
                 session = self.sessions.get(info.sid)
                 if session is None:
                     raise eio.RequestError(eio.ErrorCode.UNKNOWN_SID)
-                session.begin_upgrade(asyncio.get_running_loop().time())
+                if not session.begin_upgrade(asyncio.get_running_loop().time()):
+                    await _turn_away(send)
+                    return
                 session._arm()  # the upgrade deadline may come before the heartbeat's
         except eio.RequestError as error:
             status = 403 if error.code is eio.ErrorCode.FORBIDDEN else 400
@@ -330,8 +335,7 @@ class Engine:
             del self._upgrades[session.sid]
             exchange.cancel()
             if session.state is State.PROBING or session.state is State.UPGRADING:
-                session.abandon_upgrade()
-                session._wake_poll()
+                session.abandon_upgrade()  # a pending poll goes on waiting for packets
         if not exchange.cancelled() and exchange.exception() is None:
             session.attach(send, direct)
             return True
@@ -385,6 +389,16 @@ async def _exchange(session: Session, receive: Receive, send: Send) -> None:
     await send({"type": "websocket.send", "text": answer})
     session._wake_poll()  # the pending poll gets a NOOP: the client pauses polling
     session.upgrade(await _receive_text(receive))
+
+
+async def _turn_away(send: Send) -> None:
+    """Accept a WebSocket that came for a session it cannot take over, and close it at once.
+
+    As the reference server does: its clients then see a close, not a failed handshake (an error
+    event). It closes with no status code, which an ASGI app cannot send: 1000 is the nearest.
+    """
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.close", "code": ws.NORMAL_CLOSURE})
 
 
 class _Disconnected(Exception):

@@ -88,8 +88,9 @@ async def _get(session: Session, receive: Receive, send: Send, cors: Cors) -> No
         if not poll.done():
             return
     # While an upgrade is under way, the poll is answered with a NOOP so that the client can
-    # pause polling; queued packets wait for the WebSocket (EIO §"Upgrade").
-    body = eio.NOOP if session.state is State.UPGRADING else _payload(session)
+    # pause polling; queued packets wait for the WebSocket (EIO §"Upgrade"). With nothing queued
+    # (the client closed the session), a NOOP too: an empty body is no payload.
+    body = eio.NOOP if session.state is State.UPGRADING or not session.outbox else _payload(session)
     await respond(send, 200, body.encode(), TEXT, cors)
 
 

@@ -22,10 +22,8 @@ from tidings.protocol.engineio.packets import (
     PONG_PROBE,
     PROBE,
     UPGRADE,
-    ErrorCode,
     Packet,
     PacketType,
-    RequestError,
 )
 from tidings.protocol.states import StateEnum
 
@@ -180,16 +178,18 @@ class Session:
 
     # -- upgrade (EIO §"Upgrade") ----------------------------------------------------------------
 
-    def begin_upgrade(self, now: float) -> None:
+    def begin_upgrade(self, now: float) -> bool:
         """A WebSocket came to take over this session; it has upgrade_timeout to finish.
 
-        Raises :class:`RequestError` (Bad request) if the session does not poll or is already being
-        upgraded: that WebSocket is refused, and the session goes on as it was.
+        False if the session cannot be taken over: it does not poll (it has upgraded, or began on a
+        WebSocket), another WebSocket is taking it over, or it is closed. That WebSocket is turned
+        away, and the session goes on as it was.
         """
         if self.transport != "polling" or self.state is not State.OPEN:
-            raise RequestError(ErrorCode.BAD_REQUEST)
+            return False
         self._take(Step.BEGIN_UPGRADE)
         self._upgrade_deadline = now + self.timing.upgrade_timeout
+        return True
 
     def probe(self, text: str | None) -> str:
         """The first message of the upgrading WebSocket, which must be the probe PING; returns the
