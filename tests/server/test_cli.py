@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -66,21 +67,92 @@ def test_workers_each_serve_websocket_clients() -> None:
                 client.disconnect()
 
 
+def tidings(*words: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """``tidings WORDS...`` run to its end, in its own process."""
+    command = [sys.executable, "-m", "tidings", *words]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The one line a refused command printed (status 1, nothing else on stdout or stderr)."""
+    assert (result.returncode, result.stdout) == (1, ""), result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    return result.stderr
+
+
 @pytest.mark.parametrize(
     ("target", "message"),
     [
-        ("tests.server.apps.bare:not_an_app", "neither a tidings.Server, an ASGI app nor a WSGI app"),
+        ("nosuchmodule:app", f"no module named 'nosuchmodule' in {ROOT} (the current folder)"),
+        (
+            "tests.server.apps.nosuch:app",
+            "no module named 'tests.server.apps.nosuch' in the package",
+        ),
         ("tests.server.apps.bare:missing", "has no attribute 'missing'"),
+        ("tests.server.apps.bare", "has no attribute 'app' (the name taken when the target has no colon)"),
         ("no/such/file.py:app", "no such file: no/such/file.py"),
     ],
 )
-def test_bad_target_is_a_clear_error(target: str, message: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "tidings", "run", target], cwd=ROOT, capture_output=True, text=True, timeout=30
+def test_a_target_not_found_is_one_line_saying_what_was_tried(target: str, message: str) -> None:
+    line = one_line_error(tidings("run", target))
+    assert line.startswith("tidings: ")
+    assert message in line
+
+
+@pytest.mark.parametrize(
+    ("source", "error"),
+    [
+        ("import a_missing_dependency\n", "ModuleNotFoundError: No module named 'a_missing_dependency'"),
+        ("raise RuntimeError('a bug of the app')\n", "RuntimeError: a bug of the app"),
+    ],
+)
+def test_an_error_in_the_apps_own_module_keeps_its_traceback(tmp_path: Path, source: str, error: str) -> None:
+    (tmp_path / "main_app.py").write_text(source)
+    result = tidings("run", "main_app", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback (most recent call last)" in result.stderr
+    assert 'main_app.py", line 1, in <module>' in result.stderr
+    assert result.stderr.splitlines()[-1].startswith(error)
+
+
+def test_a_webpy_application_is_served_through_its_wsgifunc() -> None:
+    with tidings_process("examples/webpy_app.py:app") as server:  # app = web.application(...)
+        page = httpx.get(f"{server.url}/")
+        assert (page.status_code, page.headers["content-type"]) == (200, "text/html; charset=utf-8")
+        assert httpx.get(f"{server.url}/ws").text == "Invalid WebSocket request"  # web.py's own 400
+        assert handshake(server.url).text.startswith('0{"sid":')
+
+
+@pytest.mark.parametrize(
+    ("target", "what"),
+    [
+        ("tests.server.apps.bare:not_an_app", "is not an app but int 42"),
+        ("json:dumps", "is called as dumps(obj, *, skipkeys=False"),  # a callable, but no WSGI app
+        ("asyncio:sleep", "is async but is called as sleep(delay, result=None)"),  # nor an ASGI app
+    ],
+)
+def test_what_is_no_app_is_refused_at_start_saying_what_is(target: str, what: str) -> None:
+    line = one_line_error(tidings("run", target))
+    assert line.startswith(f"tidings: {target} {what}")
+    for kind in ("tidings.Server", "WSGI app", "ASGI app", "get_wsgi_application()", "wsgifunc()"):
+        assert kind in line
+
+
+# `sys.modules["web"] = None` makes `import web` fail as it does where web.py is not installed.
+WITHOUT_WEBPY = (
+    "import runpy, sys; sys.modules['web'] = None; runpy.run_module('tidings', run_name='__main__')"
+)
+
+
+@pytest.mark.parametrize("words", [["demo"], ["run", "tidings.demo.app:server"]])
+def test_the_demo_without_webpy_says_how_to_install_it(words: list[str]) -> None:
+    command = [sys.executable, "-c", WITHOUT_WEBPY, *words, "--port", str(free_port())]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr == (
+        "tidings: the demo needs web.py: pip install 'tidings[demo]' "
+        "(from a checkout: pip install -e '.[demo]')\n"
     )
-    assert result.returncode != 0
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr
 
 
 def test_served_by_hypercorn() -> None:

@@ -8,18 +8,15 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import functools
 import importlib
 import importlib.util
-import inspect
 import json
 import logging
 import os
 import sys
 import warnings
-from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -31,97 +28,15 @@ from tidings.protocol import ProtocolError
 from tidings.protocol.socketio import MAX_DEPTH, loads
 from tidings.server.app import Server
 from tidings.server.guard import GuardedHttpToolsProtocol, connection_capacity, raise_open_files_limit
+from tidings.server.targets import BROKER_FLAG_ENV, TARGET_ENV, check_broker, load_target, with_broker_flag
 from tidings.settings import Settings
 
 logger = logging.getLogger("tidings")
-_TARGET_ENV = "TIDINGS_APP"
-# Set by `tidings run --broker`, for the worker processes: the flag wins over the app's own broker.
-_BROKER_FLAG_ENV = "TIDINGS_RUN_BROKER"
 #: The WebSocket protocol `tidings run` serves with: "fast" (tidings' own, see server/websocket.py) or
 #: "websockets" (uvicorn's stock protocol on the `websockets` package).
 WS_ENV = "TIDINGS_WS"
 WS_PROTOCOLS = ("fast", "websockets")
 DEFAULT_WS = "fast"
-
-
-def load_target(target: str) -> Server:
-    """Import ``module:attr`` or ``path/to/file.py:attr`` (attr defaults to ``app``) as a Server.
-
-    A WSGI callable (Flask, Django's ``get_wsgi_application()``, web.py's ``app.wsgifunc()``) or an
-    ASGI app is wrapped in a default :class:`Server` that serves it beside the Engine.IO endpoint.
-    """
-    location, _, attribute = target.partition(":")
-    if location.endswith(".py") or os.sep in location:
-        path = Path(location).resolve()
-        if not path.is_file():
-            raise SystemExit(f"tidings: no such file: {location}")
-        sys.path.insert(0, str(path.parent))
-        spec = importlib.util.spec_from_file_location(path.stem, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[path.stem] = module
-        spec.loader.exec_module(module)
-    else:
-        sys.path.insert(0, os.getcwd())
-        module = importlib.import_module(location)
-    obj: Any = module
-    for name in (attribute or "app").split("."):
-        try:
-            obj = getattr(obj, name)
-        except AttributeError:
-            raise SystemExit(f"tidings: {location} has no attribute {attribute or 'app'!r}") from None
-    return as_server(obj)
-
-
-def as_server(app: Any) -> Server:
-    """``app`` itself if it is a Server, else a default Server hosting it (ASGI or WSGI)."""
-    if isinstance(app, Server):
-        return app
-    if is_asgi(app):
-        return Server(asgi_app=app)
-    if callable(app):
-        return Server(wsgi_app=app)
-    raise SystemExit(f"tidings: {app!r} is neither a tidings.Server, an ASGI app nor a WSGI app")
-
-
-def is_asgi(app: Any) -> bool:
-    """ASGI apps are coroutine functions or objects whose ``__call__`` is one; WSGI apps are not."""
-    call = getattr(type(app), "__call__", None)  # noqa: B004 - the method itself is inspected
-    return inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(call)
-
-
-def app_from_environment() -> Server:
-    """uvicorn factory used by worker processes: each imports the target itself."""
-    return _with_broker_flag(load_target(os.environ[_TARGET_ENV]))
-
-
-def _with_broker_flag(app: Server) -> Server:
-    """``app`` with the broker ``--broker`` named, if it was given (a new broker per process)."""
-    url = os.environ.get(_BROKER_FLAG_ENV)
-    if url:
-        app.socketio.hub.use_broker(broker_from(url))
-    return app
-
-
-def check_broker(app: Server) -> None:
-    """Exit with one line naming the broker if the app's broker cannot be reached."""
-    from tidings.brokers.redis import RedisBroker
-
-    broker = app.socketio.hub.broker
-    if not isinstance(broker, RedisBroker):
-        return
-
-    async def probe() -> None:
-        probe = RedisBroker(broker.url, broker.prefix, broker.connect_timeout)
-        try:
-            await probe.connect()
-        finally:
-            await probe.stop()
-
-    try:
-        asyncio.run(probe())
-    except BrokerError as error:
-        raise SystemExit(f"tidings: {error}") from None
 
 
 class _Uvicorn(uvicorn.Server):
@@ -168,13 +83,13 @@ def run(
     if ws not in WS_PROTOCOLS:
         choices = ", ".join(WS_PROTOCOLS)
         raise SystemExit(f"tidings: unknown WebSocket protocol {ws!r} (choose from {choices})")
-    os.environ[_TARGET_ENV] = target
+    os.environ[TARGET_ENV] = target
     if broker_prefix is not None:
         os.environ[PREFIX_ENV] = broker_prefix
     if broker is not None:
         broker_from(broker)  # a bad URL: say so now
-        os.environ[BROKER_ENV] = os.environ[_BROKER_FLAG_ENV] = broker
-    app = _with_broker_flag(load_target(target))  # fail early, in the parent, on a bad target
+        os.environ[BROKER_ENV] = os.environ[BROKER_FLAG_ENV] = broker
+    app = with_broker_flag(load_target(target))  # fail early, in the parent, on a bad target
     check_broker(app)  # and on an unreachable broker
     options: dict[str, Any] = {
         "host": host,
@@ -194,7 +109,7 @@ def run(
     if workers > 1:
         # Each worker imports the target itself. Without a shared broker (--broker redis://...),
         # workers do not see each other's sockets; long-polling clients need sticky sessions.
-        uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=workers, **options)
+        uvicorn.run("tidings.server.targets:app_from_environment", factory=True, workers=workers, **options)
         return
     config = uvicorn.Config(app, **options)
     _Uvicorn(config, app).run()
