@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import IO
 
 import httpx
 import pytest
@@ -15,6 +18,8 @@ from redis import Redis
 from tests.brokers.cluster import REDIS_URL, broker_args, new_prefix
 from tests.serving import ROOT, free_port, tidings_process, wait_for_port
 from tidings.brokers.envelope import open_envelope
+
+BARE_WSGI = "tests.server.apps.bare:wsgi_app"
 
 
 def handshake(url: str) -> httpx.Response:
@@ -148,8 +153,8 @@ WITHOUT_WEBPY = (
 def test_the_demo_without_webpy_says_how_to_install_it(words: list[str]) -> None:
     command = [sys.executable, "-c", WITHOUT_WEBPY, *words, "--port", str(free_port())]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1
-    assert result.stderr == (
+    line = one_line_error(result)
+    assert line == (
         "tidings: the demo needs web.py: pip install 'tidings[demo]' "
         "(from a checkout: pip install -e '.[demo]')\n"
     )
@@ -209,3 +214,73 @@ def test_publish_refuses_what_the_wire_cannot_carry(message: str, reason: str) -
     finally:
         watcher.close()
         redis.close()
+
+
+def lines_until(stream: IO[str], text: str, count: int) -> list[str]:
+    """The lines read from ``stream`` until ``count`` of them hold ``text``."""
+    lines: list[str] = []
+    while sum(text in line for line in lines) < count:
+        line = stream.readline()
+        assert line, f"the process ended before {count} lines with {text!r}:\n{''.join(lines)}"
+        lines.append(line)
+    return lines
+
+
+@pytest.mark.parametrize(
+    ("signum", "workers", "last_line"),
+    [
+        (signal.SIGINT, 1, "Finished server process"),  # Ctrl+C
+        (signal.SIGTERM, 1, "Finished server process"),
+        (signal.SIGINT, 2, "Stopping parent process"),
+    ],
+)
+def test_a_signal_shuts_down_with_no_traceback_and_ends_the_process_by_it(
+    signum: int, workers: int, last_line: str
+) -> None:
+    port = free_port()
+    command = [sys.executable, "-m", "tidings", "run", BARE_WSGI, "--port", str(port)]
+    # Its own process group, as a shell starts a command: Ctrl+C signals every process in the group.
+    process = subprocess.Popen(
+        [*command, "--workers", str(workers)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert process.stderr is not None
+        started = lines_until(process.stderr, "Application startup complete", workers)
+        assert httpx.get(f"http://127.0.0.1:{port}/").text == "wsgi /"
+        os.killpg(process.pid, signum)
+        stderr = "".join(started) + process.communicate(timeout=30)[1]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    # Killed by the signal, as Python ends on an uncaught KeyboardInterrupt: a shell sees 128 + signum
+    # (130 for Ctrl+C), and a shell script running tidings stops too.
+    assert process.returncode == -signum, stderr
+    assert "Traceback" not in stderr
+    assert last_line in stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        ["demo"],
+        ["run", "tests.server.apps.bare:wsgi_app"],
+        ["run", "tests.server.apps.bare:wsgi_app", "--workers", "2"],
+    ],
+)
+def test_a_port_in_use_is_one_line_and_nothing_is_announced(words: list[str]) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:  # an older server still on the port
+        port = taken.getsockname()[1]
+        result = tidings(*words, "--port", str(port))
+    assert (result.returncode, result.stdout) == (1, "")  # not "open http://... in two browser tabs"
+    assert "Application startup complete" not in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"tidings: port {port} is in use on 127.0.0.1, maybe by a server still running: stop it, "
+        "or choose another port with --port or TIDINGS_PORT"
+    )

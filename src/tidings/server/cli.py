@@ -8,18 +8,25 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import errno
 import functools
 import importlib
 import importlib.util
 import json
 import logging
 import os
+import signal
+import socket
 import sys
 import warnings
+from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from tidings.api.publisher import Publisher
 from tidings.brokers import BROKER_ENV, PREFIX_ENV, BrokerError, broker_from
@@ -37,13 +44,16 @@ logger = logging.getLogger("tidings")
 WS_ENV = "TIDINGS_WS"
 WS_PROTOCOLS = ("fast", "websockets")
 DEFAULT_WS = "fast"
+HOST_ENV, DEFAULT_HOST = "TIDINGS_HOST", "127.0.0.1"
+PORT_ENV, DEFAULT_PORT = "TIDINGS_PORT", 8000
 
 
 class _Uvicorn(uvicorn.Server):
-    """uvicorn, told to close tidings sessions before it waits for open requests.
-
-    A pending long-poll would otherwise hold the shutdown for up to a ping interval.
+    """uvicorn, told to close tidings sessions before it waits for open requests (a pending long-poll
+    would otherwise hold the shutdown for up to a ping interval); it keeps the signal that stopped it.
     """
+
+    stopped_by: int | None = None  # the signal that stopped it
 
     def __init__(self, config: uvicorn.Config, app: Server) -> None:
         super().__init__(config)
@@ -53,11 +63,29 @@ class _Uvicorn(uvicorn.Server):
         self.tidings_app.shutdown()
         await super().shutdown(sockets)
 
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.stopped_by = sig
+        super().handle_exit(sig, frame)
+
+
+class _Workers(Multiprocess):
+    """uvicorn's supervisor of worker processes, which keeps the signal that stopped it."""
+
+    stopped_by: int | None = None
+
+    def handle_int(self) -> None:
+        self.stopped_by = signal.SIGINT
+        super().handle_int()
+
+    def handle_term(self) -> None:
+        self.stopped_by = signal.SIGTERM
+        super().handle_term()
+
 
 def run(
     target: str,
-    host: str = "127.0.0.1",
-    port: int = 8000,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
     workers: int = 1,
     log_level: str = "info",
     access_log: bool = False,
@@ -65,6 +93,7 @@ def run(
     broker_prefix: str | None = None,
     ws: str | None = None,
     forwarded_allow_ips: str | None = None,
+    announce: Callable[[str], object] | None = None,
 ) -> None:
     """Serve ``target`` on uvicorn with uvloop and httptools.
 
@@ -73,11 +102,13 @@ def run(
     (tidings' own: one frame per broadcast, batched writes) or ``"websockets"`` (uvicorn's stock
     one); default ``TIDINGS_WS``, else ``"fast"``. ``forwarded_allow_ips``: the proxies whose
     ``X-Forwarded-*`` headers are trusted, exempt from ``max_connections_per_address`` (uvicorn's;
-    default ``FORWARDED_ALLOW_IPS``, else 127.0.0.1 and ::1).
+    default ``FORWARDED_ALLOW_IPS``, else 127.0.0.1 and ::1). ``announce`` is called with the URL
+    once the port is taken, before the app starts.
 
     The app's connection limits (``max_connections``, ``header_timeout``, ... in its Settings) hold
     for every connection, through :class:`~tidings.server.guard.GuardedHttpToolsProtocol` and the
-    WebSocket protocol.
+    WebSocket protocol. Stopped by SIGINT (Ctrl+C) or SIGTERM, it shuts down and then ends by that
+    signal, as a shell expects of a program it stops (status 130 for Ctrl+C).
     """
     ws = ws or os.environ.get(WS_ENV) or DEFAULT_WS
     if ws not in WS_PROTOCOLS:
@@ -91,9 +122,9 @@ def run(
         os.environ[BROKER_ENV] = os.environ[BROKER_FLAG_ENV] = broker
     app = with_broker_flag(load_target(target))  # fail early, in the parent, on a bad target
     check_broker(app)  # and on an unreachable broker
+    listener = listen(host, port)  # and on a port in use, before anything says it is served
     options: dict[str, Any] = {
-        "host": host,
-        "port": port,
+        "workers": workers,
         "log_level": log_level,
         "access_log": access_log,
         "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
@@ -106,13 +137,49 @@ def run(
     # refused upgrade with an HTTP status (the Engine.IO errors need 400 and 403). `--ws websockets`
     # keeps the one that can, and keeps the warning out of the log.
     warnings.filterwarnings("ignore", message="The `websockets` implementation is deprecated")
+    url = "http://{}:{}".format(f"[{host}]" if ":" in host else host, listener.getsockname()[1])
+    logger.info("serving %s on %s (Ctrl+C to quit)", target, url)
+    if announce is not None:
+        announce(url)
     if workers > 1:
         # Each worker imports the target itself. Without a shared broker (--broker redis://...),
         # workers do not see each other's sockets; long-polling clients need sticky sessions.
-        uvicorn.run("tidings.server.targets:app_from_environment", factory=True, workers=workers, **options)
-        return
-    config = uvicorn.Config(app, **options)
-    _Uvicorn(config, app).run()
+        config = uvicorn.Config("tidings.server.targets:app_from_environment", factory=True, **options)
+        supervisor = _Workers(config, sockets=[listener])
+        supervisor.run()
+        stopped_by = supervisor.stopped_by
+    else:
+        server = _Uvicorn(uvicorn.Config(app, **options), app)
+        # Once shut down, uvicorn raises the signal it stopped on again: asyncio.run makes a SIGINT
+        # a KeyboardInterrupt, and its traceback; SIGTERM ends the process there, unless ignored.
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run(sockets=[listener])
+        stopped_by = server.stopped_by
+    if stopped_by is not None:
+        _end_by(stopped_by)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host`` and ``port``, or exit with one line saying why not."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # an IPv6 address, as uvicorn does
+    try:
+        return socket.create_server((host, port), family=family)
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            raise SystemExit(
+                f"tidings: port {port} is in use on {host}, maybe by a server still running: stop it, "
+                f"or choose another port with --port or {PORT_ENV}"
+            ) from None
+        raise SystemExit(f"tidings: cannot listen on {host} port {port}: {error.strerror or error}") from None
+
+
+def _end_by(signum: int) -> None:
+    """End this process by the default action of ``signum``: killed by the signal, as a shell expects
+    of a program it stops (it reports 128 + the signal, and a script running tidings stops too)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    signal.signal(signum, signal.SIG_DFL)
+    signal.raise_signal(signum)
 
 
 def connection_settings(settings: Settings) -> Settings:
@@ -188,12 +255,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "publish":
         raise SystemExit(publish_message(args.channel, args.message, args.broker, args.broker_prefix))
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:%(name)s: %(message)s")
+    announce = None
     if args.command == "demo":
         from tidings import demo
 
         args.target = demo.TARGET
-        host = f"[{args.host}]" if ":" in args.host else args.host  # an IPv6 address
-        print(f"tidings demo: open http://{host}:{args.port}/ in two browser tabs and chat", flush=True)
+
+        def announce(url: str) -> None:
+            print(f"tidings demo: open {url}/ in two browser tabs and chat", flush=True)
+
     try:
         run(
             args.target,
@@ -206,14 +276,15 @@ def main(argv: list[str] | None = None) -> None:
             args.broker_prefix,
             args.ws,
             args.forwarded_allow_ips,
+            announce,
         )
     except ValueError as error:  # a bad broker URL
         raise SystemExit(f"tidings: {error}") from None
 
 
 def _server_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default=os.environ.get("TIDINGS_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("TIDINGS_PORT", "8000")))
+    parser.add_argument("--host", default=os.environ.get(HOST_ENV, DEFAULT_HOST))
+    parser.add_argument("--port", type=int, default=int(os.environ.get(PORT_ENV, str(DEFAULT_PORT))))
     parser.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
