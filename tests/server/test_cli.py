@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib.metadata
 import os
 import signal
 import socket
@@ -18,6 +20,7 @@ from redis import Redis
 from tests.brokers.cluster import REDIS_URL, broker_args, new_prefix
 from tests.serving import ROOT, free_port, tidings_process, wait_for_port
 from tidings.brokers.envelope import open_envelope
+from tidings.server.cli import parser
 
 BARE_WSGI = "tests.server.apps.bare:wsgi_app"
 
@@ -284,3 +287,37 @@ def test_a_port_in_use_is_one_line_and_nothing_is_announced(words: list[str]) ->
         f"tidings: port {port} is in use on 127.0.0.1, maybe by a server still running: stop it, "
         "or choose another port with --port or TIDINGS_PORT"
     )
+
+
+def test_help_is_plain_text_and_version_is_the_installed_one() -> None:
+    help_text = tidings("--help")
+    assert help_text.returncode == 0
+    assert "``" not in help_text.stdout
+    assert "'tidings COMMAND --help'" in help_text.stdout
+    version = tidings("--version")
+    assert (version.returncode, version.stdout) == (0, f"tidings {importlib.metadata.version('tidings')}\n")
+
+
+ENVIRONMENT = {
+    "--host": "TIDINGS_HOST",
+    "--port": "TIDINGS_PORT",
+    "--ws": "TIDINGS_WS",
+    "--forwarded-allow-ips": "FORWARDED_ALLOW_IPS",
+    "--broker": "TIDINGS_BROKER",
+    "--broker-prefix": "TIDINGS_BROKER_PREFIX",
+}
+
+
+@pytest.mark.parametrize("command", ["run", "demo", "publish"])
+def test_every_option_says_its_default_and_its_environment_variable(command: str) -> None:
+    (commands,) = (action for action in parser()._actions if isinstance(action, argparse._SubParsersAction))
+    for action in commands.choices[command]._actions:
+        if not action.option_strings or action.dest == "help":
+            continue
+        option = action.option_strings[0]
+        assert action.help is not None and "default" in action.help, option
+        if option in ENVIRONMENT:
+            assert f"(env {ENVIRONMENT[option]}; default " in action.help, option
+    # and as printed, for one of them:
+    printed = tidings(command, "--help").stdout
+    assert " ".join(printed.split()).count("(env TIDINGS_BROKER; default ") == 1

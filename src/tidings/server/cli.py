@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import errno
 import functools
-import importlib
+import importlib.metadata
 import importlib.util
 import json
 import logging
@@ -221,37 +221,7 @@ def _ws_protocol(name: str, settings: Settings) -> Any:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="tidings", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("run", help="serve an app with its real-time endpoints")
-    serve.add_argument("target", help="module:attr or path/to/file.py:attr (attr defaults to app)")
-    _server_arguments(serve)
-    serve.add_argument("--workers", type=int, default=1)
-    serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
-    serve.add_argument(
-        "--ws",
-        choices=WS_PROTOCOLS,
-        help=f"WebSocket protocol: fast (tidings' own) or websockets (uvicorn's); env {WS_ENV}, "
-        f"default {DEFAULT_WS}",
-    )
-    serve.add_argument(
-        "--forwarded-allow-ips",
-        metavar="ADDRESSES",
-        help="comma-separated addresses or networks of trusted proxies (their X-Forwarded-For is "
-        "believed, and they are exempt from max_connections_per_address); '*' trusts all; "
-        "env FORWARDED_ALLOW_IPS, default 127.0.0.1,::1",
-    )
-    _broker_arguments(serve, "the broker workers and nodes share channels through (default: the app's own)")
-    chat = commands.add_parser("demo", help="serve the chat demo: rooms, nicknames, who is here")
-    _server_arguments(chat)
-    _broker_arguments(chat, "demos sharing a broker (redis://...) share their rooms")
-    # then as `tidings run`, with the demo as the target (imported only for this command)
-    chat.set_defaults(workers=1, access_log=False, ws=None, forwarded_allow_ips=None)
-    publish = commands.add_parser("publish", help="publish a message to a channel of the servers")
-    publish.add_argument("channel")
-    publish.add_argument("message", help="a JSON value, or else taken as a string")
-    _broker_arguments(publish, "the broker the servers share (redis://...)")
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     if args.command == "publish":
         raise SystemExit(publish_message(args.channel, args.message, args.broker, args.broker_prefix))
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:%(name)s: %(message)s")
@@ -282,19 +252,101 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"tidings: {error}") from None
 
 
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``tidings``: every option says its default and its environment variable."""
+    parser = argparse.ArgumentParser(
+        prog="tidings",
+        description="Real-time channels for Python web apps: serve an app with its Socket.IO and "
+        "WebSocket endpoints, serve the chat demo, or publish to the channels of running servers.",
+        epilog="'tidings COMMAND --help' lists the options of a command.",
+    )
+    parser.add_argument("--version", action="version", version=f"tidings {_installed_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser("run", help="serve an app with its real-time endpoints")
+    serve.add_argument(
+        "target",
+        help="module:NAME or path/to/file.py:NAME (NAME defaults to app): a tidings.Server, a WSGI or "
+        "ASGI app, or a web.py web.application",
+    )
+    _server_arguments(serve)
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes serving the port, each with its own sockets; they share channels through "
+        "--broker (default 1)",
+    )
+    serve.add_argument("--access-log", action="store_true", help="log every HTTP request (default: off)")
+    serve.add_argument(
+        "--ws",
+        choices=WS_PROTOCOLS,
+        help=f"WebSocket protocol: fast (tidings' own) or websockets (uvicorn's) (env {WS_ENV}; "
+        f"default {DEFAULT_WS})",
+    )
+    serve.add_argument(
+        "--forwarded-allow-ips",
+        metavar="ADDRESSES",
+        help="comma-separated addresses or networks of trusted proxies (their X-Forwarded-For is "
+        "believed, and they are exempt from max_connections_per_address); '*' trusts all "
+        "(env FORWARDED_ALLOW_IPS; default 127.0.0.1,::1)",
+    )
+    _broker_arguments(
+        serve, "the broker workers and nodes share channels through", "the app's own, else memory"
+    )
+    chat = commands.add_parser("demo", help="serve the chat demo: rooms, nicknames, who is here")
+    _server_arguments(chat)
+    _broker_arguments(chat, "demos sharing a broker (redis://...) share their rooms", "memory")
+    # then as `tidings run`, with the demo as the target (imported only for this command)
+    chat.set_defaults(workers=1, access_log=False, ws=None, forwarded_allow_ips=None)
+    publish = commands.add_parser("publish", help="publish a message to a channel of the servers")
+    publish.add_argument("channel", help="the channel's name")
+    publish.add_argument("message", help="a JSON value, or else taken as a string")
+    _broker_arguments(publish, "the broker the servers share (redis://...)", "none: give one")
+    return parser
+
+
 def _server_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default=os.environ.get(HOST_ENV, DEFAULT_HOST))
-    parser.add_argument("--port", type=int, default=int(os.environ.get(PORT_ENV, str(DEFAULT_PORT))))
     parser.add_argument(
-        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+        "--host",
+        default=os.environ.get(HOST_ENV, DEFAULT_HOST),
+        help=f"address to listen on; 0.0.0.0 for every interface (env {HOST_ENV}; default {DEFAULT_HOST})",
+    )
+    parser.add_argument(
+        "--port",
+        type=_port,
+        default=os.environ.get(PORT_ENV, str(DEFAULT_PORT)),
+        help=f"port to listen on; 0 for any free one (env {PORT_ENV}; default {DEFAULT_PORT})",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="how much to log (default info)",
     )
 
 
-def _broker_arguments(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument("--broker", metavar="URL", help=f"{what}; env {BROKER_ENV}")
+def _broker_arguments(parser: argparse.ArgumentParser, what: str, default: str) -> None:
+    parser.add_argument("--broker", metavar="URL", help=f"{what} (env {BROKER_ENV}; default {default})")
     parser.add_argument(
-        "--broker-prefix", metavar="PREFIX", help=f"Redis name prefix (default tidings:); env {PREFIX_ENV}"
+        "--broker-prefix",
+        metavar="PREFIX",
+        help=f"Redis name prefix (env {PREFIX_ENV}; default tidings:)",
     )
+
+
+def _port(text: str) -> int:
+    """A port number, from --port or TIDINGS_PORT (argparse converts a string default too)."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is no port number, 0 to 65535 (--port or {PORT_ENV})")
+    return int(text)
+
+
+def _installed_version() -> str:
+    try:
+        return importlib.metadata.version("tidings")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed: run from a source tree)"
 
 
 def publish_message(channel: str, text: str, url: str | None, prefix: str | None) -> int:
