@@ -122,7 +122,7 @@ def run(
         os.environ[BROKER_ENV] = os.environ[BROKER_FLAG_ENV] = broker
     app = with_broker_flag(load_target(target))  # fail early, in the parent, on a bad target
     check_broker(app)  # and on an unreachable broker
-    listener = listen(host, port)  # and on a port in use, before anything says it is served
+    sock = bind(host, port)  # and on a port in use, before anything says it is served
     options: dict[str, Any] = {
         "workers": workers,
         "log_level": log_level,
@@ -137,7 +137,7 @@ def run(
     # refused upgrade with an HTTP status (the Engine.IO errors need 400 and 403). `--ws websockets`
     # keeps the one that can, and keeps the warning out of the log.
     warnings.filterwarnings("ignore", message="The `websockets` implementation is deprecated")
-    url = "http://{}:{}".format(f"[{host}]" if ":" in host else host, listener.getsockname()[1])
+    url = "http://{}:{}".format(f"[{host}]" if ":" in host else host, sock.getsockname()[1])
     logger.info("serving %s on %s (Ctrl+C to quit)", target, url)
     if announce is not None:
         announce(url)
@@ -145,7 +145,7 @@ def run(
         # Each worker imports the target itself. Without a shared broker (--broker redis://...),
         # workers do not see each other's sockets; long-polling clients need sticky sessions.
         config = uvicorn.Config("tidings.server.targets:app_from_environment", factory=True, **options)
-        supervisor = _Workers(config, sockets=[listener])
+        supervisor = _Workers(config, sockets=[sock])
         supervisor.run()
         stopped_by = supervisor.stopped_by
     else:
@@ -153,24 +153,32 @@ def run(
         # Once shut down, uvicorn raises the signal it stopped on again: asyncio.run makes a SIGINT
         # a KeyboardInterrupt, and its traceback; SIGTERM ends the process there, unless ignored.
         with contextlib.suppress(KeyboardInterrupt):
-            server.run(sockets=[listener])
+            server.run(sockets=[sock])
         stopped_by = server.stopped_by
     if stopped_by is not None:
         _end_by(stopped_by)
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """A socket listening on ``host`` and ``port``, or exit with one line saying why not."""
+def bind(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host`` and ``port``, or exit with one line saying why not.
+
+    uvicorn listens on it once the app has started, as on a socket it binds itself: a client or a
+    health check that connects sooner is refused, not kept waiting for an app that may fail.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET  # an IPv6 address, as uvicorn does
+    sock = socket.socket(family)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the port of a server just stopped
     try:
-        return socket.create_server((host, port), family=family)
+        sock.bind((host, port))
     except OSError as error:
+        sock.close()
         if error.errno == errno.EADDRINUSE:
             raise SystemExit(
                 f"tidings: port {port} is in use on {host}, maybe by a server still running: stop it, "
                 f"or choose another port with --port or {PORT_ENV}"
             ) from None
         raise SystemExit(f"tidings: cannot listen on {host} port {port}: {error.strerror or error}") from None
+    return sock
 
 
 def _end_by(signum: int) -> None:
