@@ -8,21 +8,25 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
 import dataclasses
+import errno
 import functools
-import importlib
+import importlib.metadata
 import importlib.util
-import inspect
 import json
 import logging
 import os
+import signal
+import socket
 import sys
 import warnings
-from pathlib import Path
+from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from tidings.api.publisher import Publisher
 from tidings.brokers import BROKER_ENV, PREFIX_ENV, BrokerError, broker_from
@@ -31,104 +35,25 @@ from tidings.protocol import ProtocolError
 from tidings.protocol.socketio import MAX_DEPTH, loads
 from tidings.server.app import Server
 from tidings.server.guard import GuardedHttpToolsProtocol, connection_capacity, raise_open_files_limit
+from tidings.server.targets import BROKER_FLAG_ENV, TARGET_ENV, check_broker, load_target, with_broker_flag
 from tidings.settings import Settings
 
 logger = logging.getLogger("tidings")
-_TARGET_ENV = "TIDINGS_APP"
-# Set by `tidings run --broker`, for the worker processes: the flag wins over the app's own broker.
-_BROKER_FLAG_ENV = "TIDINGS_RUN_BROKER"
 #: The WebSocket protocol `tidings run` serves with: "fast" (tidings' own, see server/websocket.py) or
 #: "websockets" (uvicorn's stock protocol on the `websockets` package).
 WS_ENV = "TIDINGS_WS"
 WS_PROTOCOLS = ("fast", "websockets")
 DEFAULT_WS = "fast"
-
-
-def load_target(target: str) -> Server:
-    """Import ``module:attr`` or ``path/to/file.py:attr`` (attr defaults to ``app``) as a Server.
-
-    A WSGI callable (Flask, Django's ``get_wsgi_application()``, web.py's ``app.wsgifunc()``) or an
-    ASGI app is wrapped in a default :class:`Server` that serves it beside the Engine.IO endpoint.
-    """
-    location, _, attribute = target.partition(":")
-    if location.endswith(".py") or os.sep in location:
-        path = Path(location).resolve()
-        if not path.is_file():
-            raise SystemExit(f"tidings: no such file: {location}")
-        sys.path.insert(0, str(path.parent))
-        spec = importlib.util.spec_from_file_location(path.stem, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[path.stem] = module
-        spec.loader.exec_module(module)
-    else:
-        sys.path.insert(0, os.getcwd())
-        module = importlib.import_module(location)
-    obj: Any = module
-    for name in (attribute or "app").split("."):
-        try:
-            obj = getattr(obj, name)
-        except AttributeError:
-            raise SystemExit(f"tidings: {location} has no attribute {attribute or 'app'!r}") from None
-    return as_server(obj)
-
-
-def as_server(app: Any) -> Server:
-    """``app`` itself if it is a Server, else a default Server hosting it (ASGI or WSGI)."""
-    if isinstance(app, Server):
-        return app
-    if is_asgi(app):
-        return Server(asgi_app=app)
-    if callable(app):
-        return Server(wsgi_app=app)
-    raise SystemExit(f"tidings: {app!r} is neither a tidings.Server, an ASGI app nor a WSGI app")
-
-
-def is_asgi(app: Any) -> bool:
-    """ASGI apps are coroutine functions or objects whose ``__call__`` is one; WSGI apps are not."""
-    call = getattr(type(app), "__call__", None)  # noqa: B004 - the method itself is inspected
-    return inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(call)
-
-
-def app_from_environment() -> Server:
-    """uvicorn factory used by worker processes: each imports the target itself."""
-    return _with_broker_flag(load_target(os.environ[_TARGET_ENV]))
-
-
-def _with_broker_flag(app: Server) -> Server:
-    """``app`` with the broker ``--broker`` named, if it was given (a new broker per process)."""
-    url = os.environ.get(_BROKER_FLAG_ENV)
-    if url:
-        app.socketio.hub.use_broker(broker_from(url))
-    return app
-
-
-def check_broker(app: Server) -> None:
-    """Exit with one line naming the broker if the app's broker cannot be reached."""
-    from tidings.brokers.redis import RedisBroker
-
-    broker = app.socketio.hub.broker
-    if not isinstance(broker, RedisBroker):
-        return
-
-    async def probe() -> None:
-        probe = RedisBroker(broker.url, broker.prefix, broker.connect_timeout)
-        try:
-            await probe.connect()
-        finally:
-            await probe.stop()
-
-    try:
-        asyncio.run(probe())
-    except BrokerError as error:
-        raise SystemExit(f"tidings: {error}") from None
+HOST_ENV, DEFAULT_HOST = "TIDINGS_HOST", "127.0.0.1"
+PORT_ENV, DEFAULT_PORT = "TIDINGS_PORT", 8000
 
 
 class _Uvicorn(uvicorn.Server):
-    """uvicorn, told to close tidings sessions before it waits for open requests.
-
-    A pending long-poll would otherwise hold the shutdown for up to a ping interval.
+    """uvicorn, told to close tidings sessions before it waits for open requests (a pending long-poll
+    would otherwise hold the shutdown for up to a ping interval); it keeps the signal that stopped it.
     """
+
+    stopped_by: int | None = None  # the signal that stopped it
 
     def __init__(self, config: uvicorn.Config, app: Server) -> None:
         super().__init__(config)
@@ -138,11 +63,29 @@ class _Uvicorn(uvicorn.Server):
         self.tidings_app.shutdown()
         await super().shutdown(sockets)
 
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.stopped_by = sig
+        super().handle_exit(sig, frame)
+
+
+class _Workers(Multiprocess):
+    """uvicorn's supervisor of worker processes, which keeps the signal that stopped it."""
+
+    stopped_by: int | None = None
+
+    def handle_int(self) -> None:
+        self.stopped_by = signal.SIGINT
+        super().handle_int()
+
+    def handle_term(self) -> None:
+        self.stopped_by = signal.SIGTERM
+        super().handle_term()
+
 
 def run(
     target: str,
-    host: str = "127.0.0.1",
-    port: int = 8000,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
     workers: int = 1,
     log_level: str = "info",
     access_log: bool = False,
@@ -150,6 +93,7 @@ def run(
     broker_prefix: str | None = None,
     ws: str | None = None,
     forwarded_allow_ips: str | None = None,
+    announce: Callable[[str], object] | None = None,
 ) -> None:
     """Serve ``target`` on uvicorn with uvloop and httptools.
 
@@ -158,27 +102,29 @@ def run(
     (tidings' own: one frame per broadcast, batched writes) or ``"websockets"`` (uvicorn's stock
     one); default ``TIDINGS_WS``, else ``"fast"``. ``forwarded_allow_ips``: the proxies whose
     ``X-Forwarded-*`` headers are trusted, exempt from ``max_connections_per_address`` (uvicorn's;
-    default ``FORWARDED_ALLOW_IPS``, else 127.0.0.1 and ::1).
+    default ``FORWARDED_ALLOW_IPS``, else 127.0.0.1 and ::1). ``announce`` is called with the URL
+    once the port is taken, before the app starts.
 
     The app's connection limits (``max_connections``, ``header_timeout``, ... in its Settings) hold
     for every connection, through :class:`~tidings.server.guard.GuardedHttpToolsProtocol` and the
-    WebSocket protocol.
+    WebSocket protocol. Stopped by SIGINT (Ctrl+C) or SIGTERM, it shuts down and then ends by that
+    signal, as a shell expects of a program it stops (status 130 for Ctrl+C).
     """
     ws = ws or os.environ.get(WS_ENV) or DEFAULT_WS
     if ws not in WS_PROTOCOLS:
         choices = ", ".join(WS_PROTOCOLS)
         raise SystemExit(f"tidings: unknown WebSocket protocol {ws!r} (choose from {choices})")
-    os.environ[_TARGET_ENV] = target
+    os.environ[TARGET_ENV] = target
     if broker_prefix is not None:
         os.environ[PREFIX_ENV] = broker_prefix
     if broker is not None:
         broker_from(broker)  # a bad URL: say so now
-        os.environ[BROKER_ENV] = os.environ[_BROKER_FLAG_ENV] = broker
-    app = _with_broker_flag(load_target(target))  # fail early, in the parent, on a bad target
+        os.environ[BROKER_ENV] = os.environ[BROKER_FLAG_ENV] = broker
+    app = with_broker_flag(load_target(target))  # fail early, in the parent, on a bad target
     check_broker(app)  # and on an unreachable broker
+    sock = bind(host, port)  # and on a port in use, before anything says it is served
     options: dict[str, Any] = {
-        "host": host,
-        "port": port,
+        "workers": workers,
         "log_level": log_level,
         "access_log": access_log,
         "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
@@ -191,13 +137,57 @@ def run(
     # refused upgrade with an HTTP status (the Engine.IO errors need 400 and 403). `--ws websockets`
     # keeps the one that can, and keeps the warning out of the log.
     warnings.filterwarnings("ignore", message="The `websockets` implementation is deprecated")
+    url = "http://{}:{}".format(f"[{host}]" if ":" in host else host, sock.getsockname()[1])
+    logger.info("serving %s on %s (Ctrl+C to quit)", target, url)
+    if announce is not None:
+        announce(url)
     if workers > 1:
         # Each worker imports the target itself. Without a shared broker (--broker redis://...),
         # workers do not see each other's sockets; long-polling clients need sticky sessions.
-        uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=workers, **options)
-        return
-    config = uvicorn.Config(app, **options)
-    _Uvicorn(config, app).run()
+        config = uvicorn.Config("tidings.server.targets:app_from_environment", factory=True, **options)
+        supervisor = _Workers(config, sockets=[sock])
+        supervisor.run()
+        stopped_by = supervisor.stopped_by
+    else:
+        server = _Uvicorn(uvicorn.Config(app, **options), app)
+        # Once shut down, uvicorn raises the signal it stopped on again: asyncio.run makes a SIGINT
+        # a KeyboardInterrupt, and its traceback; SIGTERM ends the process there, unless ignored.
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run(sockets=[sock])
+        stopped_by = server.stopped_by
+    if stopped_by is not None:
+        _end_by(stopped_by)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host`` and ``port``, or exit with one line saying why not.
+
+    uvicorn listens on it once the app has started, as on a socket it binds itself: a client or a
+    health check that connects sooner is refused, not kept waiting for an app that may fail.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # an IPv6 address, as uvicorn does
+    sock = socket.socket(family)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the port of a server just stopped
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        if error.errno == errno.EADDRINUSE:
+            raise SystemExit(
+                f"tidings: port {port} is in use on {host}, maybe by a server still running: stop it, "
+                f"or choose another port with --port or {PORT_ENV}"
+            ) from None
+        raise SystemExit(f"tidings: cannot listen on {host} port {port}: {error.strerror or error}") from None
+    return sock
+
+
+def _end_by(signum: int) -> None:
+    """End this process by the default action of ``signum``: killed by the signal, as a shell expects
+    of a program it stops (it reports 128 + the signal, and a script running tidings stops too)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    signal.signal(signum, signal.SIG_DFL)
+    signal.raise_signal(signum)
 
 
 def connection_settings(settings: Settings) -> Settings:
@@ -239,46 +229,19 @@ def _ws_protocol(name: str, settings: Settings) -> Any:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="tidings", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("run", help="serve an app with its real-time endpoints")
-    serve.add_argument("target", help="module:attr or path/to/file.py:attr (attr defaults to app)")
-    _server_arguments(serve)
-    serve.add_argument("--workers", type=int, default=1)
-    serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
-    serve.add_argument(
-        "--ws",
-        choices=WS_PROTOCOLS,
-        help=f"WebSocket protocol: fast (tidings' own) or websockets (uvicorn's); env {WS_ENV}, "
-        f"default {DEFAULT_WS}",
-    )
-    serve.add_argument(
-        "--forwarded-allow-ips",
-        metavar="ADDRESSES",
-        help="comma-separated addresses or networks of trusted proxies (their X-Forwarded-For is "
-        "believed, and they are exempt from max_connections_per_address); '*' trusts all; "
-        "env FORWARDED_ALLOW_IPS, default 127.0.0.1,::1",
-    )
-    _broker_arguments(serve, "the broker workers and nodes share channels through (default: the app's own)")
-    chat = commands.add_parser("demo", help="serve the chat demo: rooms, nicknames, who is here")
-    _server_arguments(chat)
-    _broker_arguments(chat, "demos sharing a broker (redis://...) share their rooms")
-    # then as `tidings run`, with the demo as the target (imported only for this command)
-    chat.set_defaults(workers=1, access_log=False, ws=None, forwarded_allow_ips=None)
-    publish = commands.add_parser("publish", help="publish a message to a channel of the servers")
-    publish.add_argument("channel")
-    publish.add_argument("message", help="a JSON value, or else taken as a string")
-    _broker_arguments(publish, "the broker the servers share (redis://...)")
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     if args.command == "publish":
         raise SystemExit(publish_message(args.channel, args.message, args.broker, args.broker_prefix))
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:%(name)s: %(message)s")
+    announce = None
     if args.command == "demo":
         from tidings import demo
 
         args.target = demo.TARGET
-        host = f"[{args.host}]" if ":" in args.host else args.host  # an IPv6 address
-        print(f"tidings demo: open http://{host}:{args.port}/ in two browser tabs and chat", flush=True)
+
+        def announce(url: str) -> None:
+            print(f"tidings demo: open {url}/ in two browser tabs and chat", flush=True)
+
     try:
         run(
             args.target,
@@ -291,24 +254,107 @@ def main(argv: list[str] | None = None) -> None:
             args.broker_prefix,
             args.ws,
             args.forwarded_allow_ips,
+            announce,
         )
     except ValueError as error:  # a bad broker URL
         raise SystemExit(f"tidings: {error}") from None
 
 
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``tidings``: every option says its default and its environment variable."""
+    parser = argparse.ArgumentParser(
+        prog="tidings",
+        description="Real-time channels for Python web apps: serve an app with its Socket.IO and "
+        "WebSocket endpoints, serve the chat demo, or publish to the channels of running servers.",
+        epilog="'tidings COMMAND --help' lists the options of a command.",
+    )
+    parser.add_argument("--version", action="version", version=f"tidings {_installed_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser("run", help="serve an app with its real-time endpoints")
+    serve.add_argument(
+        "target",
+        help="module:NAME or path/to/file.py:NAME (NAME defaults to app): a tidings.Server, a WSGI or "
+        "ASGI app, or a web.py web.application",
+    )
+    _server_arguments(serve)
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes serving the port, each with its own sockets; they share channels through "
+        "--broker (default 1)",
+    )
+    serve.add_argument("--access-log", action="store_true", help="log every HTTP request (default: off)")
+    serve.add_argument(
+        "--ws",
+        choices=WS_PROTOCOLS,
+        help=f"WebSocket protocol: fast (tidings' own) or websockets (uvicorn's) (env {WS_ENV}; "
+        f"default {DEFAULT_WS})",
+    )
+    serve.add_argument(
+        "--forwarded-allow-ips",
+        metavar="ADDRESSES",
+        help="comma-separated addresses or networks of trusted proxies (their X-Forwarded-For is "
+        "believed, and they are exempt from max_connections_per_address); '*' trusts all "
+        "(env FORWARDED_ALLOW_IPS; default 127.0.0.1,::1)",
+    )
+    _broker_arguments(
+        serve, "the broker workers and nodes share channels through", "the app's own, else memory"
+    )
+    chat = commands.add_parser("demo", help="serve the chat demo: rooms, nicknames, who is here")
+    _server_arguments(chat)
+    _broker_arguments(chat, "demos sharing a broker (redis://...) share their rooms", "memory")
+    # then as `tidings run`, with the demo as the target (imported only for this command)
+    chat.set_defaults(workers=1, access_log=False, ws=None, forwarded_allow_ips=None)
+    publish = commands.add_parser("publish", help="publish a message to a channel of the servers")
+    publish.add_argument("channel", help="the channel's name")
+    publish.add_argument("message", help="a JSON value, or else taken as a string")
+    _broker_arguments(publish, "the broker the servers share (redis://...)", "none: give one")
+    return parser
+
+
 def _server_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default=os.environ.get("TIDINGS_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("TIDINGS_PORT", "8000")))
     parser.add_argument(
-        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+        "--host",
+        default=os.environ.get(HOST_ENV, DEFAULT_HOST),
+        help=f"address to listen on; 0.0.0.0 for every interface (env {HOST_ENV}; default {DEFAULT_HOST})",
+    )
+    parser.add_argument(
+        "--port",
+        type=_port,
+        default=os.environ.get(PORT_ENV, str(DEFAULT_PORT)),
+        help=f"port to listen on; 0 for any free one (env {PORT_ENV}; default {DEFAULT_PORT})",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="how much to log (default info)",
     )
 
 
-def _broker_arguments(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument("--broker", metavar="URL", help=f"{what}; env {BROKER_ENV}")
+def _broker_arguments(parser: argparse.ArgumentParser, what: str, default: str) -> None:
+    parser.add_argument("--broker", metavar="URL", help=f"{what} (env {BROKER_ENV}; default {default})")
     parser.add_argument(
-        "--broker-prefix", metavar="PREFIX", help=f"Redis name prefix (default tidings:); env {PREFIX_ENV}"
+        "--broker-prefix",
+        metavar="PREFIX",
+        help=f"Redis name prefix (env {PREFIX_ENV}; default tidings:)",
     )
+
+
+def _port(text: str) -> int:
+    """A port number, from --port or TIDINGS_PORT (argparse converts a string default too)."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is no port number, 0 to 65535 (--port or {PORT_ENV})")
+    return int(text)
+
+
+def _installed_version() -> str:
+    try:
+        return importlib.metadata.version("tidings")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed: run from a source tree)"
 
 
 def publish_message(channel: str, text: str, url: str | None, prefix: str | None) -> int:
