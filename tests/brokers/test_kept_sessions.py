@@ -3,9 +3,12 @@ log, by count and by age (a clock of the test's own)."""
 
 from __future__ import annotations
 
+from tidings.api.routing import Send, route
 from tidings.brokers.memory.sessions import MemorySessions, new_offset
-from tidings.channels import KeptSession, RecoveryRule
-from tidings.message import Outgoing
+from tidings.channels import HistoryRule, KeptSession, RecoveryRule
+from tidings.hub import Hub
+from tidings.message import Outgoing, Position
+from tidings.settings import Settings
 
 SESSION = KeptSession("sid-1", "/", ("room",), {"user": "ada"}, {"name": "Ada"})
 
@@ -75,3 +78,30 @@ def test_kept_sessions_are_at_most_max_sessions_and_taken_once() -> None:
     assert sessions.take("b", offset) is None
     assert sessions.take("c", offset) == SESSION
     assert sessions.take("c", offset) is None
+
+
+class Member:
+    session_id = "member-1"
+
+    def __init__(self) -> None:
+        self.subscriptions: dict[str, None] = {}
+        self.got: list[Outgoing] = []
+
+    def deliver(self, outgoing: Outgoing) -> None:
+        self.got.append(outgoing)
+
+
+async def test_a_history_replay_carries_no_log_offset() -> None:
+    """A channel's history is replayed out of the log's order: its offsets would send the client's
+    last offset back in time (and a recovery would hand it again what it had since)."""
+    hub = Hub()
+    hub.configure(Settings(history=[("^h-", 10, 60)], connection_state_recovery=60))
+    member = Member()
+    hub.subscribe(member, "h-1")
+    send = Send("hello", channel="h-1")
+    route(send, hub.broker, lambda hand_over, broker, send: hand_over(broker, send))
+    [live] = member.got
+    assert live.log_offset is not None and live.position is not None
+    recovery = await hub.broker.recover("h-1", HistoryRule(10, 60), Position(0, live.position.epoch))
+    [replayed] = recovery.messages
+    assert (replayed.message, replayed.position, replayed.log_offset) == ("hello", live.position, None)

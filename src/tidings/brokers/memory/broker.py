@@ -52,10 +52,14 @@ class MemoryBroker(Broker):
             if rule is not None:
                 # A message of its own: encoded again, with its position (and a message sent through
                 # the brokers of two servers gets a position in each).
-                logged = outgoing.__class__(outgoing.message, outgoing.channel)
-                logged.log_offset = outgoing.log_offset
-                logged.position = self._history.append(logged, rule)
-                outgoing = logged
+                stored = outgoing.__class__(outgoing.message, outgoing.channel)
+                stored.position = self._history.append(stored, rule)
+                live = stored
+                if outgoing.log_offset is not None:
+                    # Live, with its log offset; the history's replays, out of the log's order, without.
+                    live = outgoing.__class__(outgoing.message, outgoing.channel)
+                    live.position, live.log_offset = stored.position, outgoing.log_offset
+                outgoing = live
         if self._sessions is not None:
             _log(self._sessions, outgoing, "channel", outgoing.channel, exclude)
         return self._hub().publish(outgoing, exclude)
