@@ -10,15 +10,24 @@ impossible: the history went (expired, or its store was lost: another epoch), or
 message after it (trimmed). The same model as Centrifugo's history and recovery.
 
 **Presence** is who is in a channel: per member, its session id and an info dict set by the app.
+
+**Connection state recovery** (Socket.IO's, for the official clients: the ``connection_state_recovery``
+setting) keeps what a socket whose transport dropped leaves behind, a :class:`KeptSession`, under a
+private id (its *pid*), and a log of the packets sent meanwhile, each with an offset: a client that
+comes back in time with both gets its socket back, and what was sent to it meanwhile.
 """
 
 from __future__ import annotations
 
 import re
 import reprlib
+import secrets
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
+
+import orjson
 
 from tidings.message import Position, Subscriber
 
@@ -33,6 +42,15 @@ SESSION_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 EPOCH_CHANGED = "epoch changed"
 TRIMMED = "history trimmed"
 NO_HISTORY = "no history for this channel"
+
+#: What a client's ``pid`` may be (a kept session's private id: :func:`new_pid` makes them): anything
+#: else is no kept session's, and is not looked up.
+PID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def new_pid() -> str:
+    """A new private id for a socket's kept session: a secret only its client learns (:data:`PID`)."""
+    return secrets.token_urlsafe(15)
 
 
 def check_channel_name(channel: Any, max_length: int) -> str | None:
@@ -100,18 +118,83 @@ def presence_list(entries: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"session_id": session_id, "info": info} for session_id, info in entries.items()]
 
 
+class RecoveryRule(NamedTuple):
+    """Connection state recovery: a socket's state is kept ``duration`` seconds after its transport
+    dropped; the packet log holds at most ``max_packets``, none older than ``duration``."""
+
+    duration: float
+    max_packets: int
+
+
+#: What a packet of the log was sent to: a channel, a group (a namespace), or one session id.
+Target = Literal["channel", "group", "session"]
+
+
+@dataclass(frozen=True, slots=True)
+class KeptSession:
+    """What a socket whose transport dropped leaves behind for a client that comes back (Socket.IO's
+    connection state recovery): its session id, namespace and channels, its ``context`` and
+    ``presence_info``. Kept as JSON (:meth:`to_json`), in memory or in Redis alike."""
+
+    session_id: str
+    namespace: str
+    channels: tuple[str, ...]
+    context: dict[str, Any]
+    presence_info: dict[str, Any]
+
+    def to_json(self) -> bytes:
+        """The session as JSON; ``TypeError`` if its context or presence info is not JSON-able."""
+        return orjson.dumps(
+            [self.session_id, self.namespace, self.channels, self.context, self.presence_info]
+        )
+
+    @classmethod
+    def from_json(cls, data: bytes) -> KeptSession | None:
+        """The session :meth:`to_json` wrote, or None for anything else."""
+        try:
+            session_id, namespace, channels, context, presence_info = orjson.loads(data)
+        except (orjson.JSONDecodeError, TypeError, ValueError):
+            return None
+        if not (
+            check_session_id(session_id) is None
+            and isinstance(namespace, str)
+            and isinstance(channels, list)
+            and all(isinstance(channel, str) for channel in channels)
+            and isinstance(context, dict)
+            and isinstance(presence_info, dict)
+        ):
+            return None
+        return cls(session_id, namespace, tuple(channels), context, presence_info)
+
+    def addressed(self, target: Target, name: str, session_id: str | None) -> bool:
+        """Whether a packet sent to ``target`` ``name`` (leaving out ``session_id``; a session's:
+        to ``session_id``) was this session's: as Socket.IO's adapter decides which missed packets a
+        recovered socket gets, by the rooms it was in (its channels, its namespace, its own id)."""
+        if target == "session":
+            return session_id == self.session_id
+        if session_id == self.session_id:  # its own broadcast
+            return False
+        return name in self.channels if target == "channel" else name == self.namespace
+
+
 class ChannelOptions:
     """Which channels have history (and how much) and presence: the ``history`` and ``presence``
-    settings, first matching regex wins (``re.match``, as for handlers). Answers are cached."""
+    settings, first matching regex wins (``re.match``, as for handlers). Answers are cached.
+
+    ``recovery`` is the ``connection_state_recovery`` setting (None: off): like the others, what
+    publishers that serve nothing learn from the servers (the Redis broker stores these options).
+    """
 
     def __init__(
         self,
         history: Iterable[tuple[str, int, float]] = (),
         presence: Iterable[str] = (),
         presence_timeout: float = 30.0,
+        recovery: RecoveryRule | None = None,
     ) -> None:
         #: Seconds after which the presence entries of a node that stopped answering are gone.
         self.presence_timeout = presence_timeout
+        self.recovery = recovery
         self.history_rules = [(re.compile(pattern), HistoryRule(size, ttl)) for pattern, size, ttl in history]
         self.presence_rules = [re.compile(pattern) for pattern in presence]
         #: False when no channel can have either: the hub and brokers skip every check then.
@@ -133,12 +216,15 @@ class ChannelOptions:
         return {
             "history": [[p.pattern, rule.size, rule.ttl] for p, rule in self.history_rules],
             "presence": [p.pattern for p in self.presence_rules],
+            "recovery": list(self.recovery) if self.recovery is not None else None,
         }
 
     @classmethod
     def from_json(cls, data: Any) -> ChannelOptions:
         history = [(str(p), int(size), float(ttl)) for p, size, ttl in data.get("history", [])]
-        return cls(history, [str(p) for p in data.get("presence", [])])
+        recovery = data.get("recovery")
+        rule = RecoveryRule(float(recovery[0]), int(recovery[1])) if recovery else None
+        return cls(history, [str(p) for p in data.get("presence", [])], recovery=rule)
 
 
 def check_options(history: Sequence[Any], presence: Sequence[Any]) -> None:

@@ -108,9 +108,11 @@ class Hub:
 
     def configure(self, settings: Settings) -> None:
         """Take the server's ``settings`` (before the hub starts): which channels have history and
-        presence, the longest channel name, how long calls from other threads wait, and what the
-        broker takes of them (:meth:`Broker.configure`)."""
-        options = ChannelOptions(settings.history, settings.presence, settings.presence_timeout)
+        presence, connection state recovery, the longest channel name, how long calls from other
+        threads wait, and what the broker takes of them (:meth:`Broker.configure`)."""
+        options = ChannelOptions(
+            settings.history, settings.presence, settings.presence_timeout, settings.recovery
+        )
         self.options = self.broker.options = options
         self.max_channel_length = settings.max_channel_length
         self.call_timeout = settings.loop_call_timeout

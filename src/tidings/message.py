@@ -9,7 +9,9 @@ namespace under :func:`wire_form`) and :func:`raw_frame` (a plain WebSocket's pa
 :data:`RAW`); :func:`frame_for` frames a payload for the WebSocket once for all its recipients.
 
 A message of a channel with history has a :class:`Position` in it; :class:`Recovery` is what a
-history holds after a position.
+history holds after a position. With connection state recovery on, every message has a
+``log_offset`` too: its place in the broker's packet log, which Socket.IO clients get as the last
+argument of the event (:func:`socketio_packets`).
 """
 
 from __future__ import annotations
@@ -54,16 +56,19 @@ class Outgoing:
     form; every recipient that shares the form gets the same objects.
 
     ``position`` is where the message is in its channel's history (channels with history only), set by
-    the broker before any encoding.
+    the broker before any encoding. ``log_offset`` is where it is in the packet log of connection
+    state recovery (servers with the ``connection_state_recovery`` setting only), set by the broker
+    before any encoding too: one offset per message, so it is encoded once for all its recipients.
     """
 
-    __slots__ = ("_encoded", "channel", "event", "message", "position")
+    __slots__ = ("_encoded", "channel", "event", "log_offset", "message", "position")
 
     def __init__(self, message: Any, channel: str | None = None, event: str | None = None) -> None:
         self.message = message
         self.channel = channel
         self.event = event
         self.position: Position | None = None
+        self.log_offset: str | None = None
         self._encoded: dict[Hashable, Any] = {}
 
     def encoded(self, form: Hashable, encode: Callable[..., T], *args: Any) -> T:
@@ -110,7 +115,9 @@ def wire_form(namespace: str) -> tuple[str, str]:
 
 def socketio_packets(outgoing: Outgoing, namespace: str) -> list[str | bytes]:
     """``outgoing`` as the Engine.IO packets of a Socket.IO EVENT in ``namespace``: ``message`` with
-    the message (and its channel and position), or the event it names with its arguments."""
+    the message (and its channel and position), or the event it names with its arguments; then its
+    log offset, if it has one, as the last argument (where Socket.IO's session-aware adapter puts it,
+    and where its official clients look for it)."""
     if outgoing.event is not None:  # Server.emit: the event with its arguments
         args = [outgoing.event, *outgoing.message]
     else:
@@ -119,6 +126,8 @@ def socketio_packets(outgoing: Outgoing, namespace: str) -> list[str | bytes]:
             args.append(outgoing.channel)
             if outgoing.position is not None:
                 args.append(outgoing.position.wire())
+    if outgoing.log_offset is not None:
+        args.append(outgoing.log_offset)
     return sio.messages(sio.Packet(sio.PacketType.EVENT, namespace, args))
 
 

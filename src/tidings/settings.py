@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tidings.channels import MAX_CHANNEL_LENGTH, check_options
+from tidings.channels import MAX_CHANNEL_LENGTH, RecoveryRule, check_options
 from tidings.protocol.origin import parse_allowed_origins
 
 # Defaults of the settings a hub or a broker needs without a server's Settings too (a hub on its own, a
@@ -178,6 +178,20 @@ class Settings:
             once it is confirmed, so that what is published after the ack reaches the client; past
             this, the ack goes out anyway, with a warning in the log ("subscription(s)
             unconfirmed"), and messages other nodes publish before Redis confirms may miss it.
+        connection_state_recovery: seconds a Socket.IO client whose transport dropped has to come
+            back and take up its socket again (Socket.IO's connection state recovery, for the
+            official clients 4.x: ``maxDisconnectionDuration``; Node's default is 120): the same
+            session id, its channels, its ``context`` and ``presence_info``, and the events sent to
+            it meanwhile, in order (docs/server.md). ``None`` (default, as in Node): off. On, every
+            event a socket gets from a broadcast or a send carries an offset as its last argument,
+            each socket's state is kept this long after its transport drops (a few hundred bytes
+            plus its context, as JSON), and every send is appended to a packet log (with the Redis
+            broker: a Redis stream, and a script per message instead of a PUBLISH).
+        recovery_max_packets: packets the log of connection state recovery holds (about that many
+            with the Redis broker), the oldest dropped first; a packet also goes once older than
+            ``connection_state_recovery``. Each costs one message of memory (in Redis with the
+            Redis broker), so a flood of messages cannot grow it without end; a client whose last
+            packet was dropped from the log gets a new session instead of its old one.
     """
 
     path: str = "/socket.io/"
@@ -225,6 +239,16 @@ class Settings:
     loop_call_timeout: float = LOOP_CALL_TIMEOUT
     redis_max_batch: int = REDIS_MAX_BATCH
     redis_ready_timeout: float = REDIS_READY_TIMEOUT
+    # -- connection state recovery --
+    connection_state_recovery: float | None = None
+    recovery_max_packets: int = 10_000
+
+    @property
+    def recovery(self) -> RecoveryRule | None:
+        """``connection_state_recovery`` and ``recovery_max_packets`` as one rule; None: off."""
+        if self.connection_state_recovery is None:
+            return None
+        return RecoveryRule(self.connection_state_recovery, self.recovery_max_packets)
 
     def __post_init__(self) -> None:
         if not self.path.startswith("/") or not self.path.endswith("/"):
@@ -272,10 +296,14 @@ class Settings:
             "max_pending_events",
             "max_pending_bytes",
             "redis_max_batch",
+            "recovery_max_packets",
         )
         for name in limits:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        recovery = self.connection_state_recovery
+        if recovery is not None and (isinstance(recovery, bool) or not recovery > 0):
+            raise ValueError("connection_state_recovery must be None (off) or a positive number of seconds")
         parse_allowed_origins(self.cors_allowed_origins)  # an entry that is no origin: say so now
         if self.message_log_format is not None:
             try:

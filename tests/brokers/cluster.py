@@ -31,9 +31,11 @@ def broker_args(prefix: str, url: str = REDIS_URL) -> tuple[str, ...]:
 
 
 @contextlib.contextmanager
-def running_nodes(prefix: str, count: int, url: str = REDIS_URL) -> Iterator[list[TidingsProcess]]:
-    """``count`` `tidings run` processes on different ports, sharing channels through Redis."""
-    servers = [TidingsProcess(APP, None, *broker_args(prefix, url)) for _ in range(count)]
+def running_nodes(
+    prefix: str, count: int, url: str = REDIS_URL, app: str = APP
+) -> Iterator[list[TidingsProcess]]:
+    """``count`` `tidings run` processes of ``app`` on different ports, sharing channels through Redis."""
+    servers = [TidingsProcess(app, None, *broker_args(prefix, url)) for _ in range(count)]
     try:
         for server in servers:
             server.start()

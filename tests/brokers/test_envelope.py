@@ -71,6 +71,8 @@ def test_the_body_is_encoded_once_and_json_refusals_are_type_errors() -> None:
         b'1:\n[null,null,1,"x"]',
         b'1:\n[null,null,{"_placeholder":true,"num":1},[1]]\na',  # no attachment 1
         b"1:\xff\n[null,null,1,[]]",
+        b"#12\n1:\n[null,null,1,[]]",  # a log offset that is no stream id
+        b"#1-0",
     ],
 )
 def test_what_is_no_envelope_is_refused(data: bytes) -> None:
@@ -104,12 +106,17 @@ def test_no_session_id_or_channel_changes_what_the_envelope_carries(
     except ValueError:
         assert check_session_id(session_id) is not None  # only what is no session id is refused
         return
-    # As Redis delivers it, and with the position line the history script puts before it.
-    for envelope, position in ((sealed, None), (b"@7:epoch\n" + sealed, Position(7, "epoch"))):
+    # As Redis delivers it, with the position line the history script puts before it, and with the
+    # log offset line the recovery log puts before both.
+    for envelope, position, log_offset in (
+        (sealed, None, None),
+        (b"@7:epoch\n" + sealed, Position(7, "epoch"), None),
+        (b"#1712-3\n@7:epoch\n" + sealed, Position(7, "epoch"), "1712-3"),
+    ):
         opened_id, opened = open_envelope(envelope)
         assert opened_id == session_id
         assert (opened.channel, opened.event, opened.message) == (channel, event, message)
-        assert opened.position == position
+        assert (opened.position, opened.log_offset) == (position, log_offset)
 
 
 def test_a_session_id_with_a_header_of_its_own_is_refused() -> None:

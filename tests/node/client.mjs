@@ -1,7 +1,10 @@
 // A Socket.IO client remote-controlled by the Python tests over stdin/stdout, one JSON object a line.
 // Commands in: {"op": "connect", "url", "opts"}, {"op": "emit", "event", "args", "ack": id|null},
-// {"op": "answer", "event", "reply"}, {"op": "disconnect"}, {"op": "exit"}.
-// Reports out: {"type": "connect"|"connect_error"|"disconnect"|"event"|"ack"|"upgrade"|"reconnect", ...}.
+// {"op": "answer", "event", "reply"}, {"op": "disconnect"}, {"op": "exit"}; {"op": "drop"} closes the
+// transport as a lost connection would (no namespace DISCONNECT) and does not reconnect by itself until
+// {"op": "reconnect", "url"?}, which reconnects (to another server if given its url).
+// Reports out: {"type": "connect"|"connect_error"|"disconnect"|"event"|"ack"|"upgrade"|"reconnect", ...};
+// "connect" says whether the socket was recovered (connection state recovery).
 // Bytes travel as {"$bin": "<base64>"} in both directions.
 import { io } from "socket.io-client";
 import { serve } from "./driver.mjs";
@@ -44,7 +47,9 @@ function connect({ url, opts }) {
     report({ type: "open", transport: transportName() });
     socket.io.engine.once("upgrade", (transport) => report({ type: "upgrade", transport: transport.name }));
   });
-  socket.on("connect", () => report({ type: "connect", id: socket.id, transport: transportName() }));
+  socket.on("connect", () =>
+    report({ type: "connect", id: socket.id, recovered: socket.recovered ?? false, transport: transportName() }),
+  );
   socket.on("connect_error", (err) => report({ type: "connect_error", message: err.message, data: err.data ?? null }));
   socket.on("disconnect", (reason) => report({ type: "disconnect", reason }));
   socket.io.on("reconnect", (attempt) => report({ type: "reconnect", attempt }));
@@ -70,6 +75,15 @@ const commands = {
   },
   disconnect() {
     socket.disconnect();
+  },
+  drop() {
+    socket.io.reconnection(false);
+    socket.io.engine.close();
+  },
+  reconnect({ url }) {
+    if (url) socket.io.uri = url;
+    socket.io.reconnection(true);
+    socket.connect();
   },
   exit() {
     socket?.disconnect();

@@ -97,12 +97,13 @@ def hand_over(broker: Broker, send: Send) -> Count:
 def prepare(outgoing: Outgoing, namespace: str, broker: Broker) -> Outgoing:
     """Encode ``outgoing`` now, in the calling thread, for the trip ``broker`` sends it on.
 
-    A message JSON cannot hold raises ``TypeError`` here, at the caller. With the memory broker the
-    Socket.IO packets for ``namespace`` are built, so the event loop is left only the writes for the
-    (usual) case that every recipient is in that namespace; a remote broker encodes its envelope.
+    A message JSON cannot hold raises ``TypeError`` here, at the caller. The broker prepares it first
+    (a remote broker encodes its envelope; with connection state recovery, the memory broker gives it
+    its log offset, part of the packet); with the memory broker the Socket.IO packets for
+    ``namespace`` are then built, so the event loop is left only the writes for the (usual) case that
+    every recipient is in that namespace.
     """
-    if broker.remote:
-        broker.prepare(outgoing)
-    else:
+    broker.prepare(outgoing)
+    if not broker.remote:
         outgoing.encoded(wire_form(namespace), socketio_packets, namespace)
     return outgoing

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 from tidings.api.handlers import MESSAGE, Handler
 from tidings.api.request import Request
 from tidings.api.routing import Send, route
-from tidings.channels import check_channel_name, require
+from tidings.channels import check_channel_name, new_pid, require
 from tidings.hub import Hub
 from tidings.message import Outgoing, socketio_packets, wire_form
 from tidings.protocol.socketio import AckCallback, BaseSocket, SocketState
@@ -69,12 +69,15 @@ class Socket(BaseSocket):
 
     __slots__ = (
         "_form",
+        "_held",
+        "_pid",
         "auth",
         "connection",
         "context",
         "disconnect_reason",
         "io",
         "presence_info",
+        "recovered",
         "request",
         "session_id",
         "subscriptions",
@@ -96,6 +99,13 @@ class Socket(BaseSocket):
         self.presence_info: dict[str, Any] = {}
         #: Written by the hub only (see :attr:`channels`).
         self.subscriptions: dict[str, None] = {}
+        #: True for a socket that took up the state of one whose transport dropped (connection state
+        #: recovery): its session id, channels, context and presence info, and what it missed.
+        self.recovered = False
+        # Connection state recovery: the private id its client comes back with (None: off), and the
+        # hub's messages held while it is being recovered (None: not being recovered).
+        self._pid = new_pid() if io.settings.connection_state_recovery is not None else None
+        self._held: list[Outgoing] | None = None
         self._form = wire_form(namespace)
 
     @property
@@ -207,8 +217,11 @@ class Socket(BaseSocket):
     # -- the hub's side ----------------------------------------------------------------------------
 
     def deliver(self, outgoing: Outgoing) -> None:
-        """Queue a hub message on this connection (event loop thread)."""
+        """Queue a hub message on this connection (event loop thread); hold it while the socket is
+        being recovered."""
         if self._state is not SocketState.CONNECTED:
+            if self._held is not None:
+                self._held.append(outgoing)
             return
         packets = outgoing.encoded(self._form, socketio_packets, self.namespace)
         session = self.connection.session
@@ -216,6 +229,10 @@ class Socket(BaseSocket):
             session.send(packets[0])
         else:
             session.send_many(packets)
+
+    def packets(self, outgoing: Outgoing) -> list[str | bytes]:
+        """A hub message as this socket's packets (encoded once for every socket of its namespace)."""
+        return outgoing.encoded(self._form, socketio_packets, self.namespace)
 
     def _emit_with_ack(self, event: str, args: tuple[Any, ...], resolve: AckCallback) -> None:
         self._post(self._event(event, args, resolve))

@@ -16,9 +16,9 @@ import abc
 import asyncio
 import secrets
 from collections.abc import Hashable
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, TypeAlias
 
-from tidings.channels import NO_HISTORY, ChannelOptions, HistoryRule
+from tidings.channels import NO_HISTORY, ChannelOptions, HistoryRule, KeptSession
 from tidings.message import Outgoing, Position, Recovery, Subscriber
 
 if TYPE_CHECKING:
@@ -28,6 +28,14 @@ if TYPE_CHECKING:
 Kind: TypeAlias = Literal["channel", "group"]
 #: How many took a message: known now (an int), or once the broker has an answer (a future).
 Count: TypeAlias = "int | asyncio.Future[int]"
+
+
+class Missed(NamedTuple):
+    """What a recovering socket missed: ``messages`` in order, read from the packet log up to the
+    offset ``last`` (a live message newer than it, :meth:`Broker.newer`, is not among them)."""
+
+    messages: list[Outgoing]
+    last: str
 
 
 class LocalHub(Protocol):
@@ -133,3 +141,30 @@ class Broker(abc.ABC):
     async def presence(self, channel: str) -> list[dict[str, Any]]:
         """Who is in ``channel``, on every node: ``[{"session_id": ..., "info": {...}}, ...]``."""
         return []
+
+    # -- connection state recovery (event loop thread): the ``connection_state_recovery`` setting ----
+
+    def keep_session(self, pid: str, session: bytes) -> None:  # noqa: B027 - optional hook
+        """Keep ``session`` (:meth:`KeptSession.to_json`) under ``pid`` for ``options.recovery``'s
+        duration, for a client that comes back."""
+
+    async def take_session(self, pid: str, offset: str) -> KeptSession | None:
+        """The session kept under ``pid``, if its duration has not passed and the packet log still
+        holds ``offset`` (the last packet its client got); it is kept no longer. Else None, as for
+        any ``pid`` and ``offset`` a client makes up. Raises :class:`BrokerError`."""
+        return None
+
+    async def missed(self, session: KeptSession, offset: str) -> Missed | None:
+        """The packets of the log after ``offset`` that were ``session``'s, in order; None if the log
+        no longer holds ``offset``. Raises :class:`BrokerError`."""
+        return None
+
+    def newer(self, offset: str, than: str) -> bool:
+        """Whether the packet at log offset ``offset`` was logged after the one at ``than``."""
+        return True
+
+    def adopt(self, session_id: str) -> None:  # noqa: B027 - optional hook
+        """A recovered socket with ``session_id`` is served here now: route its sends here too."""
+
+    def release(self, session_id: str) -> None:  # noqa: B027 - optional hook
+        """The recovered socket with ``session_id`` is served here no longer."""

@@ -13,6 +13,8 @@ One envelope is built per publish (in the publisher's thread) and decoded once p
 - A message of a channel with history is preceded by a line ``@<offset>:<epoch>``: its position in
   the channel's history, written by the Redis script that appended it there
   (:mod:`tidings.brokers.redis`).
+- With connection state recovery, a message is preceded (before that) by a line ``#<log offset>``:
+  its id in the packet log, written by the Redis script that appended it there.
 - Bytes anywhere in ``message`` are carried as Socket.IO's binary placeholders
   (``{"_placeholder": true, "num": n}``, :func:`tidings.protocol.socketio.deconstruct`), their bytes
   appended back to back after a newline. JSON text never holds a raw newline, so the first newline
@@ -20,6 +22,8 @@ One envelope is built per publish (in the publisher's thread) and decoded once p
 """
 
 from __future__ import annotations
+
+import re
 
 import orjson
 
@@ -31,6 +35,8 @@ from tidings.protocol.socketio import deconstruct, reconstruct
 VERSION = b"1:"
 #: The key under which an :class:`Outgoing` caches its envelope body (see :meth:`Outgoing.encoded`).
 FORM = "envelope"
+#: A log offset: a Redis stream entry id (numbers a Redis stream id can hold).
+LOG_OFFSET = re.compile(r"\d{1,19}-\d{1,19}")
 
 
 class EnvelopeError(ProtocolError):
@@ -69,6 +75,12 @@ def seal(session_id: str | None, body: bytes) -> bytes:
 
 def open_envelope(data: bytes) -> tuple[str | None, Outgoing]:
     """The session id and the message of an envelope; raises :class:`EnvelopeError`."""
+    log_offset = None
+    if data[:1] == b"#":
+        line, _, data = data.partition(b"\n")
+        log_offset = line[1:].decode("ascii", "replace")
+        if not LOG_OFFSET.fullmatch(log_offset):
+            raise EnvelopeError("malformed envelope log offset")
     position = None
     if data[:1] == b"@":
         line, _, data = data.partition(b"\n")
@@ -104,6 +116,7 @@ def open_envelope(data: bytes) -> tuple[str | None, Outgoing]:
             raise EnvelopeError(str(error)) from None
     outgoing = Outgoing(message, channel, event)
     outgoing.position = position
+    outgoing.log_offset = log_offset
     return session_id, outgoing
 
 

@@ -34,11 +34,13 @@ from tidings.api.request import Request
 from tidings.api.routing import Send, route
 from tidings.api.socket import Socket
 from tidings.brokers import Broker
+from tidings.channels import KeptSession
 from tidings.hub import Hub
 from tidings.protocol import ProtocolError
 from tidings.protocol import socketio as sio
 from tidings.protocol.socketio import SocketState
 from tidings.protocol.websocket import PROTOCOL_ERROR
+from tidings.server import recovery
 from tidings.server.channel_events import PRESENCE, ChannelEvents
 from tidings.server.engineio import Session
 from tidings.server.jobs import JobQueue
@@ -208,12 +210,21 @@ class SocketIO:
             connection._connect_timer = None
         socket = Socket(self, connection, namespace, request.auth)
         connection.protocol.open(socket)
-        if connection.idle and not self.handlers.get(namespace, CONNECT):
+        comeback = recovery.comeback(request.auth) if socket._pid is not None else None
+        if comeback is None and connection.idle and not self.handlers.get(namespace, CONNECT):
             self._connected(connection, socket)  # what the job would do, without a task per connection
         else:
-            connection.schedule(lambda: self._run_connect(connection, socket))
+            connection.schedule(lambda: self._run_connect(connection, socket, comeback))
 
-    async def _run_connect(self, connection: Connection, socket: Socket) -> None:
+    async def _run_connect(
+        self, connection: Connection, socket: Socket, comeback: tuple[str, str] | None = None
+    ) -> None:
+        """Take up a kept session if the client comes back to one, run the connect handlers, then
+        accept the socket (or resume the kept session's)."""
+        kept, offset = None, ""
+        if comeback is not None:
+            pid, offset = comeback
+            kept = await recovery.take(self.hub, socket, pid, offset)
         try:
             for handler in self.handlers.get(socket.namespace, CONNECT):
                 await self.runner.invoke(handler, socket.request, socket, socket.context)
@@ -225,16 +236,42 @@ class SocketIO:
             await self.runner.run_error_handlers(socket, error, ())
         else:
             if socket._state is SocketState.CONNECTING:
-                self._connected(connection, socket)
+                if kept is None:
+                    self._connected(connection, socket)
+                else:
+                    await self._resume(connection, socket, kept, offset)
                 return
+            if kept is not None:  # the session ended while the handlers ran: keep its state again
+                recovery.keep(self.hub, socket, kept.channels)
         # Refused, or the session ended while the connect handlers ran: the socket is over.
         await self.runner.fire(socket, FINISH, ())
 
     def _connected(self, connection: Connection, socket: Socket) -> None:
-        replies = connection.protocol.accept(socket, socket.session_id)
+        replies = connection.protocol.accept(socket, socket.session_id, socket._pid)
         self.hub.join(socket, socket.namespace)
         for packets in replies:
             connection.session.send_many(packets)
+
+    async def _resume(self, connection: Connection, socket: Socket, kept: KeptSession, offset: str) -> None:
+        """Accept a socket that took up ``kept``: its channels, what it missed after ``offset``, then
+        the CONNECT reply (:func:`recovery.resume`)."""
+        missed = await recovery.resume(self.hub, socket, kept, offset)
+        ended = socket._state is not SocketState.CONNECTING  # the session ended meanwhile
+        if not ended:
+            packets = recovery.missed_packets(socket, missed)
+            if packets:
+                connection.session.send_many(packets)  # past max_buffer, this ends the session
+        if socket._state is not SocketState.CONNECTING:
+            socket._held = None
+            self.hub.leave(socket, socket.namespace)
+            self.hub.broker.release(socket.session_id)
+            if ended and socket.recovered:  # its client may come back for it again
+                recovery.keep(self.hub, socket, kept.channels)
+            await self.runner.fire(socket, FINISH, ())
+            return
+        for packets in connection.protocol.accept(socket, socket.session_id, socket._pid):
+            connection.session.send_many(packets)
+        recovery.release_held(self.hub, socket, missed)
 
     def _refuse(self, connection: Connection, socket: Socket, reason: str, data: Any) -> None:
         if socket._state is not SocketState.CONNECTING:
@@ -255,6 +292,10 @@ class SocketIO:
         callbacks = connection.protocol.disconnect(socket)
         socket.disconnect_reason = reason
         channels = self.hub.leave(socket, socket.namespace)
+        if socket._pid is not None:
+            self.hub.broker.release(socket.session_id)
+            if reason in recovery.RECOVERABLE:  # its client may come back for it
+                recovery.keep(self.hub, socket, tuple(channels))
         for callback in callbacks:
             callback(None)
         if notify_client:

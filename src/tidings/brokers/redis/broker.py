@@ -21,6 +21,10 @@ publisher's thread. Channels with history: :mod:`~tidings.brokers.redis.history`
 :mod:`~tidings.brokers.redis.presence`. ``<prefix>options`` holds the servers' history and presence
 settings for publishers that serve nothing.
 
+With connection state recovery, kept sessions and the packet log are in Redis too, and every message
+is published by a script that logs it: :mod:`~tidings.brokers.redis.sessions`. A recovered socket may
+keep a session id of another node: this node then takes that node's sends too, while it serves it.
+
 Keys that only a server's start would write (``options``, this node's ``alive``) are written again
 whenever its connection to Redis comes back: a restarted Redis has lost them.
 """
@@ -39,13 +43,15 @@ import orjson
 from redis.exceptions import RedisError
 
 from tidings.brokers import PREFIX_ENV, envelope
-from tidings.brokers.base import Broker, Kind
+from tidings.brokers.base import Broker, Kind, Missed
 from tidings.brokers.envelope import EnvelopeError, open_envelope, seal
 from tidings.brokers.redis.connection import RedisConnection, cancel, safe_url
 from tidings.brokers.redis.history import RedisHistory
 from tidings.brokers.redis.presence import RedisPresence
+from tidings.brokers.redis.scripts import PUBLISH_LOGGED
+from tidings.brokers.redis.sessions import RedisSessions, newer
 from tidings.brokers.redis.subscriptions import Subscriptions
-from tidings.channels import ChannelOptions, HistoryRule, check_session_id, require
+from tidings.channels import ChannelOptions, HistoryRule, KeptSession, Target, check_session_id, require
 from tidings.errors import BrokerError
 from tidings.message import Outgoing, Position, Recovery, Subscriber
 
@@ -89,6 +95,10 @@ class RedisBroker(Broker):
         self._subscriptions = Subscriptions()
         self._history = RedisHistory(self, self._connection)
         self._presence = RedisPresence(self, self._connection, self.node_id)
+        self._sessions = RedisSessions(self._connection)
+        # Recovered sockets with another node's session id: their nodes, and how many each has here.
+        self._adopted: dict[str, str] = {}
+        self._adopted_nodes: dict[str, int] = {}
         self._queue = self._connection.queue
         self._name = self._connection.name
         self._node_topic = self._connection.name("node", self.node_id)
@@ -168,6 +178,8 @@ class RedisBroker(Broker):
         await self._connection.stop_writer()
         self._history.clear()
         self._routes.clear()
+        self._adopted.clear()
+        self._adopted_nodes.clear()
         try:
             await self._subscriptions.close()
             await self._connection.close()
@@ -300,17 +312,20 @@ class RedisBroker(Broker):
                 self._connection.key("options"),
                 channel,
             )
+        sender = exclude.session_id if exclude is not None else None
         if self.options.any and outgoing.event is None:
             rule = self.options.history(channel)
             if rule is not None:
-                sender = exclude.session_id if exclude is not None else None
-                return self._history.append(channel, topic, rule, seal(sender, _body(outgoing)))
-        return self._enqueue(topic, outgoing, exclude)
+                recovery = self.options.recovery
+                log = self._sessions.log_args(recovery, "channel", channel) if recovery is not None else None
+                return self._history.append(channel, topic, rule, seal(sender, _body(outgoing)), log)
+        return self._publish(topic, seal(sender, _body(outgoing)), "channel", channel)
 
     def broadcast(
         self, outgoing: Outgoing, group: str, exclude: Subscriber | None = None
     ) -> asyncio.Future[int]:
-        return self._enqueue(self._name("group", group), outgoing, exclude)
+        sender = exclude.session_id if exclude is not None else None
+        return self._publish(self._name("group", group), seal(sender, _body(outgoing)), "group", group)
 
     def send(self, outgoing: Outgoing, session_id: str) -> int | asyncio.Future[int]:
         """``ValueError`` for a ``session_id`` that is no session id; 0 for one of no node."""
@@ -318,13 +333,25 @@ class RedisBroker(Broker):
         node, dot, _ = session_id.partition(".")
         if not dot or not node:
             return 0  # not a session id this broker handed out
-        if node == self.node_id and self.hub is not None and session_id not in self.hub.sessions:
-            return 0  # ours, and gone
-        return self._queue(("PUBLISH", self._name("node", node), seal(session_id, _body(outgoing))))
+        hub = self.hub
+        # Ours, and gone; unless a socket away may come back for it (connection state recovery).
+        if (
+            node == self.node_id
+            and hub is not None
+            and session_id not in hub.sessions
+            and self.options.recovery is None
+        ):
+            return 0
+        envelope = seal(session_id, _body(outgoing))
+        return self._publish(self._name("node", node), envelope, "session", session_id)
 
-    def _enqueue(self, topic: bytes, outgoing: Outgoing, exclude: Subscriber | None) -> asyncio.Future[int]:
-        sender = exclude.session_id if exclude is not None else None
-        return self._queue(("PUBLISH", topic, seal(sender, _body(outgoing))))
+    def _publish(self, topic: bytes, envelope: bytes, target: Target, name: str) -> asyncio.Future[int]:
+        """PUBLISH ``envelope``; with connection state recovery, log it as sent to ``target`` too."""
+        recovery = self.options.recovery
+        if recovery is None:
+            return self._queue(("PUBLISH", topic, envelope))
+        log, *args = self._sessions.log_args(recovery, target, name)
+        return self._queue(("EVAL", PUBLISH_LOGGED, 2, log, topic, *args, envelope))
 
     # -- history and presence --------------------------------------------------------------------------
 
@@ -339,6 +366,47 @@ class RedisBroker(Broker):
 
     async def presence(self, channel: str) -> list[dict[str, Any]]:
         return await self._presence.members(channel)
+
+    # -- connection state recovery ----------------------------------------------------------------------
+
+    def keep_session(self, pid: str, session: bytes) -> None:
+        if self.options.recovery is not None:
+            self._sessions.keep(pid, session, self.options.recovery)
+
+    async def take_session(self, pid: str, offset: str) -> KeptSession | None:
+        return await self._sessions.take(pid, offset) if self.options.recovery is not None else None
+
+    async def missed(self, session: KeptSession, offset: str) -> Missed | None:
+        found = await self._sessions.missed(session, offset)
+        return Missed(*found) if found is not None else None
+
+    def newer(self, offset: str, than: str) -> bool:
+        return newer(offset, than)
+
+    def adopt(self, session_id: str) -> None:
+        """Take the sends of the node ``session_id`` is of, if another: they are published there."""
+        node = session_id.partition(".")[0]
+        if node == self.node_id or session_id in self._adopted:
+            return
+        self._adopted[session_id] = node
+        count = self._adopted_nodes.get(node, 0)
+        self._adopted_nodes[node] = count + 1
+        if not count:
+            topic = self._name("node", node)
+            self._routes[topic] = ("node", node)
+            self._subscriptions.subscribe(topic)
+
+    def release(self, session_id: str) -> None:
+        node = self._adopted.pop(session_id, None)
+        if node is None:
+            return
+        count = self._adopted_nodes.pop(node) - 1
+        if count:
+            self._adopted_nodes[node] = count
+        else:
+            topic = self._name("node", node)
+            self._routes.pop(topic, None)
+            self._subscriptions.unsubscribe(topic)
 
 
 def _body(outgoing: Outgoing) -> bytes:

@@ -51,13 +51,25 @@ class RedisHistory:
         self.held: dict[str, list[tuple[str | None, Outgoing]]] = {}
         self._catching_up: set[asyncio.Task[None]] = set()
 
-    def append(self, channel: str, topic: bytes, rule: HistoryRule, envelope: bytes) -> asyncio.Future[int]:
-        """Queue the script that appends ``envelope`` to ``channel``'s history and publishes it."""
+    def append(
+        self,
+        channel: str,
+        topic: bytes,
+        rule: HistoryRule,
+        envelope: bytes,
+        log: tuple[str, int, int, str] | None = None,
+    ) -> asyncio.Future[int]:
+        """Queue the script that appends ``envelope`` to ``channel``'s history and publishes it (and
+        appends it to the packet log of connection state recovery: ``log``, its key and arguments)."""
         key = self.connection.key
         stream, meta = key("history", channel), key("meta", channel)
         ttl = max(1, int(rule.ttl * 1000))
         args = (rule.size, ttl, secrets.token_urlsafe(6), envelope)
-        return self.connection.queue(("EVAL", PUBLISH_HISTORY, 3, stream, meta, topic, *args))
+        if log is None:
+            return self.connection.queue(("EVAL", PUBLISH_HISTORY, 3, stream, meta, topic, *args))
+        log_key, *log_args = log
+        command = ("EVAL", PUBLISH_HISTORY, 4, stream, meta, topic, log_key, *args, *log_args)
+        return self.connection.queue(command)
 
     async def recover(self, channel: str, rule: HistoryRule, since: Position | None) -> Recovery:
         position, entries = await self.read(channel, rule, since)

@@ -1,13 +1,39 @@
-"""The Redis broker's Lua scripts: the history of a channel, appended and read in one step each.
+"""The Redis broker's Lua scripts: the history of a channel, appended and read in one step each; the
+packet log of connection state recovery, appended as a message is published, and a kept session taken.
 
 A script runs atomically in Redis, so the offset a message gets, its place in the stream and the
 moment it is PUBLISHed are one step: the order of offsets is the order of delivery. Keys and layout:
-:mod:`tidings.brokers.redis.history`.
+:mod:`tidings.brokers.redis.history`, :mod:`tidings.brokers.redis.sessions`.
 """
 
-#: KEYS: stream, meta, channel topic. ARGV: size, ttl (ms), an epoch for a new history, the envelope.
-#: Gives the message the next offset, appends it to the stream and publishes it with its position.
-PUBLISH_HISTORY = """
+# Appends ``data`` to the packet log ``log`` (at most about ``max`` entries, none older than ``ttl``
+# ms, by Redis's clock, which also makes the entry ids) as published to ``route``; returns ``data``
+# as it is published: its log offset, the entry's id, on a line before it.
+_LOG = """
+local function logged(log, max, ttl, route, data)
+  local id = redis.call('XADD', log, 'MAXLEN', '~', max, '*', 'r', route, 'd', data)
+  local now = redis.call('TIME')
+  local horizon = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - tonumber(ttl)
+  redis.call('XTRIM', log, 'MINID', '~', string.format('%d', horizon))
+  redis.call('PEXPIRE', log, ttl)
+  return '#' .. id .. '\\n' .. data
+end
+"""
+
+#: KEYS: log, topic. ARGV: log size, log ttl (ms), route, the envelope. Logs it and publishes it.
+PUBLISH_LOGGED = (
+    _LOG
+    + """
+return redis.call('PUBLISH', KEYS[2], logged(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]))
+"""
+)
+
+#: KEYS: stream, meta, channel topic[, log]. ARGV: size, ttl (ms), an epoch for a new history, the
+#: envelope[, log size, log ttl (ms), route]. Gives the message the next offset, appends it to the
+#: stream and publishes it with its position (and, given a log, its log offset).
+PUBLISH_HISTORY = (
+    _LOG
+    + """
 local epoch = redis.call('HGET', KEYS[2], 'epoch')
 if not epoch then
   redis.call('DEL', KEYS[1])
@@ -19,8 +45,13 @@ local data = '@' .. offset .. ':' .. epoch .. '\\n' .. ARGV[4]
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], offset .. '-0', 'd', data)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
+if KEYS[4] then
+  data = logged(KEYS[4], ARGV[5], ARGV[6], ARGV[7], data)
+end
 return redis.call('PUBLISH', KEYS[3], data)
 """
+)
+
 #: KEYS: stream, meta. ARGV: an epoch for a new history, ttl (ms), the offset since (-1: none), its
 #: epoch. Returns {epoch, last offset, entries after the offset (if the epoch is the same)}.
 READ_HISTORY = """
@@ -38,4 +69,18 @@ if since >= 0 and epoch == ARGV[4] and since < tonumber(offset) then
   entries = redis.call('XRANGE', KEYS[1], (since + 1) .. '-0', '+')
 end
 return {epoch, offset, entries}
+"""
+
+#: KEYS: the kept session, log. ARGV: the offset its client had. The session (kept no longer), if the
+#: log still holds the offset; else nothing.
+TAKE_SESSION = """
+local session = redis.call('GET', KEYS[1])
+if not session then
+  return false
+end
+redis.call('DEL', KEYS[1])
+if #redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[1]) == 0 then
+  return false
+end
+return session
 """

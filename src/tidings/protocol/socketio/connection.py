@@ -200,11 +200,13 @@ class Connection(Generic[S]):
             raise IllegalTransition(f"cannot open a socket in {socket.namespace}")
         self.sockets[socket.namespace] = socket
 
-    def accept(self, socket: S, sid: str) -> list[list[str | bytes]]:
+    def accept(self, socket: S, sid: str, pid: str | None = None) -> list[list[str | bytes]]:
         """CONNECTING → CONNECTED. Returns what to send, each group at once: the CONNECT reply with
-        the socket's session id ``sid``, then what it emitted meanwhile."""
+        the socket's session id ``sid`` (and, with connection state recovery, the private id ``pid``
+        its client comes back with), then what it emitted meanwhile."""
         _move(socket, "accept")
-        groups = [messages(Packet(PacketType.CONNECT, socket.namespace, {"sid": sid})), *socket._pending]
+        reply = {"sid": sid} if pid is None else {"sid": sid, "pid": pid}
+        groups = [messages(Packet(PacketType.CONNECT, socket.namespace, reply)), *socket._pending]
         socket._pending.clear()
         return groups
 
