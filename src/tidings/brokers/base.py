@@ -55,6 +55,8 @@ class Broker(abc.ABC):
 
     def __init__(self) -> None:
         self.hub: LocalHub | None = None
+        #: This node's id: the first part of every session id it hands out.
+        self.node_id = secrets.token_urlsafe(6)
         #: Which channels have history and presence: the hub's (its server's settings).
         self.options = ChannelOptions()
 
@@ -82,10 +84,10 @@ class Broker(abc.ABC):
     def new_session_id(self) -> str:
         """A new session id: what :meth:`send` can route to the node that holds the session.
 
-        1 to 64 letters, digits, ``_``, ``.`` or ``-`` (:data:`tidings.channels.SESSION_ID`): sends to
-        anything else are refused before they reach a broker.
+        ``<node id>.<random>``, 8 and 20 letters, digits, ``_`` or ``-``, whatever the broker: a
+        session id has a form no channel name in use is likely to have.
         """
-        return secrets.token_urlsafe(15)
+        return f"{self.node_id}.{secrets.token_urlsafe(15)}"
 
     def prepare(self, outgoing: Outgoing) -> None:  # noqa: B027 - optional hook, nothing to do here
         """Encode what the broker carries of ``outgoing``, in the caller's thread (remote brokers)."""

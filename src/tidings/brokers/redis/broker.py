@@ -31,7 +31,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -81,8 +80,6 @@ class RedisBroker(Broker):
         self.url = url
         self.prefix = prefix if prefix is not None else os.environ.get(PREFIX_ENV) or DEFAULT_PREFIX
         self.connect_timeout = connect_timeout
-        #: This node's id: the first part of every session id it hands out.
-        self.node_id = secrets.token_urlsafe(6)
         # The publishing connection and its queue, the subscriber connection's (un)subscribes, the
         # channels with history, this node's presence entries.
         self._connection = RedisConnection(self, url, self.prefix, connect_timeout)
@@ -177,11 +174,6 @@ class RedisBroker(Broker):
     def _options(self) -> tuple[str, bytes]:
         """The key and value that tell publishers the servers' history and presence settings."""
         return self._connection.key("options"), orjson.dumps(self.options.to_json())
-
-    # -- session ids ---------------------------------------------------------------------------------
-
-    def new_session_id(self) -> str:
-        return f"{self.node_id}.{secrets.token_urlsafe(15)}"
 
     # -- membership: what this node subscribes to ---------------------------------------------------
 
