@@ -18,7 +18,7 @@ import re
 import reprlib
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeAlias
 
 from tidings.message import Position, Subscriber
 
@@ -28,6 +28,13 @@ MAX_CHANNEL_LENGTH = 200
 #: it is written into broker envelopes and Redis names, where a newline or a separator would let
 #: whoever chose it rewrite the rest.
 SESSION_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+#: The form of the session ids tidings hands out (:meth:`Broker.new_session_id
+#: <tidings.brokers.Broker.new_session_id>`): a node id, a dot, a random part. In an emit's ``to=`` and
+#: ``exclude=``, a string of this form names a socket, and any other string a channel.
+SESSION_FORM = re.compile(r"[A-Za-z0-9_-]{8}\.[A-Za-z0-9_-]{20}")
+#: What an emit's ``to=`` and ``exclude=`` take: a channel name, a session id, a socket, or a list,
+#: tuple or set of them.
+Targets: TypeAlias = "str | Subscriber | Iterable[str | Subscriber]"
 
 #: Why a recovery was impossible (the ``reason`` of an unrecovered subscribe).
 EPOCH_CHANGED = "epoch changed"
@@ -51,6 +58,31 @@ def check_session_id(session_id: Any) -> str | None:
     if isinstance(session_id, str) and SESSION_ID.fullmatch(session_id):
         return None
     return f"not a session id: {reprlib.repr(session_id)}"
+
+
+def split_targets(targets: Targets, max_length: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The channels and the session ids ``targets`` names (see :data:`Targets`), each once, in order.
+
+    A string of :data:`SESSION_FORM` is a session id, any other string a channel name; a socket (any
+    subscriber) stands for its session id. ``ValueError`` for anything else, and for a channel name
+    over the limits (as :func:`check_channel_name` says) or a socket's id that is no session id.
+    """
+    items = targets if isinstance(targets, (list, tuple, set, frozenset)) else (targets,)
+    channels: dict[str, None] = {}
+    session_ids: dict[str, None] = {}
+    for item in items:
+        if isinstance(item, str):
+            if SESSION_FORM.fullmatch(item):
+                session_ids[item] = None
+            else:
+                require(check_channel_name(item, max_length))
+                channels[item] = None
+        elif hasattr(item, "session_id"):
+            require(check_session_id(item.session_id))
+            session_ids[item.session_id] = None
+        else:
+            raise ValueError(f"not a channel, session id or socket: {reprlib.repr(item)}")
+    return tuple(channels), tuple(session_ids)
 
 
 def check_subscription(

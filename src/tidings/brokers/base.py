@@ -1,10 +1,10 @@
 """The broker interface: how the hubs of every server process (node) hand each other messages.
 
-A hub routes every channel publish, namespace broadcast and session send through its broker; the
-broker hands it, on every node that should see it, back to that node's hub for local fan-out
-(:meth:`Hub.publish`, :meth:`Hub.broadcast`, :meth:`Hub.send`). The hub tells its broker when it
-gets its first member of a channel or group and when the last one leaves, so a broker can take only
-the traffic its node has sockets for.
+A hub routes every channel publish, namespace broadcast, session send and emit to several targets
+through its broker; the broker hands it, on every node that should see it, back to that node's hub for
+local fan-out (:meth:`Hub.publish`, :meth:`Hub.broadcast`, :meth:`Hub.send`, :meth:`Hub.emit`). The hub
+tells its broker when it gets its first member of a channel or group and when the last one leaves, so a
+broker can take only the traffic its node has sockets for.
 
 Everything here runs on the event loop thread of the hub, except :meth:`Broker.prepare`, which runs in
 the caller's thread so that encoding costs (and ``TypeError`` for a value JSON cannot hold) stay there.
@@ -45,6 +45,8 @@ class LocalHub(Protocol):
 
     def send(self, outgoing: Outgoing, session_id: str) -> int: ...
 
+    def emit(self, outgoing: Outgoing) -> int: ...
+
 
 class Broker(abc.ABC):
     """Carries the messages of a hub to every hub that shares the broker, its own included."""
@@ -84,8 +86,8 @@ class Broker(abc.ABC):
     def new_session_id(self) -> str:
         """A new session id: what :meth:`send` can route to the node that holds the session.
 
-        ``<node id>.<random>``, 8 and 20 letters, digits, ``_`` or ``-``, whatever the broker: a
-        session id has a form no channel name in use is likely to have.
+        ``<node id>.<random>`` (:data:`tidings.channels.SESSION_FORM`): a string of that form in an
+        emit's ``to=`` names a socket, any other string a channel.
         """
         return f"{self.node_id}.{secrets.token_urlsafe(15)}"
 
@@ -116,6 +118,11 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     def send(self, outgoing: Outgoing, session_id: str) -> Count:
         """Hand ``outgoing`` to the one subscriber ``session_id``, wherever it is connected."""
+
+    @abc.abstractmethod
+    def emit(self, outgoing: Outgoing) -> Count:
+        """Hand ``outgoing`` to its audience (:class:`~tidings.message.Audience`), on every node: the
+        members of its channels and the subscribers of its session ids, each once."""
 
     # -- history and presence (event loop thread) ----------------------------------------------------
 

@@ -31,9 +31,10 @@ from tidings.api.handlers import (
     Refuse,
 )
 from tidings.api.request import Request
-from tidings.api.routing import Send, route
+from tidings.api.routing import emit, route
 from tidings.api.socket import Socket
 from tidings.brokers import Broker
+from tidings.channels import Targets
 from tidings.hub import Hub
 from tidings.protocol import ProtocolError
 from tidings.protocol import socketio as sio
@@ -299,12 +300,21 @@ class SocketIO:
 
     # -- fan-out ---------------------------------------------------------------------------------
 
-    def emit(self, event: str, args: tuple[Any, ...], namespace: str = "/") -> None:
-        """Send an event to every socket of ``namespace`` (on every node), encoded once for all of them.
+    def emit(
+        self,
+        event: str,
+        args: tuple[Any, ...],
+        to: Targets | None = None,
+        namespace: str = "/",
+        exclude: Targets | None = None,
+    ) -> None:
+        """Send an event to every socket of ``namespace`` or to those ``to`` names, but those
+        ``exclude`` names (on every node), encoded once for all of them.
 
         Safe from any thread: the encoding happens in the caller's thread, the writes on the loop.
         """
-        route(Send(list(args), event=event, namespace=namespace), self.hub.broker, self.hub.post)
+        send = emit(event, args, to, namespace, exclude, self.settings.max_channel_length)
+        route(send, self.hub.broker, self.hub.post)
 
 
 def _ack_args(result: Any) -> list[Any]:

@@ -46,6 +46,9 @@ class MemoryBroker(Broker):
     def send(self, outgoing: Outgoing, session_id: str) -> int:
         return self._hub().send(outgoing, session_id)
 
+    def emit(self, outgoing: Outgoing) -> int:
+        return self._hub().emit(outgoing)
+
     async def recover(self, channel: str, rule: HistoryRule, since: Position | None) -> Recovery:
         return self._history.recover(channel, rule, since)
 

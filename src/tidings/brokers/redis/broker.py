@@ -8,6 +8,9 @@ Routing, under a name prefix (default ``tidings:``):
 - ``<prefix>group:<name>``: a Socket.IO namespace (or WebSocket endpoint path), for ``broadcast``.
 - ``<prefix>node:<node id>``: one node's sends. A session id is ``<node id>.<random>``, so
   ``send(session_id, ...)`` is one PUBLISH to the node that holds the session.
+- ``<prefix>all:nodes``: emits to several channels and session ids (``tidings.emit(to=[...])``), which
+  every node takes and hands to its members of their audience: one PUBLISH, and each socket gets it
+  once, whichever of the targets it belongs to.
 
 Every message goes through Redis, the publishing node's own subscribers included: each node reads one
 subscriber connection (:mod:`~tidings.brokers.redis.subscriptions`), on which Redis hands it messages
@@ -56,7 +59,7 @@ logger = logging.getLogger("tidings.broker")
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_PREFIX = "tidings:"
 
-Route = tuple[Literal["channel", "group", "node"], str]
+Route = tuple[Literal["channel", "group", "node", "all"], str]
 
 
 class RedisBroker(Broker):
@@ -89,6 +92,7 @@ class RedisBroker(Broker):
         self._queue = self._connection.queue
         self._name = self._connection.name
         self._node_topic = self._connection.name("node", self.node_id)
+        self._all_topic = self._connection.name("all", "nodes")
         # What each subscribed topic routes to; written when the hub's membership changes.
         self._routes: dict[bytes, Route] = {}
         self._reader: asyncio.Task[None] | None = None
@@ -132,10 +136,12 @@ class RedisBroker(Broker):
         assert client is not None
         subscriptions = self._subscriptions
         self._routes[self._node_topic] = ("node", self.node_id)
-        confirmed = subscriptions.expect_confirmation(self._node_topic)
+        self._routes[self._all_topic] = ("all", "nodes")
+        topics = (self._node_topic, self._all_topic)
+        confirmed = asyncio.gather(*map(subscriptions.expect_confirmation, topics))
         subscriptions.pubsub = client.pubsub()
         try:
-            await subscriptions.pubsub.subscribe(self._node_topic)
+            await subscriptions.pubsub.subscribe(*topics)
         except (RedisError, OSError) as error:
             await self.stop()
             message = f"cannot subscribe on the Redis broker at {safe_url(self.url)}: {error}"
@@ -252,6 +258,10 @@ class RedisBroker(Broker):
             return
         kind, name = route
         try:
+            if kind == "all":
+                if outgoing.audience is not None:
+                    hub.emit(outgoing)
+                return
             if kind == "node":
                 if session_id is not None:
                     hub.send(outgoing, session_id)
@@ -313,6 +323,10 @@ class RedisBroker(Broker):
         if node == self.node_id and self.hub is not None and session_id not in self.hub.sessions:
             return 0  # ours, and gone
         return self._queue(("PUBLISH", self._name("node", node), seal(session_id, _body(outgoing))))
+
+    def emit(self, outgoing: Outgoing) -> asyncio.Future[int]:
+        """One PUBLISH that every node takes: how many nodes there are."""
+        return self._queue(("PUBLISH", self._all_topic, seal(None, _body(outgoing))))
 
     def _enqueue(self, topic: bytes, outgoing: Outgoing, exclude: Subscriber | None) -> asyncio.Future[int]:
         sender = exclude.session_id if exclude is not None else None
