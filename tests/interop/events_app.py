@@ -1,7 +1,7 @@
 """The server of tests/interop/test_events.py: `tidings run tests/interop/events_app.py:app`.
 
 Events make it emit in each way there is (``tidings.emit`` from a handler thread, ``tidings.aemit``
-on the loop, ``socket.emit(..., to=)``, ``Server.emit``).
+on the loop, ``socket.emit(..., to=)``, ``Server.emit``); its ``message`` handlers ack what they got.
 """
 
 from __future__ import annotations
@@ -44,6 +44,22 @@ def socket_emit(request, socket, context, event, args, to, but_me=False):
 @handlers.on("server_emit")
 def server_emit(request, socket, context, event, args, to=None, exclude=None):
     return outcome(lambda: app.emit(event, *args, to=to, exclude=exclude))
+
+
+@handlers.on("message")
+def message(request, socket, context, *args):
+    """Acks what it got: the seeds' ``(message, channel)``, or any other shape as sent."""
+    return ["message", *args]
+
+
+@handlers.on_message(channel="^room-")
+def in_a_room(request, socket, context, message, channel):
+    context.setdefault("room messages", []).append([message, channel])
+
+
+@handlers.on("room_messages")
+def room_messages(request, socket, context):
+    return context.get("room messages", [])
 
 
 app = tidings.Server(handlers=handlers)

@@ -1,5 +1,5 @@
-"""Named events to channels and sessions (``tidings.emit`` & co) with the official Node
-socket.io-client against a real `tidings run`."""
+"""Named events to channels and sessions (``tidings.emit`` & co) and the ``message`` event of any
+shape, with the official Node socket.io-client against a real `tidings run`."""
 
 from __future__ import annotations
 
@@ -139,3 +139,21 @@ def test_emit_to_nobody_and_bad_names(connect: Connect) -> None:
         {"value_error": "channel name longer than 200 characters"}
     ]
     assert events_until_fence(ada) == [[]]  # none of them sent anything; the connection is fine
+
+
+def test_message_of_any_shape_reaches_the_message_handlers(connect: Connect) -> None:
+    client, _ = connect(POLLING)
+    room, elsewhere = rooms(2)
+    subscribe(client, room)
+    # What socket.send(a, b, c) emits: the handlers bound to no channel get it as sent, with its ack.
+    assert client.call("message", "a", "b", "c") == [["message", "a", "b", "c"]]
+    assert client.call("message", "text", b"\x01\x02") == [["message", "text", b"\x01\x02"]]
+    assert client.call("message", {"n": 1}, None) == [["message", {"n": 1}, None]]
+    assert client.call("message") == [["message"]]
+    # The seeds' shape keeps the seeds' meaning: (message[, channel]), channel-bound handlers, members.
+    assert client.call("message", "hi", room) == [["message", "hi", room]]
+    assert client.call("message", "hi", elsewhere) == [
+        {"ok": False, "error": f"not subscribed to {elsewhere!r}"}
+    ]
+    assert client.call("message", "alone") == [["message", "alone", None]]
+    assert client.call("room_messages") == [[["hi", room], ["alone", None]]]
