@@ -1,7 +1,8 @@
 """The server of tests/interop/test_events.py: `tidings run tests/interop/events_app.py:app`.
 
 Events make it emit in each way there is (``tidings.emit`` from a handler thread, ``tidings.aemit``
-on the loop, ``socket.emit(..., to=)``, ``Server.emit``); its ``message`` handlers ack what they got.
+on the loop, ``socket.emit(..., to=)``, ``Server.emit``); its ``message`` handlers ack what they got;
+namespace ``/any`` has a catch-all.
 """
 
 from __future__ import annotations
@@ -60,6 +61,19 @@ def in_a_room(request, socket, context, message, channel):
 @handlers.on("room_messages")
 def room_messages(request, socket, context):
     return context.get("room messages", [])
+
+
+@handlers.on("*", namespace="/any")
+def any_event(request, socket, context, event, *args):
+    """The catch-all of /any: acks the event's name and arguments."""
+    if event == "forbidden":
+        raise tidings.Refuse("not that one")
+    return [event, *args]
+
+
+@handlers.on("known", namespace="/any")
+def known(request, socket, context, *args):
+    return ["known", *args]
 
 
 app = tidings.Server(handlers=handlers)

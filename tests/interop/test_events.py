@@ -1,5 +1,5 @@
-"""Named events to channels and sessions (``tidings.emit`` & co) and the ``message`` event of any
-shape, with the official Node socket.io-client against a real `tidings run`."""
+"""Named events to channels and sessions (``tidings.emit`` & co), the ``message`` event of any shape,
+and the catch-all, with the official Node socket.io-client against a real `tidings run`."""
 
 from __future__ import annotations
 
@@ -157,3 +157,13 @@ def test_message_of_any_shape_reaches_the_message_handlers(connect: Connect) -> 
     ]
     assert client.call("message", "alone") == [["message", "alone", None]]
     assert client.call("room_messages") == [[["hi", room], ["alone", None]]]
+
+
+def test_catch_all_gets_the_events_without_a_handler(connect: Connect) -> None:
+    client, _ = connect(WEBSOCKET, "/any")
+    assert client.call("whatever", 1, b"\x00") == [["whatever", 1, b"\x00"]]
+    assert client.call("known", 2) == [["known", 2]]  # an event with a handler of its own
+    assert client.call("message", "m") == [["message", "m"]]  # /any has no message handler
+    assert client.call("*", "star") == [["*", "star"]]  # an event named "*" is an event like others
+    assert client.call("forbidden") == [{"ok": False, "error": "not that one"}]
+    assert client.call("subscribe", "room-z") == [{"ok": True}]  # tidings' own events stay its own

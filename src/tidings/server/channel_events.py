@@ -52,7 +52,7 @@ class ChannelEvents:
         messages from non-members; if none matches, it is refused, as one to a bad channel name is.
         A ``message`` of any other shape — no argument, more than two, or a second that is not a
         string, as the official clients' ``socket.send(a, b, c)`` emits — runs the handlers bound to
-        no channel with the arguments as sent.
+        no channel with the arguments as sent. With no ``message`` handler, the catch-all takes it.
         """
         seeds_shape = len(args) == 1 or (len(args) == 2 and isinstance(args[1], str))
         message = args[0] if seeds_shape else args
@@ -60,6 +60,9 @@ class ChannelEvents:
         if self.settings.message_log_format is not None:
             self._log_message(socket, message, channel)
         handlers = self.handlers.get(socket.namespace, MESSAGE)
+        catching = [] if handlers else self.handlers.catch_all(socket.namespace, MESSAGE, args)
+        if catching:
+            return await self.runner.run_answering(socket, catching, socket.channels)
         if not seeds_shape:
             unbound = [(handler, args) for handler in handlers if handler.channel is None]
             return await self.runner.run_answering(socket, unbound, socket.channels)

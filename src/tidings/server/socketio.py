@@ -19,6 +19,7 @@ from collections.abc import Collection, Iterable
 from typing import Any, cast
 
 from tidings.api.handlers import (
+    ANY,
     CONNECT,
     DISCONNECT,
     FINISH,
@@ -288,13 +289,15 @@ class SocketIO:
         elif event == PRESENCE and self.settings.presence:
             result = await self.channels.presence(socket, args)
         else:
-            handlers = [] if event in LIFECYCLE else self.handlers.get(socket.namespace, event)
-            if not handlers:
-                logger.debug("no handler for event %r in %s", event, socket.namespace)
+            namespace = socket.namespace
+            handlers = [] if event in LIFECYCLE or event == ANY else self.handlers.get(namespace, event)
+            calls = [(handler, args) for handler in handlers]
+            if not calls:
+                calls = self.handlers.catch_all(namespace, event, args)
+            if not calls:
+                logger.debug("no handler for event %r in %s", event, namespace)
                 return
-            result = await self.runner.run_answering(
-                socket, [(handler, args) for handler in handlers], socket.channels
-            )
+            result = await self.runner.run_answering(socket, calls, socket.channels)
         if packet.id is not None and socket._state is SocketState.CONNECTED:
             socket.connection.session.send_many(_ack_packets(socket.namespace, packet.id, result, event))
 
