@@ -128,6 +128,9 @@ def test_emit_to_nobody_and_bad_names(connect: Connect) -> None:
     assert ada.call("socket_emit", "newListener", [], None) == [  # to the socket itself
         {"value_error": "'newListener' is a reserved event name"}
     ]
+    assert ada.call("socket_emit", "x", [], None, True) == [  # exclude= with no to=: to itself
+        {"value_error": "exclude leaves sockets out of the ones to= names: give to= too"}
+    ]
     assert ada.call("emit", "", [], ada_id) == [
         {"value_error": "an event name is a non-empty string, not ''"}
     ]
