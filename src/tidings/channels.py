@@ -25,11 +25,11 @@ import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, TypeAlias
 
 import orjson
 
-from tidings.message import Position, Subscriber
+from tidings.message import Audience, Position, Subscriber
 
 #: The default of the ``max_channel_length`` setting: the longest channel name, in characters.
 MAX_CHANNEL_LENGTH = 200
@@ -37,6 +37,13 @@ MAX_CHANNEL_LENGTH = 200
 #: it is written into broker envelopes and Redis names, where a newline or a separator would let
 #: whoever chose it rewrite the rest.
 SESSION_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+#: The form of the session ids tidings hands out (:meth:`Broker.new_session_id
+#: <tidings.brokers.Broker.new_session_id>`): a node id, a dot, a random part. In an emit's ``to=`` and
+#: ``exclude=``, a string of this form names a socket, and any other string a channel.
+SESSION_FORM = re.compile(r"[A-Za-z0-9_-]{8}\.[A-Za-z0-9_-]{20}")
+#: What an emit's ``to=`` and ``exclude=`` take: a channel name, a session id, a socket, or a list,
+#: tuple or set of them.
+Targets: TypeAlias = "str | Subscriber | Iterable[str | Subscriber]"
 
 #: Why a recovery was impossible (the ``reason`` of an unrecovered subscribe).
 EPOCH_CHANGED = "epoch changed"
@@ -69,6 +76,31 @@ def check_session_id(session_id: Any) -> str | None:
     if isinstance(session_id, str) and SESSION_ID.fullmatch(session_id):
         return None
     return f"not a session id: {reprlib.repr(session_id)}"
+
+
+def split_targets(targets: Targets, max_length: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The channels and the session ids ``targets`` names (see :data:`Targets`), each once, in order.
+
+    A string of :data:`SESSION_FORM` is a session id, any other string a channel name; a socket (any
+    subscriber) stands for its session id. ``ValueError`` for anything else, and for a channel name
+    over the limits (as :func:`check_channel_name` says) or a socket's id that is no session id.
+    """
+    items = targets if isinstance(targets, (list, tuple, set, frozenset)) else (targets,)
+    channels: dict[str, None] = {}
+    session_ids: dict[str, None] = {}
+    for item in items:
+        if isinstance(item, str):
+            if SESSION_FORM.fullmatch(item):
+                session_ids[item] = None
+            else:
+                require(check_channel_name(item, max_length))
+                channels[item] = None
+        elif hasattr(item, "session_id"):
+            require(check_session_id(item.session_id))
+            session_ids[item.session_id] = None
+        else:
+            raise ValueError(f"not a channel, session id or socket: {reprlib.repr(item)}")
+    return tuple(channels), tuple(session_ids)
 
 
 def check_subscription(
@@ -126,8 +158,9 @@ class RecoveryRule(NamedTuple):
     max_packets: int
 
 
-#: What a packet of the log was sent to: a channel, a group (a namespace), or one session id.
-Target = Literal["channel", "group", "session"]
+#: What a packet of the log was sent to: a channel, a group (a namespace), one session id, or the
+#: audience of an emit to several (:class:`~tidings.message.Audience`, carried by the message).
+Target = Literal["channel", "group", "session", "audience"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,10 +199,23 @@ class KeptSession:
             return None
         return cls(session_id, namespace, tuple(channels), context, presence_info)
 
-    def addressed(self, target: Target, name: str, session_id: str | None) -> bool:
+    def addressed(
+        self, target: Target, name: str, session_id: str | None, audience: Audience | None = None
+    ) -> bool:
         """Whether a packet sent to ``target`` ``name`` (leaving out ``session_id``; a session's:
-        to ``session_id``) was this session's: as Socket.IO's adapter decides which missed packets a
-        recovered socket gets, by the rooms it was in (its channels, its namespace, its own id)."""
+        to ``session_id``), less those its emit's ``audience`` leaves out, was this session's: as
+        Socket.IO's adapter decides which missed packets a recovered socket gets, by the rooms it was
+        in (its channels, its namespace, its own id)."""
+        if audience is not None and (
+            self.session_id in audience.exclude_sessions
+            or not audience.exclude_channels.isdisjoint(self.channels)
+        ):
+            return False
+        if target == "audience":
+            return audience is not None and (
+                self.session_id in audience.session_ids
+                or not set(audience.channels).isdisjoint(self.channels)
+            )
         if target == "session":
             return session_id == self.session_id
         if session_id == self.session_id:  # its own broadcast

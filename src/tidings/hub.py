@@ -8,8 +8,9 @@ handlers, WSGI views, background threads) reaches it through :meth:`Hub.call` an
 
 Messages reach the hub's members through its :class:`~tidings.brokers.Broker`: ``hub.broker.publish``
 and its siblings carry a message to the hub of every node (its own included), whose
-:meth:`Hub.publish`, :meth:`Hub.broadcast` and :meth:`Hub.send` then hand it to the local members.
-The hub tells the broker when a channel or group gets its first local member and loses its last.
+:meth:`Hub.publish`, :meth:`Hub.broadcast`, :meth:`Hub.send` and :meth:`Hub.emit` then hand it to the
+local members. The hub tells the broker when a channel or group gets its first local member and loses
+its last.
 """
 
 from __future__ import annotations
@@ -337,12 +338,29 @@ class Hub:
         return _deliver(members.values() if members else None, outgoing, exclude)
 
     def send(self, outgoing: Outgoing, session_id: str) -> int:
-        """Hand ``outgoing`` to one subscriber; returns 1, or 0 if there is none by that id."""
+        """Hand ``outgoing`` to one subscriber; returns 1, or 0 if there is none by that id (or its
+        audience excludes it)."""
         subscriber = self.sessions.get(session_id)
-        if subscriber is None:
+        if subscriber is None or (outgoing.audience is not None and outgoing.audience.excludes(subscriber)):
             return 0
         subscriber.deliver(outgoing)
         return 1
+
+    def emit(self, outgoing: Outgoing) -> int:
+        """Hand ``outgoing`` to the members of its audience's channels and the subscribers of its
+        session ids, each once, but those it excludes; returns how many."""
+        audience = outgoing.audience
+        assert audience is not None
+        recipients: dict[Subscriber, None] = {}
+        for channel in audience.channels:
+            members = self.channels.get(channel)
+            if members:
+                recipients.update(members)
+        for session_id in audience.session_ids:
+            subscriber = self.sessions.get(session_id)
+            if subscriber is not None:
+                recipients[subscriber] = None
+        return _deliver(recipients, outgoing, None)
 
 
 def _deliver(members: Iterable[Subscriber] | None, outgoing: Outgoing, exclude: Subscriber | None) -> int:
@@ -350,7 +368,11 @@ def _deliver(members: Iterable[Subscriber] | None, outgoing: Outgoing, exclude: 
         return 0
     # A delivery can close a session whose send buffer is full, which takes it out of ``members``
     # while we iterate: iterate over a copy.
-    recipients = [member for member in members if member is not exclude]
+    if outgoing.audience is None:
+        recipients = [member for member in members if member is not exclude]
+    else:
+        excludes = outgoing.audience.excludes
+        recipients = [member for member in members if member is not exclude and not excludes(member)]
     for member in recipients:
         member.deliver(outgoing)
     return len(recipients)

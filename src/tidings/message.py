@@ -9,9 +9,9 @@ namespace under :func:`wire_form`) and :func:`raw_frame` (a plain WebSocket's pa
 :data:`RAW`); :func:`frame_for` frames a payload for the WebSocket once for all its recipients.
 
 A message of a channel with history has a :class:`Position` in it; :class:`Recovery` is what a
-history holds after a position. With connection state recovery on, every message has a
-``log_offset`` too: its place in the broker's packet log, which Socket.IO clients get as the last
-argument of the event (:func:`socketio_packets`).
+history holds after a position. An emit's message has an :class:`Audience`: whom it reaches. With
+connection state recovery on, every message has a ``log_offset`` too: its place in the broker's
+packet log, which Socket.IO clients get as the last argument of the event (:func:`socketio_packets`).
 """
 
 from __future__ import annotations
@@ -48,6 +48,25 @@ class Position(NamedTuple):
         return cls(offset, epoch)
 
 
+class Audience(NamedTuple):
+    """Whom an emit reaches: the members of ``channels`` and the subscribers ``session_ids``, each
+    once, but the members of ``exclude_channels`` and the subscribers ``exclude_sessions``.
+
+    With no targets (``to=None``) an emit goes to a whole namespace, and only its exclusions apply.
+    """
+
+    channels: tuple[str, ...] = ()
+    session_ids: tuple[str, ...] = ()
+    exclude_channels: frozenset[str] = frozenset()
+    exclude_sessions: frozenset[str] = frozenset()
+
+    def excludes(self, subscriber: Subscriber) -> bool:
+        if subscriber.session_id in self.exclude_sessions:
+            return True
+        excluded = self.exclude_channels
+        return bool(excluded) and any(channel in excluded for channel in subscriber.subscriptions)
+
+
 class Outgoing:
     """One message on its way to many subscribers: ``message`` in ``channel`` (None: no channel).
 
@@ -55,18 +74,26 @@ class Outgoing:
     event, ``message`` is the list of its arguments. :meth:`encoded` encodes it at most once per wire
     form; every recipient that shares the form gets the same objects.
 
+    ``audience`` is an emit's (``tidings.emit``): whom it reaches, and whom it leaves out.
     ``position`` is where the message is in its channel's history (channels with history only), set by
     the broker before any encoding. ``log_offset`` is where it is in the packet log of connection
     state recovery (servers with the ``connection_state_recovery`` setting only), set by the broker
     before any encoding too: one offset per message, so it is encoded once for all its recipients.
     """
 
-    __slots__ = ("_encoded", "channel", "event", "log_offset", "message", "position")
+    __slots__ = ("_encoded", "audience", "channel", "event", "log_offset", "message", "position")
 
-    def __init__(self, message: Any, channel: str | None = None, event: str | None = None) -> None:
+    def __init__(
+        self,
+        message: Any,
+        channel: str | None = None,
+        event: str | None = None,
+        audience: Audience | None = None,
+    ) -> None:
         self.message = message
         self.channel = channel
         self.event = event
+        self.audience = audience
         self.position: Position | None = None
         self.log_offset: str | None = None
         self._encoded: dict[Hashable, Any] = {}

@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 import tidings
-from tidings.api.routing import HandOver, Send, route
+from tidings.api.routing import HandOver, Send, emit, route
 from tidings.brokers import Broker, Count, MemoryBroker
+from tidings.channels import split_targets
 from tidings.errors import NoSocket
 from tidings.hub import Hub
 from tidings.message import Outgoing, socketio_packets, wire_form
@@ -142,3 +144,59 @@ async def test_a_send_that_nobody_took_says_what_it_was_sent_to(hub: Hub) -> Non
     with pytest.raises(NoSocket, match=r"^no socket with session id 'gone'$"):
         await tidings.asend("gone", "x")
     assert await tidings.asend("a", "x") == 1
+
+
+# -- emit: an event to several channels and session ids, less those it excludes ----------------------
+
+
+def sid(name: str) -> str:
+    """A session id of the form tidings hands out, named ``name``."""
+    return f"node0000.{name:->20}"
+
+
+async def test_an_emit_reaches_each_member_of_its_audience_once_with_one_encode(hub: Hub) -> None:
+    a, b, c, d = members(hub, sid("a"), sid("b"), sid("c"), sid("d"))
+    hub.subscribe(a, "one")
+    hub.subscribe(b, "one")
+    hub.subscribe(b, "two")
+    to = ["one", "two", sid("b"), sid("c"), sid("gone")]
+    send = emit("news", ["hi", b"\x00"], to)
+    assert send.target == ("audience", repr(["one", "two", sid("b"), sid("c"), sid("gone")]))
+    assert route(send, hub.broker, hub.call) == 3
+    assert a.got == b.got == c.got == [['451-["news","hi",{"_placeholder":true,"num":0}]', b"\x00"]]
+    assert a.got[0] is b.got[0] is c.got[0]  # one encode for all of them
+    assert d.got == []
+
+
+async def test_an_emit_leaves_out_the_sessions_and_channel_members_it_excludes(hub: Hub) -> None:
+    a, b, c = members(hub, sid("a"), sid("b"), sid("c"))
+    hub.subscribe(a, "one")
+    hub.subscribe(b, "one")
+    hub.subscribe(c, "two")
+
+    def reached(**options: Any) -> list[bool]:
+        before = [len(member.got) for member in (a, b, c)]
+        route(emit("e", [], **options), hub.broker, hub.call)
+        return [len(member.got) > count for member, count in zip((a, b, c), before, strict=True)]
+
+    assert reached(to=["one", "two"], exclude=sid("b")) == [True, False, True]
+    assert reached(to="one", exclude=[b]) == [True, False, False]  # one channel; a socket stands for its id
+    assert reached(to=sid("c"), exclude="two") == [False, False, False]  # one session
+    assert reached(to=None, exclude=["one"]) == [False, False, True]  # the whole namespace
+    assert reached(to=[]) == [False, False, False]
+
+
+def test_emit_refuses_what_no_client_takes() -> None:
+    for event in ("connect", "disconnect", "connect_error", "disconnecting", "newListener", "", 5):
+        with pytest.raises(ValueError, match=r"reserved event name|non-empty string"):
+            emit(event, [], "room")  # type: ignore[arg-type]
+    for to in ([b"room"], 5, {"room": 1}, [["room"]], "", "r" * 201):
+        with pytest.raises(ValueError):
+            emit("e", [], to)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        emit("e", [], "room", exclude=[None])  # type: ignore[list-item]
+    # A string of the form of a session id names that socket; any other, a channel.
+    assert split_targets(["room", sid("a"), "node0000.x", sid("a"), "room"], 200) == (
+        ("room", "node0000.x"),
+        (sid("a"),),
+    )

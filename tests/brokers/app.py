@@ -36,6 +36,12 @@ def tell(request, socket, context, method, *args):
     getattr(socket, method)(*args)
 
 
+@handlers.on("emit_to")
+def emit_to(request, socket, context, event, args, to, but_me=False):
+    """``socket.emit(event, *args, to=to)``; ``but_me``: to all of them but this socket."""
+    socket.emit(event, *args, to=to, exclude=socket if but_me else None)
+
+
 @handlers.on("publish")
 def publish(request, socket, context, channel, message):
     return outcome("broadcast_channel", message, channel)

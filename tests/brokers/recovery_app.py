@@ -64,4 +64,13 @@ def send_to(request, socket, context, session_id, message):
         return {"no_socket": str(error)}
 
 
+@handlers.on("emit_to")
+def emit_to(request, socket, context, event, args, to, exclude):
+    """``tidings.emit``: an event to several targets, or to one less some."""
+    try:
+        return {"reached": tidings.emit(event, *args, to=to, exclude=exclude)}
+    except tidings.NoSocket as error:
+        return {"no_socket": str(error)}
+
+
 app = tidings.Server(handlers=handlers, connection_state_recovery=60)

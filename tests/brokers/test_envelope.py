@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from tidings.brokers.envelope import EnvelopeError, body, open_envelope, seal
 from tidings.channels import SESSION_ID, check_session_id
-from tidings.message import Outgoing, Position
+from tidings.message import Audience, Outgoing, Position
 
 
 def round_trip(outgoing: Outgoing, session_id: str | None = None) -> tuple[str | None, Outgoing]:
@@ -46,6 +46,13 @@ def test_an_event_with_its_arguments_and_no_session() -> None:
     assert (outgoing.message, outgoing.channel, outgoing.event) == (["a", b"b"], None, "tick")
 
 
+def test_an_emit_carries_its_audience() -> None:
+    audience = Audience(("one", "two"), ("abcdefgh.0123456789abcdefghij",), frozenset({"x"}), frozenset())
+    _, outgoing = round_trip(Outgoing(["hi"], event="news", audience=audience))
+    assert (outgoing.message, outgoing.event, outgoing.audience) == (["hi"], "news", audience)
+    assert round_trip(Outgoing(["hi"], event="news"))[1].audience is None
+
+
 def test_the_body_is_encoded_once_and_json_refusals_are_type_errors() -> None:
     with pytest.raises(TypeError):
         body(Outgoing({1, 2}))
@@ -73,6 +80,11 @@ def test_the_body_is_encoded_once_and_json_refusals_are_type_errors() -> None:
         b"1:\xff\n[null,null,1,[]]",
         b"#12\n1:\n[null,null,1,[]]",  # a log offset that is no stream id
         b"#1-0",
+        b'1:\n[null,"e",[],[],5]',  # an audience that is none
+        b'1:\n[null,"e",[],[],[[],[],[]]]',
+        b'1:\n[null,"e",[],[],[[1],[],[],[]]]',
+        b'1:\n[null,"e",[],[],[[],["no session\\nid"],[],[]]]',
+        b'1:\n[null,"e",[],[],[[],[],[],[]],0]',
     ],
 )
 def test_what_is_no_envelope_is_refused(data: bytes) -> None:

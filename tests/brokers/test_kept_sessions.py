@@ -7,7 +7,7 @@ from tidings.api.routing import Send, route
 from tidings.brokers.memory.sessions import MemorySessions, new_offset
 from tidings.channels import HistoryRule, KeptSession, RecoveryRule
 from tidings.hub import Hub
-from tidings.message import Outgoing, Position
+from tidings.message import Audience, Outgoing, Position
 from tidings.settings import Settings
 
 SESSION = KeptSession("sid-1", "/", ("room",), {"user": "ada"}, {"name": "Ada"})
@@ -42,6 +42,25 @@ def test_which_packets_were_a_sessions() -> None:
     assert not SESSION.addressed("group", "/chat", None)
     assert SESSION.addressed("session", "sid-1", "sid-1")
     assert not SESSION.addressed("session", "sid-2", "sid-2")
+
+
+def test_which_emits_were_a_sessions() -> None:
+    """An emit's audience: its channels and session ids reach a session, its exclusions leave it out,
+    whatever route the emit took (several targets, or one channel, session or namespace)."""
+
+    def audience(to: tuple[str, ...] = (), sessions: tuple[str, ...] = (), **leave_out: set[str]) -> Audience:
+        channels, ids = leave_out.get("channels", set()), leave_out.get("ids", set())
+        return Audience(to, sessions, frozenset(channels), frozenset(ids))
+
+    assert SESSION.addressed("audience", "", None, audience(("room", "other")))
+    assert SESSION.addressed("audience", "", None, audience(("other",), ("sid-1",)))
+    assert not SESSION.addressed("audience", "", None, audience(("other",), ("sid-2",)))
+    assert not SESSION.addressed("audience", "", None, None)
+    assert not SESSION.addressed("audience", "", None, audience(("room",), ids={"sid-1"}))
+    assert not SESSION.addressed("audience", "", None, audience(("room", "other"), channels={"room"}))
+    assert not SESSION.addressed("channel", "room", None, audience(channels={"room"}))
+    assert not SESSION.addressed("group", "/", None, audience(channels={"room"}))
+    assert SESSION.addressed("group", "/", None, audience(channels={"other"}, ids={"sid-2"}))
 
 
 def test_the_log_holds_at_most_max_packets() -> None:

@@ -114,11 +114,11 @@ def test_choosing_a_broker(monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(memory.socketio.hub.broker, MemoryBroker)
 
 
-def test_redis_session_ids_carry_the_node() -> None:
-    broker = RedisBroker("redis://127.0.0.1:6379/0", "p:")
-    node, dot, rest = broker.new_session_id().partition(".")
-    assert (node, dot) == (broker.node_id, ".") and len(rest) == 20
-    assert broker.new_session_id() != broker.new_session_id()
+def test_session_ids_carry_the_node_whatever_the_broker() -> None:
+    for broker in (RedisBroker("redis://127.0.0.1:6379/0", "p:"), MemoryBroker()):
+        node, dot, rest = broker.new_session_id().partition(".")
+        assert (len(node), dot, len(rest)) == (8, ".", 20) and node == broker.node_id
+        assert broker.new_session_id() != broker.new_session_id()
     assert "secret" not in repr(RedisBroker("redis://:secret@127.0.0.1:6379/0"))
 
 

@@ -163,6 +163,49 @@ async def test_out_of_band_from_a_process_that_serves_nothing(
     await close(clients)
 
 
+async def test_emit_reaches_channels_and_sessions_on_every_node_once(
+    nodes: list[TidingsProcess], publisher: tidings.Publisher, prefix: str
+) -> None:
+    one, two = channel_name("emit"), channel_name("emit")
+    clients = await connect(nodes[0], nodes[1], nodes[1], nodes[2])
+    a, b, c, d = clients
+    await a.subscribe(one)
+    for channel in (one, two):
+        await b.subscribe(channel)
+    await c.subscribe(two)
+
+    # One channel: its topic, and the nodes with members in it.
+    assert publisher.emit("price", 101.5, to=one) == 2
+    # Several targets: one message every node takes (3 of them); each socket gets it once, b though it
+    # is in both channels and named, d by its session id alone; c is left out.
+    everyone = [one, two, b.session_id, d.session_id]
+    assert await publisher.aemit("news", {"n": 1}, to=everyone, exclude=c.session_id) == 3
+    # The members of a channel left out: b is in two.
+    assert publisher.emit("quote", to=one, exclude=two) == 2
+    async_publisher = tidings.AsyncPublisher(REDIS_URL, prefix)
+    assert await async_publisher.emit("tick", [1], to=[c.session_id, d.session_id]) == 3
+    await async_publisher.aclose()
+    with pytest.raises(tidings.NoSocket, match="no server has a socket in channel"):
+        publisher.emit("price", 1, to=channel_name("nobody"))
+    # From a socket on the first node: everyone in one and d, but itself. Then, the same way (so in
+    # order after it), a fence to all.
+    await a.emit("emit_to", "hello", ["there"], [one, d.session_id], True)
+    fence = ["fence", uuid.uuid4().hex]
+    await a.emit("emit_to", fence[0], fence[1:], [client.session_id for client in clients])
+    counts = (4, 4, 2, 4)
+    got = [
+        [await client.event() for _ in range(count)] for client, count in zip(clients, counts, strict=True)
+    ]
+    news, tick = ["news", {"n": 1}], ["tick", [1]]
+    assert got == [  # in each client's order, and nothing before the fence but these
+        [["price", 101.5], news, ["quote"], fence],
+        [["price", 101.5], news, ["hello", "there"], fence],
+        [tick, fence],
+        [news, tick, ["hello", "there"], fence],
+    ]
+    await close(clients)
+
+
 async def test_binary_messages_cross_nodes(nodes: list[TidingsProcess], publisher: tidings.Publisher) -> None:
     channel = channel_name("binary")
     client = socketio.AsyncClient()

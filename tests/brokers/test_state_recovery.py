@@ -88,6 +88,10 @@ def miss_and_recover(server_urls: tuple[str, str], clients: Any) -> None:
     watcher.call("tell", "broadcast_channel", "m1", room)
     watcher.call("send_to", session_id, "s1")  # nobody took it now (the memory broker says so)
     watcher.call("tell", "broadcast_channel", "not yours", f"other-{room}")
+    watcher.call("emit_to", "news", ["e1"], [room, f"other-{room}"], None)  # several targets
+    watcher.call("emit_to", "news", ["not for you"], room, session_id)  # its channel, less it
+    watcher.call("emit_to", "news", ["not for you either"], [room, "watch"], room)
+    watcher.call("emit_to", "news", ["e2"], [f"other-{room}", session_id], None)
     watcher.call("tell", "broadcast", "b1")  # the namespace, but the sender
     watcher.call("tell", "broadcast_channel", "m2", room)
 
@@ -98,6 +102,8 @@ def miss_and_recover(server_urls: tuple[str, str], clients: Any) -> None:
     assert without_offsets(missed) == [
         ["message", "m1", room],
         ["message", "s1"],
+        ["news", "e1"],
+        ["news", "e2"],
         ["message", "b1"],
         ["message", "m2", room],
     ]

@@ -62,4 +62,13 @@ async def test_each_broadcast_is_encoded_once(encodes: list[sio.Packet]) -> None
         await asyncio.to_thread(app.emit, "tick", 3)
         assert [await c.event() for c in clients] == [["tick", 3]] * RECIPIENTS
         assert [p.data for p in encodes] == [["tick", 3]]
+
+        # tidings.emit to two channels and a session id: every socket once, one encode.
+        for client in clients[:10]:
+            assert await client.call("subscribe", "sports") == [{"ok": True}]
+        encodes.clear()
+        to = ["news", "sports", clients[0].session_id]
+        assert await asyncio.to_thread(tidings.emit, "score", 1, to=to) == RECIPIENTS
+        assert [await c.event() for c in clients] == [["score", 1]] * RECIPIENTS
+        assert [p.data for p in encodes] == [["score", 1]]
         await asyncio.gather(*(c.close() for c in clients))

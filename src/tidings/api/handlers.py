@@ -3,7 +3,7 @@
 Two kinds of events share one registry:
 
 - the client's own Socket.IO events (``emit("chat", ...)`` on the client), registered with
-  :meth:`Handlers.on`;
+  :meth:`Handlers.on`, and ``on("*")``, the catch-all of a namespace's events that have no handler;
 - the seeds' lifecycle events ``connect``, ``message``, ``subscribe``, ``unsubscribe``, ``error``,
   ``disconnect`` and ``finish``, registered with :meth:`Handlers.on_connect` and its siblings (or
   ``on("connect")`` etc.). All but ``connect`` can be bound to channels by a regular expression.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
@@ -30,6 +30,8 @@ DISCONNECT = "disconnect"
 FINISH = "finish"
 #: Events the server raises itself. A client cannot trigger ``error`` or ``finish`` by emitting them.
 LIFECYCLE = frozenset({CONNECT, MESSAGE, SUBSCRIBE, UNSUBSCRIBE, ERROR, DISCONNECT, FINISH})
+#: The catch-all: ``on("*")`` handlers get the client's events that have no handler of their own.
+ANY = "*"
 
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
@@ -144,7 +146,9 @@ class Handlers:
 
         The function is called as ``func(request, socket, context, *args)`` with the event's
         arguments. Lifecycle names (``connect``, ``message``, ...) register lifecycle handlers, as
-        the ``on_*`` decorators do.
+        the ``on_*`` decorators do. ``on("*")`` registers a catch-all, called as ``func(request,
+        socket, context, event, *args)`` for the events of ``namespace`` that no handler is registered
+        for (``message`` included, when it has none); its result acks as any handler's does.
         """
 
         def register(func: HandlerFunc) -> HandlerFunc:
@@ -172,6 +176,12 @@ class Handlers:
 
     def get(self, namespace: str, event: str) -> list[Handler]:
         return self._handlers.get((namespace, event), [])
+
+    def catch_all(
+        self, namespace: str, event: str, args: Sequence[Any]
+    ) -> list[tuple[Handler, Sequence[Any]]]:
+        """The calls of ``namespace``'s catch-all handlers for ``event``: each gets its name first."""
+        return [(handler, (event, *args)) for handler in self.get(namespace, ANY)]
 
     def serves(self, namespace: str) -> bool:
         """Whether ``namespace`` has a handler (``/`` always has)."""

@@ -4,6 +4,7 @@
 
     publisher = tidings.Publisher("redis://127.0.0.1:6379/0")
     publisher.broadcast_channel({"price": 101.5}, "ticker")  # or: await publisher.abroadcast_channel(...)
+    publisher.emit("price", 101.5, to="ticker")  # the event "price", to the channel's sockets
 
 The servers that share the broker deliver the message as if one of them had sent it. One
 implementation, :class:`AsyncPublisher`, for asyncio code; :class:`Publisher` is its blocking face (and
@@ -19,9 +20,9 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from tidings.api.routing import HandOver, Send, route
+from tidings.api.routing import HandOver, Send, emit, route
 from tidings.brokers import BROKER_ENV, Broker, Count, broker_from
-from tidings.channels import MAX_CHANNEL_LENGTH, check_channel_name, check_session_id, require
+from tidings.channels import MAX_CHANNEL_LENGTH, Targets, check_channel_name, check_session_id, require
 from tidings.errors import NoSocket
 
 T = TypeVar("T")
@@ -58,6 +59,18 @@ class AsyncPublisher:
         self.url = url
         self.max_channel_length = max_channel_length
         self._broker = broker
+
+    async def emit(
+        self,
+        event: str,
+        *args: Any,
+        to: Targets | None = None,
+        namespace: str = "/",
+        exclude: Targets | None = None,
+    ) -> int:
+        """Send the event ``event`` with ``args`` to every socket of ``namespace`` or to those ``to``
+        names, but those ``exclude`` names, on every server (see :func:`tidings.emit`)."""
+        return await self._route(emit(event, args, to, namespace, exclude, self.max_channel_length))
 
     async def broadcast_channel(self, message: Any, channel: str) -> int:
         """Send ``message`` to every socket in ``channel``, on every server."""
@@ -116,6 +129,28 @@ class Publisher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+
+    def emit(
+        self,
+        event: str,
+        *args: Any,
+        to: Targets | None = None,
+        namespace: str = "/",
+        exclude: Targets | None = None,
+    ) -> int:
+        emitting = self._publisher.emit(event, *args, to=to, namespace=namespace, exclude=exclude)
+        return self._run(emitting).result()
+
+    async def aemit(
+        self,
+        event: str,
+        *args: Any,
+        to: Targets | None = None,
+        namespace: str = "/",
+        exclude: Targets | None = None,
+    ) -> int:
+        emitting = self._publisher.emit(event, *args, to=to, namespace=namespace, exclude=exclude)
+        return await asyncio.wrap_future(self._run(emitting))
 
     def broadcast_channel(self, message: Any, channel: str) -> int:
         return self._run(self._publisher.broadcast_channel(message, channel)).result()
@@ -189,6 +224,7 @@ class Publisher:
 
 #: What :class:`NoSocket` says when no server took a send, by the kind of its target.
 _NOBODY = {
+    "audience": "no server has a socket in any of {}",
     "channel": "no server has a socket in channel {!r}",
     "namespace": "no server has a socket in namespace {!r}",
     "session": "no server holds session {!r}",

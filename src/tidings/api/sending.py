@@ -1,5 +1,5 @@
-"""Out-of-band sends: ``tidings.broadcast``, ``tidings.broadcast_channel``, ``tidings.send``, and their
-``async`` twins ``abroadcast``, ``abroadcast_channel``, ``asend``.
+"""Out-of-band sends: ``tidings.emit``, ``tidings.broadcast``, ``tidings.broadcast_channel``,
+``tidings.send``, and their ``async`` twins ``aemit``, ``abroadcast``, ``abroadcast_channel``, ``asend``.
 
 Callable from any code that is not a handler: a WSGI view in a worker thread, a background thread, a
 coroutine. They go through the broker of every server running in this process (once per broker: a
@@ -19,12 +19,36 @@ import os
 import threading
 from typing import Any
 
+from tidings.api import routing
 from tidings.api.publisher import Publisher
 from tidings.api.routing import Send, prepare, route
 from tidings.brokers import BROKER_ENV, MemoryBroker
-from tidings.channels import MAX_CHANNEL_LENGTH, check_channel_name, check_session_id, require
+from tidings.channels import MAX_CHANNEL_LENGTH, Targets, check_channel_name, check_session_id, require
 from tidings.errors import NoSocket
 from tidings.hub import Hub, running_hubs
+
+
+def emit(
+    event: str, *args: Any, to: Targets | None = None, namespace: str = "/", exclude: Targets | None = None
+) -> int:
+    """Send the Socket.IO event ``event`` with ``args`` (JSON values or bytes) to every socket of
+    ``namespace``, or to those ``to`` names: a channel (its members, in any namespace), a session id
+    (that socket), a socket, or a list of them — each socket once. ``exclude`` (the same kinds) leaves
+    out those sockets and the members of those channels.
+
+    A string of the form of a session id (``socket.session_id``) names that socket; any other string
+    a channel. Returns how many took it (see the module docstring); raises :class:`NoSocket` if that
+    is none, ``ValueError`` for a reserved or empty event name, or a channel name no socket could
+    subscribe to.
+    """
+    return _wait(_emit(event, args, to, namespace, exclude))
+
+
+async def aemit(
+    event: str, *args: Any, to: Targets | None = None, namespace: str = "/", exclude: Targets | None = None
+) -> int:
+    """:func:`emit` for coroutines."""
+    return await _await(_emit(event, args, to, namespace, exclude))
 
 
 def broadcast(message: Any, namespace: str = "/") -> int:
@@ -106,12 +130,21 @@ def _presence_task(hub: Hub, channel: str) -> asyncio.Future[list[dict[str, Any]
     return asyncio.ensure_future(hub.broker.presence(channel))
 
 
+def _channel_limit() -> int:
+    """The longest channel name any running server (or, with none, the default ``max_channel_length``)
+    lets a socket subscribe to: what names out-of-band sends accept."""
+    return max((hub.max_channel_length for hub in _hubs()), default=MAX_CHANNEL_LENGTH)
+
+
 def _to_channel(message: Any, channel: str) -> Send:
-    """A send to ``channel``; ``ValueError`` for a channel name that no running server (or, with
-    none, no server with the default ``max_channel_length``) lets a socket subscribe to."""
-    limit = max((hub.max_channel_length for hub in _hubs()), default=MAX_CHANNEL_LENGTH)
-    require(check_channel_name(channel, limit))
+    require(check_channel_name(channel, _channel_limit()))
     return Send(message, channel=channel)
+
+
+def _emit(
+    event: str, args: tuple[Any, ...], to: Targets | None, namespace: str, exclude: Targets | None
+) -> Send:
+    return routing.emit(event, args, to, namespace, exclude, _channel_limit())
 
 
 def _to_session(session_id: str, message: Any) -> Send:
@@ -160,6 +193,7 @@ async def _await(send: Send) -> int:
 
 #: What :class:`NoSocket` says when no socket took a send, by the kind of its target.
 _NOBODY = {
+    "audience": "no socket in any of {}",
     "channel": "no socket is subscribed to channel {!r}",
     "namespace": "no socket is connected to namespace {!r}",
     "session": "no socket with session id {!r}",

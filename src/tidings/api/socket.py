@@ -10,8 +10,8 @@ from typing import Any, Protocol
 
 from tidings.api.handlers import MESSAGE, Handler
 from tidings.api.request import Request
-from tidings.api.routing import Send, route
-from tidings.channels import check_channel_name, new_pid, require
+from tidings.api.routing import Send, emit, route
+from tidings.channels import Targets, check_channel_name, new_pid, require
 from tidings.hub import Hub
 from tidings.message import Outgoing, socketio_packets, wire_form
 from tidings.protocol.socketio import AckCallback, BaseSocket, SocketState
@@ -113,14 +113,35 @@ class Socket(BaseSocket):
         """The channels this socket is subscribed to."""
         return frozenset(self.subscriptions)
 
-    # -- to this socket ----------------------------------------------------------------------------
+    # -- to this socket (or, with to=, to others) ------------------------------------------------
 
-    def emit(self, event: str, *args: Any, callback: Callable[..., Any] | None = None) -> None:
-        """Send the Socket.IO event ``event`` with ``args``; bytes anywhere in them go as binary.
+    def emit(
+        self,
+        event: str,
+        *args: Any,
+        to: Targets | None = None,
+        exclude: Targets | None = None,
+        callback: Callable[..., Any] | None = None,
+    ) -> None:
+        """Send the Socket.IO event ``event`` with ``args`` to this socket, or to the sockets ``to``
+        names; bytes anywhere in them go as binary.
+
+        ``to``: a channel (its members, this socket too if it is in it), a session id, a socket, or a
+        list of them, each socket reached once; ``exclude`` (the same kinds) leaves some out:
+        ``emit("typing", name, to=channel, exclude=socket)`` reaches everyone in the channel but this
+        socket. See :func:`tidings.emit`.
 
         ``callback``, if given, is called with the client's ack arguments (in the handler pool, as a
-        ``def`` or ``async def`` handler would be).
+        ``def`` or ``async def`` handler would be); only for an emit to this socket. ``ValueError``
+        for a reserved or empty event name and for bad targets.
         """
+        if to is not None:
+            if callback is not None:
+                raise ValueError("a callback waits for one client's ack: not with to=")
+            self._route(emit(event, args, to, self.namespace, exclude, self.io.settings.max_channel_length))
+            return
+        if exclude is not None:
+            raise ValueError("exclude leaves sockets out of the ones to= names: give to= too")
         ack = None if callback is None else functools.partial(self._run_callback, Handler.of(callback))
         self._post(self._event(event, args, ack))
 
@@ -185,16 +206,17 @@ class Socket(BaseSocket):
         self._to_channels(message, channel, None)
 
     def _to_namespace(self, message: Any, exclude: Socket | None) -> None:
-        hub = self.io.hub
-        route(Send(message, namespace=self.namespace, exclude=exclude), hub.broker, hub.post)
+        self._route(Send(message, namespace=self.namespace, exclude=exclude))
 
     def _to_channels(self, message: Any, channel: str | None, exclude: Socket | None) -> None:
-        hub = self.io.hub
         if channel is not None:
             require(check_channel_name(channel, self.io.settings.max_channel_length))
         for name in [channel] if channel is not None else list(self.subscriptions):
-            send = Send(message, channel=name, namespace=self.namespace, exclude=exclude)
-            route(send, hub.broker, hub.post)
+            self._route(Send(message, channel=name, namespace=self.namespace, exclude=exclude))
+
+    def _route(self, send: Send) -> None:
+        hub = self.io.hub
+        route(send, hub.broker, hub.post)
 
     # -- channels, server side --------------------------------------------------------------------
 

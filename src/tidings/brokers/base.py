@@ -1,10 +1,10 @@
 """The broker interface: how the hubs of every server process (node) hand each other messages.
 
-A hub routes every channel publish, namespace broadcast and session send through its broker; the
-broker hands it, on every node that should see it, back to that node's hub for local fan-out
-(:meth:`Hub.publish`, :meth:`Hub.broadcast`, :meth:`Hub.send`). The hub tells its broker when it
-gets its first member of a channel or group and when the last one leaves, so a broker can take only
-the traffic its node has sockets for.
+A hub routes every channel publish, namespace broadcast, session send and emit to several targets
+through its broker; the broker hands it, on every node that should see it, back to that node's hub for
+local fan-out (:meth:`Hub.publish`, :meth:`Hub.broadcast`, :meth:`Hub.send`, :meth:`Hub.emit`). The hub
+tells its broker when it gets its first member of a channel or group and when the last one leaves, so a
+broker can take only the traffic its node has sockets for.
 
 Everything here runs on the event loop thread of the hub, except :meth:`Broker.prepare`, which runs in
 the caller's thread so that encoding costs (and ``TypeError`` for a value JSON cannot hold) stay there.
@@ -53,6 +53,8 @@ class LocalHub(Protocol):
 
     def send(self, outgoing: Outgoing, session_id: str) -> int: ...
 
+    def emit(self, outgoing: Outgoing) -> int: ...
+
 
 class Broker(abc.ABC):
     """Carries the messages of a hub to every hub that shares the broker, its own included."""
@@ -63,6 +65,8 @@ class Broker(abc.ABC):
 
     def __init__(self) -> None:
         self.hub: LocalHub | None = None
+        #: This node's id: the first part of every session id it hands out.
+        self.node_id = secrets.token_urlsafe(6)
         #: Which channels have history and presence: the hub's (its server's settings).
         self.options = ChannelOptions()
 
@@ -90,10 +94,10 @@ class Broker(abc.ABC):
     def new_session_id(self) -> str:
         """A new session id: what :meth:`send` can route to the node that holds the session.
 
-        1 to 64 letters, digits, ``_``, ``.`` or ``-`` (:data:`tidings.channels.SESSION_ID`): sends to
-        anything else are refused before they reach a broker.
+        ``<node id>.<random>`` (:data:`tidings.channels.SESSION_FORM`): a string of that form in an
+        emit's ``to=`` names a socket, any other string a channel.
         """
-        return secrets.token_urlsafe(15)
+        return f"{self.node_id}.{secrets.token_urlsafe(15)}"
 
     def prepare(self, outgoing: Outgoing) -> None:  # noqa: B027 - optional hook, nothing to do here
         """Encode what the broker carries of ``outgoing``, in the caller's thread (remote brokers)."""
@@ -122,6 +126,11 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     def send(self, outgoing: Outgoing, session_id: str) -> Count:
         """Hand ``outgoing`` to the one subscriber ``session_id``, wherever it is connected."""
+
+    @abc.abstractmethod
+    def emit(self, outgoing: Outgoing) -> Count:
+        """Hand ``outgoing`` to its audience (:class:`~tidings.message.Audience`), on every node: the
+        members of its channels and the subscribers of its session ids, each once."""
 
     # -- history and presence (event loop thread) ----------------------------------------------------
 

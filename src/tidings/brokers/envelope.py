@@ -8,8 +8,9 @@ One envelope is built per publish (in the publisher's thread) and decoded once p
   broadcast, or the recipient of a send, or empty. Only a session id (:data:`tidings.channels.SESSION_ID`:
   no newline) is sealed in: nothing a caller passes can end the line early and write a header.
 - ``<header JSON>`` is ``[channel, event, message, [attachment lengths]]``: ``channel`` is the channel
-  of a channel message (else null), ``event`` the Socket.IO event of ``Server.emit`` (null: the
-  ``message`` event), ``message`` any JSON value.
+  of a channel message (else null), ``event`` the Socket.IO event of an emit (null: the ``message``
+  event), ``message`` any JSON value. An emit's audience (:class:`~tidings.message.Audience`) follows
+  as a fifth item, ``[channels, session ids, excluded channels, excluded session ids]``.
 - A message of a channel with history is preceded by a line ``@<offset>:<epoch>``: its position in
   the channel's history, written by the Redis script that appended it there
   (:mod:`tidings.brokers.redis`).
@@ -24,12 +25,13 @@ One envelope is built per publish (in the publisher's thread) and decoded once p
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import orjson
 
 from tidings.channels import check_session_id, require
 from tidings.errors import ProtocolError
-from tidings.message import Outgoing, Position
+from tidings.message import Audience, Outgoing, Position
 from tidings.protocol.socketio import deconstruct, reconstruct
 
 VERSION = b"1:"
@@ -51,7 +53,9 @@ def body(outgoing: Outgoing) -> bytes:
     """
     if not (_str_or_none(outgoing.channel) and _str_or_none(outgoing.event)):
         raise TypeError("a message's channel and event must be strings")
-    header = [outgoing.channel, outgoing.event, outgoing.message, []]
+    header: list[Any] = [outgoing.channel, outgoing.event, outgoing.message, []]
+    if outgoing.audience is not None:
+        header.append([list(names) for names in outgoing.audience])
     try:
         return orjson.dumps(header)
     except TypeError:
@@ -97,11 +101,14 @@ def open_envelope(data: bytes) -> tuple[str | None, Outgoing]:
     header_end = rest.find(b"\n")
     try:
         session_id = line[len(VERSION) :].decode() or None
-        channel, event, message, lengths = orjson.loads(rest if header_end == -1 else rest[:header_end])
+        channel, event, message, lengths, *more = orjson.loads(
+            rest if header_end == -1 else rest[:header_end]
+        )
     except (orjson.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError):
         raise EnvelopeError("malformed envelope header") from None
-    if not (_str_or_none(channel) and _str_or_none(event) and isinstance(lengths, list)):
+    if not (_str_or_none(channel) and _str_or_none(event) and isinstance(lengths, list) and len(more) < 2):
         raise EnvelopeError("malformed envelope header")
+    audience = _audience(more[0]) if more else None
     if lengths:
         blob = rest[header_end + 1 :] if header_end != -1 else b""
         if not all(type(n) is int and n >= 0 for n in lengths) or sum(lengths) != len(blob):
@@ -114,7 +121,7 @@ def open_envelope(data: bytes) -> tuple[str | None, Outgoing]:
             message = reconstruct([message], attachments)[0]
         except ProtocolError as error:
             raise EnvelopeError(str(error)) from None
-    outgoing = Outgoing(message, channel, event)
+    outgoing = Outgoing(message, channel, event, audience)
     outgoing.position = position
     outgoing.log_offset = log_offset
     return session_id, outgoing
@@ -122,3 +129,19 @@ def open_envelope(data: bytes) -> tuple[str | None, Outgoing]:
 
 def _str_or_none(value: object) -> bool:
     return value is None or isinstance(value, str)
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def _audience(value: Any) -> Audience:
+    """The audience of an envelope's header: four lists of strings, the second and fourth session ids."""
+    if not (isinstance(value, list) and len(value) == 4 and all(map(_strings, value))):
+        raise EnvelopeError("malformed envelope audience")
+    channels, session_ids, exclude_channels, exclude_sessions = value
+    if any(check_session_id(name) is not None for name in [*session_ids, *exclude_sessions]):
+        raise EnvelopeError("malformed envelope audience")
+    return Audience(
+        tuple(channels), tuple(session_ids), frozenset(exclude_channels), frozenset(exclude_sessions)
+    )

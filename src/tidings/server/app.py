@@ -13,6 +13,7 @@ from a2wsgi import WSGIMiddleware
 from tidings.api.handlers import Handlers, default_handlers
 from tidings.api.request import route_path
 from tidings.brokers import Broker, BrokerError, broker_from
+from tidings.channels import Targets
 from tidings.server.endpoints import Endpoints
 from tidings.server.engineio import Engine
 from tidings.server.responses import Receive, Scope, Send, respond
@@ -99,9 +100,18 @@ class Server:
         """Register a plain WebSocket endpoint on this server's registry (see :meth:`Handlers.websocket`)."""
         return self.handlers.websocket(path)
 
-    def emit(self, event: str, *args: Any, namespace: str = "/") -> None:
-        """Send ``event`` to every socket connected to ``namespace``; safe from any thread."""
-        self.socketio.emit(event, args, namespace)
+    def emit(
+        self,
+        event: str,
+        *args: Any,
+        to: Targets | None = None,
+        namespace: str = "/",
+        exclude: Targets | None = None,
+    ) -> None:
+        """Send ``event`` to every socket connected to ``namespace``, or to the channels, session ids
+        and sockets ``to`` names (each socket once), but those ``exclude`` names (see
+        :func:`tidings.emit`). Safe from any thread; it does not wait to count who took it."""
+        self.socketio.emit(event, args, to, namespace, exclude)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

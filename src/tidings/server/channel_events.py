@@ -4,7 +4,8 @@ events, and the server's own subscribing.
 Channels on the wire are ordinary events, so any Socket.IO client can use them:
 ``emit("subscribe", channel)`` / ``emit("unsubscribe", channel)`` (acked with ``{"ok": true}`` or
 ``{"ok": false, "error": reason}``), ``emit("message", message[, channel])`` to send (to a channel
-the socket is in, unless a handler takes messages from non-members), and the ``message`` event with
+the socket is in, unless a handler takes messages from non-members; a ``message`` of any other shape
+goes to the handlers bound to no channel, as sent), and the ``message`` event with
 ``(message[, channel])`` to receive; a message of a channel with history has a third argument, its
 position ``{"offset": n, "epoch": e}``, and ``emit("subscribe", channel, {"since": position})``
 recovers what followed it. ``emit("presence", channel)`` asks who is in a channel with presence;
@@ -44,19 +45,27 @@ class ChannelEvents:
         self.runner = runner
 
     async def message(self, socket: Socket, args: list[Any]) -> Any:
-        """``emit("message", message[, channel])``: the ``message`` handlers that match, in order.
+        """``emit("message", message[, channel])``, the seeds' shape: the ``message`` handlers that
+        match, in order.
 
         A message addressed to a channel the socket is not in runs only the handlers that take
         messages from non-members; if none matches, it is refused, as one to a bad channel name is.
+        A ``message`` of any other shape — no argument, more than two, or a second that is not a
+        string, as the official clients' ``socket.send(a, b, c)`` emits — runs the handlers bound to
+        no channel with the arguments as sent. With no ``message`` handler, the catch-all takes it.
         """
-        if len(args) not in (1, 2) or (len(args) == 2 and not isinstance(args[1], str)):
-            logger.info("socket %s: malformed message event ignored", socket.session_id)
-            return {"ok": False, "error": "expected (message) or (message, channel)"}
-        message = args[0]
-        channel: str | None = args[1] if len(args) == 2 else None
+        seeds_shape = len(args) == 1 or (len(args) == 2 and isinstance(args[1], str))
+        message = args[0] if seeds_shape else args
+        channel: str | None = args[1] if seeds_shape and len(args) == 2 else None
         if self.settings.message_log_format is not None:
             self._log_message(socket, message, channel)
         handlers = self.handlers.get(socket.namespace, MESSAGE)
+        catching = [] if handlers else self.handlers.catch_all(socket.namespace, MESSAGE, args)
+        if catching:
+            return await self.runner.run_answering(socket, catching, socket.channels)
+        if not seeds_shape:
+            unbound = [(handler, args) for handler in handlers if handler.channel is None]
+            return await self.runner.run_answering(socket, unbound, socket.channels)
         channels: Collection[str]
         if channel is None:
             channels = socket.channels

@@ -19,6 +19,7 @@ from collections.abc import Collection, Iterable
 from typing import Any, cast
 
 from tidings.api.handlers import (
+    ANY,
     CONNECT,
     DISCONNECT,
     FINISH,
@@ -31,10 +32,10 @@ from tidings.api.handlers import (
     Refuse,
 )
 from tidings.api.request import Request
-from tidings.api.routing import Send, route
+from tidings.api.routing import emit, route
 from tidings.api.socket import Socket
 from tidings.brokers import Broker
-from tidings.channels import KeptSession
+from tidings.channels import KeptSession, Targets
 from tidings.hub import Hub
 from tidings.protocol import ProtocolError
 from tidings.protocol import socketio as sio
@@ -328,24 +329,35 @@ class SocketIO:
         elif event == PRESENCE and self.settings.presence:
             result = await self.channels.presence(socket, args)
         else:
-            handlers = [] if event in LIFECYCLE else self.handlers.get(socket.namespace, event)
-            if not handlers:
-                logger.debug("no handler for event %r in %s", event, socket.namespace)
+            namespace = socket.namespace
+            handlers = [] if event in LIFECYCLE or event == ANY else self.handlers.get(namespace, event)
+            calls = [(handler, args) for handler in handlers]
+            if not calls:
+                calls = self.handlers.catch_all(namespace, event, args)
+            if not calls:
+                logger.debug("no handler for event %r in %s", event, namespace)
                 return
-            result = await self.runner.run_answering(
-                socket, [(handler, args) for handler in handlers], socket.channels
-            )
+            result = await self.runner.run_answering(socket, calls, socket.channels)
         if packet.id is not None and socket._state is SocketState.CONNECTED:
             socket.connection.session.send_many(_ack_packets(socket.namespace, packet.id, result, event))
 
     # -- fan-out ---------------------------------------------------------------------------------
 
-    def emit(self, event: str, args: tuple[Any, ...], namespace: str = "/") -> None:
-        """Send an event to every socket of ``namespace`` (on every node), encoded once for all of them.
+    def emit(
+        self,
+        event: str,
+        args: tuple[Any, ...],
+        to: Targets | None = None,
+        namespace: str = "/",
+        exclude: Targets | None = None,
+    ) -> None:
+        """Send an event to every socket of ``namespace`` or to those ``to`` names, but those
+        ``exclude`` names (on every node), encoded once for all of them.
 
         Safe from any thread: the encoding happens in the caller's thread, the writes on the loop.
         """
-        route(Send(list(args), event=event, namespace=namespace), self.hub.broker, self.hub.post)
+        send = emit(event, args, to, namespace, exclude, self.settings.max_channel_length)
+        route(send, self.hub.broker, self.hub.post)
 
 
 def _ack_args(result: Any) -> list[Any]:

@@ -74,6 +74,11 @@ class MemoryBroker(Broker):
             _log(self._sessions, outgoing, "session", session_id, None)
         return self._hub().send(outgoing, session_id)
 
+    def emit(self, outgoing: Outgoing) -> int:
+        if self._sessions is not None:
+            _log(self._sessions, outgoing, "audience", "", None)
+        return self._hub().emit(outgoing)
+
     async def recover(self, channel: str, rule: HistoryRule, since: Position | None) -> Recovery:
         return self._history.recover(channel, rule, since)
 

@@ -105,7 +105,11 @@ class MemorySessions:
         log = self.log
         # The log's numbers run on without a gap from its oldest entry's.
         after = itertools.islice(log, number - log[0].number + 1, None)
-        messages = [e.outgoing for e in after if session.addressed(e.target, e.name, e.session_id)]
+        messages = [
+            entry.outgoing
+            for entry in after
+            if session.addressed(entry.target, entry.name, entry.session_id, entry.outgoing.audience)
+        ]
         last = log[-1].outgoing.log_offset
         assert last is not None
         return messages, last

@@ -8,6 +8,9 @@ Routing, under a name prefix (default ``tidings:``):
 - ``<prefix>group:<name>``: a Socket.IO namespace (or WebSocket endpoint path), for ``broadcast``.
 - ``<prefix>node:<node id>``: one node's sends. A session id is ``<node id>.<random>``, so
   ``send(session_id, ...)`` is one PUBLISH to the node that holds the session.
+- ``<prefix>all:nodes``: emits to several channels and session ids (``tidings.emit(to=[...])``), which
+  every node takes and hands to its members of their audience: one PUBLISH, and each socket gets it
+  once, whichever of the targets it belongs to.
 
 Every message goes through Redis, the publishing node's own subscribers included: each node reads one
 subscriber connection (:mod:`~tidings.brokers.redis.subscriptions`), on which Redis hands it messages
@@ -35,7 +38,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -63,7 +65,7 @@ logger = logging.getLogger("tidings.broker")
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_PREFIX = "tidings:"
 
-Route = tuple[Literal["channel", "group", "node"], str]
+Route = tuple[Literal["channel", "group", "node", "all"], str]
 
 
 class RedisBroker(Broker):
@@ -87,8 +89,6 @@ class RedisBroker(Broker):
         self.url = url
         self.prefix = prefix if prefix is not None else os.environ.get(PREFIX_ENV) or DEFAULT_PREFIX
         self.connect_timeout = connect_timeout
-        #: This node's id: the first part of every session id it hands out.
-        self.node_id = secrets.token_urlsafe(6)
         # The publishing connection and its queue, the subscriber connection's (un)subscribes, the
         # channels with history, this node's presence entries.
         self._connection = RedisConnection(self, url, self.prefix, connect_timeout)
@@ -102,6 +102,7 @@ class RedisBroker(Broker):
         self._queue = self._connection.queue
         self._name = self._connection.name
         self._node_topic = self._connection.name("node", self.node_id)
+        self._all_topic = self._connection.name("all", "nodes")
         # What each subscribed topic routes to; written when the hub's membership changes.
         self._routes: dict[bytes, Route] = {}
         self._reader: asyncio.Task[None] | None = None
@@ -145,10 +146,12 @@ class RedisBroker(Broker):
         assert client is not None
         subscriptions = self._subscriptions
         self._routes[self._node_topic] = ("node", self.node_id)
-        confirmed = subscriptions.expect_confirmation(self._node_topic)
+        self._routes[self._all_topic] = ("all", "nodes")
+        topics = (self._node_topic, self._all_topic)
+        confirmed = asyncio.gather(*map(subscriptions.expect_confirmation, topics))
         subscriptions.pubsub = client.pubsub()
         try:
-            await subscriptions.pubsub.subscribe(self._node_topic)
+            await subscriptions.pubsub.subscribe(*topics)
         except (RedisError, OSError) as error:
             await self.stop()
             message = f"cannot subscribe on the Redis broker at {safe_url(self.url)}: {error}"
@@ -189,11 +192,6 @@ class RedisBroker(Broker):
     def _options(self) -> tuple[str, bytes]:
         """The key and value that tell publishers the servers' history and presence settings."""
         return self._connection.key("options"), orjson.dumps(self.options.to_json())
-
-    # -- session ids ---------------------------------------------------------------------------------
-
-    def new_session_id(self) -> str:
-        return f"{self.node_id}.{secrets.token_urlsafe(15)}"
 
     # -- membership: what this node subscribes to ---------------------------------------------------
 
@@ -272,6 +270,10 @@ class RedisBroker(Broker):
             return
         kind, name = route
         try:
+            if kind == "all":
+                if outgoing.audience is not None:
+                    hub.emit(outgoing)
+                return
             if kind == "node":
                 if session_id is not None:
                     hub.send(outgoing, session_id)
@@ -344,6 +346,10 @@ class RedisBroker(Broker):
             return 0
         envelope = seal(session_id, _body(outgoing))
         return self._publish(self._name("node", node), envelope, "session", session_id)
+
+    def emit(self, outgoing: Outgoing) -> asyncio.Future[int]:
+        """One PUBLISH that every node takes: how many nodes there are."""
+        return self._publish(self._all_topic, seal(None, _body(outgoing)), "audience", "")
 
     def _publish(self, topic: bytes, envelope: bytes, target: Target, name: str) -> asyncio.Future[int]:
         """PUBLISH ``envelope``; with connection state recovery, log it as sent to ``target`` too."""

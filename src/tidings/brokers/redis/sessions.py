@@ -29,7 +29,12 @@ from tidings.message import Outgoing
 
 logger = logging.getLogger("tidings.broker")
 
-TARGETS: dict[str, Target] = {"channel": "channel", "group": "group", "session": "session"}
+TARGETS: dict[str, Target] = {
+    "channel": "channel",
+    "group": "group",
+    "session": "session",
+    "audience": "audience",
+}
 
 
 class RedisSessions:
@@ -69,7 +74,7 @@ class RedisSessions:
             except EnvelopeError as error:
                 logger.error("broker: dropped a packet of the recovery log: %s", error)
                 continue
-            if session.addressed(target, name, session_id):
+            if session.addressed(target, name, session_id, outgoing.audience):
                 outgoing.log_offset = entry_id.decode()
                 messages.append(outgoing)
         return messages, entries[-1][0].decode()

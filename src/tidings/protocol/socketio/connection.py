@@ -26,7 +26,7 @@ from typing import Any, Generic, Literal, TypeVar
 from tidings.errors import IllegalTransition, ProtocolError
 from tidings.protocol import engineio as eio
 from tidings.protocol.socketio.decoder import Decoder
-from tidings.protocol.socketio.packets import Packet, PacketType, encode
+from tidings.protocol.socketio.packets import Packet, PacketType, check_event, encode
 from tidings.protocol.states import StateEnum
 
 
@@ -76,10 +76,14 @@ class BaseSocket:
         self, event: str, args: Sequence[Any], callback: AckCallback | None = None
     ) -> list[str | bytes]:
         """The EVENT ``event`` with ``args``; with ``callback``, one that asks for an ack, which
-        ``callback`` then waits for (SIO §"Acknowledgement"). ``TypeError`` for args JSON cannot hold.
+        ``callback`` then waits for (SIO §"Acknowledgement"). ``TypeError`` for args JSON cannot hold,
+        ``ValueError`` for an event name no client takes (:func:`check_event`).
 
         Safe from any thread: ``count()`` and a dict's item assignment each hold the GIL throughout.
         """
+        refusal = check_event(event)
+        if refusal is not None:
+            raise ValueError(refusal)
         if callback is None:
             return messages(Packet(PacketType.EVENT, self.namespace, [event, *args]))
         ack_id = next(self._ack_ids)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import json
+import reprlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +60,17 @@ class Packet:
     namespace: str = "/"
     data: Any = None
     id: int | None = None
+
+
+def check_event(event: Any) -> str | None:
+    """Why ``event`` cannot name an EVENT the server sends, or None: it must be a non-empty string and
+    no reserved name (the official clients take an EVENT named ``disconnect`` ... for a broken packet
+    and close the connection: SIO §"EVENT")."""
+    if not isinstance(event, str) or not event:
+        return f"an event name is a non-empty string, not {reprlib.repr(event)}"
+    if event in RESERVED_EVENTS:
+        return f"{event!r} is a reserved event name"
+    return None
 
 
 def dumps(data: Any) -> str:
