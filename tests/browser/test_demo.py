@@ -225,9 +225,9 @@ def test_a_page_whose_name_was_taken_while_it_was_away_is_told_so(
     browser: Browser, demo: TidingsProcess
 ) -> None:
     ann = open_room(browser, demo, "lobby", "ann")
-    ann.context.set_offline(True)  # the page cannot reconnect ...
     demo.stop()
     expect(ann.locator("#state")).to_have_text("reconnecting")
+    ann.context.set_offline(True)  # the page cannot reconnect ...
     demo.start()
     other = browser.new_context().new_page()  # ... while somebody else takes its name
     other.goto(f"{demo.url}/room/lobby?name=ANN")
