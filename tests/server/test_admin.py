@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import queue
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import socketio
 
@@ -82,7 +84,14 @@ def user(server: ThreadedServer, clients: list[Recorder], *channels: str) -> Rec
 
 
 def test_a_wrong_password_is_refused(server: ThreadedServer, clients: list[Recorder]) -> None:
-    for auth in ({"username": "admin", "password": "wrong"}, {"username": "root", "password": PASSWORD}, {}):
+    wrong = [
+        {"username": "admin", "password": "wrong"},
+        {"username": "root", "password": PASSWORD},
+        {"username": "admin", "password": "x" * 100},  # over bcrypt's 72 bytes
+        {"sessionId": ["not", "a", "string"]},
+        {},
+    ]
+    for auth in wrong:
         with pytest.raises(socketio.exceptions.ConnectionError):
             admin(server, clients, **auth)
         assert clients[-1].next("connect_error") == ({"message": "invalid credentials"},)
@@ -177,3 +186,32 @@ def test_without_admin_ui_there_is_no_admin_namespace(clients: list[Recorder]) -
         pytest.raises(socketio.exceptions.ConnectionError),
     ):
         admin(server, clients, username="admin", password=PASSWORD)
+
+
+async def test_the_page_is_served_from_its_folder_only(tmp_path: Path) -> None:
+    modules = tmp_path / "node_modules"
+    dist = modules / "@socket.io" / "admin-ui" / "ui" / "dist"
+    (dist / "js").mkdir(parents=True)
+    (dist / "index.html").write_text(
+        '<html><head><link rel="stylesheet" href="https://fonts.example/css">'
+        '<link href="css/app.css" rel="stylesheet"></head><body></body></html>'
+    )
+    (dist / "js" / "app.js").write_text("console.log(1)")
+    (modules / "@mdi" / "font" / "css").mkdir(parents=True)
+    (modules / "@mdi" / "font" / "css" / "icons.css").write_text(".mdi {}")
+    (tmp_path / "secret.txt").write_text("not for the web")
+    app = Server(handlers=Handlers(), admin_ui=AdminUI(auth=False, ui_files=dist))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+        page = await http.get("/admin-ui/")
+        assert page.status_code == 200
+        assert "fonts.example" not in page.text  # nothing from the internet
+        assert '<link rel="stylesheet" href="mdi/css/materialdesignicons.min.css">' in page.text
+        script = await http.get("/admin-ui/js/app.js")
+        assert script.text == "console.log(1)" and script.headers["content-type"] == "text/javascript"
+        assert (await http.get("/admin-ui/mdi/css/icons.css")).text == ".mdi {}"
+        redirect = await http.get("/admin-ui")
+        assert (redirect.status_code, redirect.headers["location"]) == (308, "/admin-ui/")
+        for outside in ("/admin-ui/%2E%2E/%2E%2E/%2E%2E/%2E%2E/%2E%2E/secret.txt", "/admin-ui/missing.js"):
+            assert (await http.get(outside)).status_code == 404
+    with pytest.raises(ValueError, match=r"no index\.html"):
+        Server(handlers=Handlers(), admin_ui=AdminUI(auth=False, ui_files=tmp_path))

@@ -145,7 +145,8 @@ class Admin:
         if auth is False:
             return None
         given = socket.auth if isinstance(socket.auth, dict) else {}
-        if given.get("sessionId") in self.sessions:
+        session_id = given.get("sessionId")
+        if isinstance(session_id, str) and session_id in self.sessions:
             return None
         username, password = given.get("username"), given.get("password")
         if not (isinstance(username, str) and isinstance(password, str)):
@@ -154,7 +155,7 @@ class Admin:
         matches = await loop.run_in_executor(None, _password_matches, password, auth[1])
         if not (hmac.compare_digest(username.encode(), auth[0].encode()) and matches):
             return "invalid credentials"
-        session_id = secrets.token_hex(8)
+        session_id = secrets.token_hex(16)
         self.sessions[session_id] = None
         if len(self.sessions) > self.options.max_sessions:
             del self.sessions[next(iter(self.sessions))]
