@@ -167,11 +167,12 @@ class Admin:
     def connected(self, socket: Socket) -> None:
         """A socket of any namespace was accepted."""
         self.since[socket.session_id] = datetime.now(timezone.utc)
-        if socket.namespace != self.namespace:
+        if socket.namespace == self.namespace:
+            self.viewers[socket] = None
+        if self.viewers:
             self._tell("socket_connected", self.serialize(socket), _now())
+        if socket.namespace != self.namespace:
             return
-        self.viewers[socket] = None
-        self._tell("socket_connected", self.serialize(socket), _now())
         socket.emit("config", {"supportedFeatures": self.features})
         socket.emit("all_sockets", [self.serialize(each) for each in self._sockets()])
         socket.emit("server_stats", self._stats())
@@ -185,7 +186,8 @@ class Admin:
         if not self.viewers and self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._tell("socket_disconnected", socket.namespace, socket.session_id, reason, _now())
+        if self.viewers:
+            self._tell("socket_disconnected", socket.namespace, socket.session_id, reason, _now())
 
     def session_opened(self) -> None:
         self._count("rawConnection")
@@ -196,11 +198,11 @@ class Admin:
     # -- the hub's observer: channels are the UI's rooms -------------------------------------------
 
     def joined(self, subscriber: Subscriber, channel: str) -> None:
-        if isinstance(subscriber, Socket):
+        if self.viewers and isinstance(subscriber, Socket):
             self._tell("room_joined", subscriber.namespace, channel, subscriber.session_id, _now())
 
     def left(self, subscriber: Subscriber, channel: str) -> None:
-        if isinstance(subscriber, Socket):
+        if self.viewers and isinstance(subscriber, Socket):
             self._tell("room_left", subscriber.namespace, channel, subscriber.session_id, _now())
 
     def event_received(self, socket: Socket, data: list[Any]) -> None:
@@ -318,9 +320,7 @@ class Admin:
             self.counts[key] = self.counts.get(key, 0) + 1
 
     def _tell(self, event: str, *args: Any) -> None:
-        """``event`` to every UI connected to this node, encoded once."""
-        if not self.viewers:
-            return
+        """``event`` to every UI connected to this node (one at least), encoded once."""
         viewer = next(iter(self.viewers))
         try:
             packets = viewer._event(event, args)
