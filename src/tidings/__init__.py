@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 
 #: Where each public name lives: ``tidings.X`` is ``getattr(import_module(_SOURCES[X]), X)``.
 _SOURCES = {
+    "AdminUI": "tidings.server.admin",
     "AsyncPublisher": "tidings.api.publisher",
     "AsyncWebSocket": "tidings.server.plain_websocket",
     "BrokerError": "tidings.errors",
@@ -50,6 +51,7 @@ _SOURCES = {
 _DEFAULT_REGISTRY = ("on", "websocket")
 
 __all__ = [
+    "AdminUI",
     "AsyncPublisher",
     "AsyncWebSocket",
     "BrokerError",

@@ -21,7 +21,7 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from tidings.brokers.base import Broker
 from tidings.brokers.memory import MemoryBroker
@@ -61,6 +61,14 @@ class CatchUp:
         return newer(outgoing.position, self.position)
 
 
+class MembershipObserver(Protocol):
+    """Told when a subscriber joins or leaves a channel (the Admin UI's rooms)."""
+
+    def joined(self, subscriber: Subscriber, channel: str) -> None: ...
+
+    def left(self, subscriber: Subscriber, channel: str) -> None: ...
+
+
 _running: weakref.WeakSet[Hub] = weakref.WeakSet()
 
 
@@ -94,6 +102,8 @@ class Hub:
         self.max_channel_length = MAX_CHANNEL_LENGTH
         #: The server's ``loop_call_timeout``: how long a call from another thread waits for the loop.
         self.call_timeout = CALL_TIMEOUT
+        #: Told of every channel join and leave on this node (None: no one, the default).
+        self.observer: MembershipObserver | None = None
         self._settings: Settings | None = None
         self._starting: asyncio.Future[None] | None = None
 
@@ -242,6 +252,8 @@ class Hub:
         members[subscriber] = None
         if self.options.any and self.options.presence(channel):
             self._announce(subscriber, channel, True)
+        if self.observer is not None:
+            self.observer.joined(subscriber, channel)
         return True
 
     def unsubscribe(self, subscriber: Subscriber, channel: str) -> bool:
@@ -263,6 +275,8 @@ class Hub:
             self._stop_catch_up(subscriber, channel)
             if self.options.presence(channel):
                 self._announce(subscriber, channel, False)
+        if self.observer is not None:
+            self.observer.left(subscriber, channel)
 
     # -- presence (event loop thread) ---------------------------------------------------------------
 

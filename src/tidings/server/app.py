@@ -14,6 +14,8 @@ from tidings.api.handlers import Handlers, default_handlers
 from tidings.api.request import route_path
 from tidings.brokers import Broker, BrokerError, broker_from
 from tidings.channels import Targets
+from tidings.server.admin import Admin, AdminUI
+from tidings.server.admin_page import AdminPage
 from tidings.server.endpoints import Endpoints
 from tidings.server.engineio import Engine
 from tidings.server.responses import Receive, Scope, Send, respond
@@ -63,6 +65,8 @@ class Server:
             environment variable ``TIDINGS_BROKER``, else ``"memory"``. It starts at ASGI lifespan
             startup (under a server without lifespan: at the first request); an unreachable Redis
             fails the startup with a message naming the URL.
+        admin_ui: an :class:`~tidings.server.admin.AdminUI`: the Socket.IO Admin UI's namespace
+            (``/admin``), and its page if ``ui_files`` is given (see docs/operations.md).
     """
 
     def __init__(
@@ -74,6 +78,7 @@ class Server:
         namespaces: Iterable[str] | str | None = None,
         settings: Settings | None = None,
         broker: str | Broker | None = None,
+        admin_ui: AdminUI | None = None,
         **options: Any,
     ) -> None:
         if wsgi_app is not None and asgi_app is not None:
@@ -91,6 +96,12 @@ class Server:
             self.asgi_app = WSGIMiddleware(wsgi_app)
         self._endpoint = self.settings.path.rstrip("/")
         self._client = client_files(self.settings.client_path)
+        self._admin_page: AdminPage | None = None
+        if admin_ui is not None:
+            admin = Admin(admin_ui, self.socketio, self.engine)
+            self.socketio.admin = self.socketio.hub.observer = admin
+            if admin_ui.ui_files is not None:
+                self._admin_page = AdminPage(admin_ui.ui_files, admin_ui.ui_path)
 
     def on(self, event: str, namespace: str = "/") -> Any:
         """Register a handler on this server's registry (see :meth:`Handlers.on`)."""
@@ -135,6 +146,8 @@ class Server:
                 await self.engine.handle_http(scope, receive, send)
             elif kind == "websocket":
                 await self.engine.handle_websocket(scope, receive, send)
+        elif self._admin_page is not None and kind == "http" and self._admin_page.serves(path):
+            await self._admin_page.serve(path, send)
         elif kind == "websocket" and self.wsgi_app is not None:
             await self.endpoints.serve_wsgi(self.wsgi_app, scope, receive, send)
         elif self.asgi_app is not None:

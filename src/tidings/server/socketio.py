@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Collection, Iterable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from tidings.api.handlers import (
     ANY,
@@ -47,6 +47,9 @@ from tidings.server.engineio import Session
 from tidings.server.jobs import JobQueue
 from tidings.server.running import HandlerRunner, answer
 from tidings.settings import Settings
+
+if TYPE_CHECKING:
+    from tidings.server.admin import Admin
 
 logger = logging.getLogger("tidings.socketio")
 
@@ -117,6 +120,8 @@ class SocketIO:
         self.hub.configure(settings)
         self.runner = HandlerRunner(settings, handlers)
         self.channels = ChannelEvents(settings, handlers, self.hub, self.runner)
+        #: The Socket.IO Admin UI's namespace, if the server has one (see :mod:`tidings.server.admin`).
+        self.admin: Admin | None = None
 
     async def run_handler(
         self, socket: Socket, handler: Handler, args: Iterable[Any], channels: Collection[str]
@@ -136,6 +141,8 @@ class SocketIO:
 
     def session_opened(self, session: Session) -> None:
         self.hub.bind_loop()
+        if self.admin is not None:
+            self.admin.session_opened()
         connection = Connection(session, self.settings)
         session.data = connection
         connection._connect_timer = asyncio.get_running_loop().call_later(
@@ -176,6 +183,8 @@ class SocketIO:
 
     def session_closed(self, session: Session, reason: str) -> None:
         connection: Connection = session.data
+        if self.admin is not None:
+            self.admin.session_closed()
         if connection._connect_timer is not None:
             connection._connect_timer.cancel()
         if connection._attachment_timer is not None:
@@ -190,7 +199,7 @@ class SocketIO:
     # -- namespace connect and disconnect (SIO §"Connection to a namespace") --------------------
 
     def _accepts(self, namespace: str) -> bool:
-        if self._namespaces == "*":
+        if self._namespaces == "*" or (self.admin is not None and self.admin.owns(namespace)):
             return True
         if self._namespaces is None:
             return self.handlers.serves(namespace)
@@ -211,6 +220,9 @@ class SocketIO:
             connection._connect_timer = None
         socket = Socket(self, connection, namespace, request.auth)
         connection.protocol.open(socket)
+        if self.admin is not None and self.admin.owns(namespace):
+            connection.schedule(lambda: self._run_admin_login(connection, socket))
+            return
         comeback = recovery.comeback(request.auth) if socket._pid is not None else None
         if comeback is None and connection.idle and not self.handlers.get(namespace, CONNECT):
             self._connected(connection, socket)  # what the job would do, without a task per connection
@@ -247,11 +259,22 @@ class SocketIO:
         # Refused, or the session ended while the connect handlers ran: the socket is over.
         await self.runner.fire(socket, FINISH, ())
 
+    async def _run_admin_login(self, connection: Connection, socket: Socket) -> None:
+        """The Admin UI's namespace: its login instead of connect handlers."""
+        assert self.admin is not None
+        refusal = await self.admin.login(socket)
+        if refusal is not None:
+            self._refuse(connection, socket, refusal, None)
+        elif socket._state is SocketState.CONNECTING:
+            self._connected(connection, socket)
+
     def _connected(self, connection: Connection, socket: Socket) -> None:
         replies = connection.protocol.accept(socket, socket.session_id, socket._pid)
         self.hub.join(socket, socket.namespace)
         for packets in replies:
             connection.session.send_many(packets)
+        if self.admin is not None:
+            self.admin.connected(socket)
 
     async def _resume(self, connection: Connection, socket: Socket, kept: KeptSession, offset: str) -> None:
         """Accept a socket that took up ``kept``: its channels, what it missed after ``offset``, then
@@ -273,6 +296,8 @@ class SocketIO:
         for packets in connection.protocol.accept(socket, socket.session_id, socket._pid):
             connection.session.send_many(packets)
         recovery.release_held(self.hub, socket, missed)
+        if self.admin is not None:
+            self.admin.connected(socket)
 
     def _refuse(self, connection: Connection, socket: Socket, reason: str, data: Any) -> None:
         if socket._state is not SocketState.CONNECTING:
@@ -301,6 +326,8 @@ class SocketIO:
             callback(None)
         if notify_client:
             connection.session.send_many(sio.namespace_disconnect(socket.namespace))
+        if self.admin is not None:
+            self.admin.disconnected(socket, reason)
         handlers, namespace = self.handlers, socket.namespace
         if (
             handlers.get(namespace, DISCONNECT)
@@ -319,6 +346,11 @@ class SocketIO:
     # -- events ----------------------------------------------------------------------------------
 
     async def _run_event(self, socket: Socket, packet: sio.Packet) -> None:
+        if self.admin is not None:
+            if self.admin.owns(socket.namespace):
+                self.admin.act(packet.data)
+                return
+            self.admin.event_received(socket, packet.data)
         event, *args = packet.data
         if event == MESSAGE:
             result = await self.channels.message(socket, args)
