@@ -50,6 +50,9 @@ from tidings.settings import Settings
 
 logger = logging.getLogger("tidings.socketio")
 
+#: The name the metrics count events under once ``metrics_event_names`` names are counted.
+OTHER = "other"
+
 
 class Connection(JobQueue):
     """The server's side of one client's Socket.IO connection: the protocol's state of it
@@ -117,6 +120,9 @@ class SocketIO:
         self.hub.configure(settings)
         self.runner = HandlerRunner(settings, handlers)
         self.channels = ChannelEvents(settings, handlers, self.hub, self.runner)
+        #: Events received, by name: the first ``metrics_event_names`` names, then all as "other"
+        #: (a client makes names up); read by the metrics at a scrape.
+        self.events: dict[str, int] = {}
 
     async def run_handler(
         self, socket: Socket, handler: Handler, args: Iterable[Any], channels: Collection[str]
@@ -320,6 +326,9 @@ class SocketIO:
 
     async def _run_event(self, socket: Socket, packet: sio.Packet) -> None:
         event, *args = packet.data
+        events = self.events
+        counted = event if event in events or len(events) < self.settings.metrics_event_names else OTHER
+        events[counted] = events.get(counted, 0) + 1
         if event == MESSAGE:
             result = await self.channels.message(socket, args)
         elif event == SUBSCRIBE:

@@ -92,6 +92,7 @@ class RedisBroker(Broker):
         # The publishing connection and its queue, the subscriber connection's (un)subscribes, the
         # channels with history, this node's presence entries.
         self._connection = RedisConnection(self, url, self.prefix, connect_timeout)
+        self.publish_seconds = self._connection.round_trips
         self._subscriptions = Subscriptions()
         self._history = RedisHistory(self, self._connection)
         self._presence = RedisPresence(self, self._connection, self.node_id)
@@ -241,6 +242,7 @@ class RedisBroker(Broker):
                     safe_url(self.url),
                 )
                 lost, delay = False, 0.05
+                self.reconnects += 1
                 self._reconnected()
             if message is None:
                 continue
