@@ -174,6 +174,7 @@ async def test_a_known_run_is_counted_exactly() -> None:
         }
         assert series(samples, "tidings_broker_reconnects_total") == {"": 0}
         assert series(samples, "tidings_broker_publish_seconds_count") == {}  # the memory broker has none
+        assert series(samples, "tidings_broker_lag_seconds") == {}
 
         # Every client gone: no socket connected, every session opened is closed.
         for _ in range(100):
@@ -333,6 +334,8 @@ async def test_the_redis_brokers_publishes_and_reconnects() -> None:
             publishes = series(samples, "tidings_broker_publish_seconds_count")[""]
             assert publishes >= 1  # batched: how many pipelines carried the commands varies
             assert series(samples, "tidings_broker_reconnects_total") == {"": 0}
+            # Measured at the scrape: a probe this node published came back through Redis.
+            assert series(samples, "tidings_broker_lag_seconds")[""] >= 0
 
             # Redis drops the node's subscriber connection (as a restart would): it reconnects once.
             connection = app.socketio.hub.broker._subscriptions.pubsub.connection

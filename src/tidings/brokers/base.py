@@ -118,6 +118,12 @@ class Broker(abc.ABC):
     async def ready(self) -> None:  # noqa: B027 - optional hook
         """Return once the subscriptions asked for so far are in effect everywhere."""
 
+    async def lag(self) -> float | None:
+        """Seconds a message this node publishes now takes to come back to it through the broker's
+        server (its queue, the server, what the node has yet to read before it); None for a broker
+        with no server, or if it does not come back in time."""
+        return None
+
     # -- routing (event loop thread) ---------------------------------------------------------------
 
     @abc.abstractmethod

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import operator
 import os
 import secrets
 from collections.abc import Iterator
@@ -83,7 +84,14 @@ FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     ),
     "broker_reconnects": ("counter", "Times the broker reconnected to Redis.", ()),
     "broker_publish_seconds": ("histogram", "From a publish to Redis' answer, per pipeline.", ()),
+    "broker_lag_seconds": (
+        "gauge",
+        "From a publish to this node reading it back from the broker, measured at the scrape.",
+        (),
+    ),
 }
+#: Gauges whose total over the workers is the largest, not the sum.
+LARGEST = frozenset({"broker_lag_seconds"})
 
 #: Family -> label values ("\x1f"-joined) -> numbers.
 Snapshot = dict[str, dict[str, list[float]]]
@@ -122,6 +130,15 @@ def snapshot(server: Server) -> Snapshot:
     return ours
 
 
+async def measure(server: Server) -> Snapshot:
+    """:func:`snapshot`, with the broker's lag measured now (a round trip through Redis)."""
+    ours = snapshot(server)
+    lag = await server.socketio.hub.broker.lag()
+    if lag is not None:
+        ours["broker_lag_seconds"] = {"": [lag]}
+    return ours
+
+
 def _connections(server: Server) -> dict[str, list[float]]:
     """Connected sockets by transport and namespace, the namespaces past ``metrics_event_names``
     (a server open to any namespace lets clients make them up) as "other"."""
@@ -148,12 +165,10 @@ def merge(snapshots: list[Snapshot]) -> Snapshot:
         for name, series in one.items():
             if name not in total:
                 continue
-            into = total[name]
+            into, add = total[name], max if name in LARGEST else operator.add
             for labels, values in series.items():
                 current = into.get(labels)
-                into[labels] = (
-                    list(values) if current is None else [a + b for a, b in zip(current, values, strict=True)]
-                )
+                into[labels] = list(values) if current is None else list(map(add, current, values))
     return total
 
 
@@ -236,7 +251,7 @@ class Metrics:
         if not allowed:
             await respond(send, 403, b"Forbidden: origin not allowed\n")
             return
-        snapshots = [snapshot(self.server)]
+        snapshots = [await measure(self.server)]
         if self.directory is not None:
             snapshots += await self._others()
         await respond(send, 200, exposition(merge(snapshots)), CONTENT_TYPE, origins.headers(origin))
@@ -247,7 +262,7 @@ class Metrics:
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            writer.write(orjson.dumps(snapshot(self.server)))
+            writer.write(orjson.dumps(await measure(self.server)))
             await writer.drain()
         finally:
             writer.close()
