@@ -131,9 +131,17 @@ async def test_a_known_run_is_counted_exactly() -> None:
                 await broken.send("9nonsense")
                 await until_closed(broken)
 
-            samples = parse((await scrape(base)).text)
+            async with connect(base.replace("http", "ws", 1) + "/echo") as plain:  # a plain WebSocket
+                await plain.send("ping")
+                assert await plain.recv() == "ping"
+                samples = parse((await scrape(base)).text)
 
-        assert series(samples, "tidings_connections", "transport") == {"websocket": 3, "polling": 1}
+        connections = {
+            (dict(labels)["transport"], dict(labels)["namespace"]): value
+            for (name, labels), value in samples.items()
+            if name == "tidings_connections"
+        }
+        assert connections == {("websocket", "/"): 3, ("polling", "/"): 1, ("plain", "/echo"): 1}
         assert series(samples, "tidings_sessions_opened_total", "transport") == {"websocket": 4, "polling": 3}
         assert series(samples, "tidings_sessions_closed_total", "reason") == {
             "send buffer full": 1,

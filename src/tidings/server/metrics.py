@@ -33,8 +33,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from tidings.api.request import Headers
+from tidings.api.request import Headers, route_path
 from tidings.protocol.socketio import SocketState
+from tidings.server.plain_websocket import State as PlainState
 from tidings.server.responses import Receive, Scope, Send, respond
 from tidings.server.websocket import bytes_written
 from tidings.stats import BUCKETS
@@ -57,7 +58,7 @@ OTHER = "other"
 FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "connections": (
         "gauge",
-        "Socket.IO sockets connected, by transport and namespace.",
+        "Socket.IO sockets connected, by transport and namespace; plain WebSockets by path.",
         ("transport", "namespace"),
     ),
     "sessions_opened": ("counter", "Engine.IO sessions opened, by transport.", ("transport",)),
@@ -140,21 +141,28 @@ async def measure(server: Server) -> Snapshot:
 
 
 def _connections(server: Server) -> dict[str, list[float]]:
-    """Connected sockets by transport and namespace, the namespaces past ``metrics_event_names``
-    (a server open to any namespace lets clients make them up) as "other"."""
+    """Connected sockets by transport and namespace, and plain WebSocket connections (transport
+    "plain") by path; past ``metrics_event_names`` namespaces and paths (a server open to any
+    namespace, or a WSGI app taking WebSockets on any path, lets clients make them up), "other"."""
     limit = server.settings.metrics_event_names
     counts: dict[str, list[float]] = {}
+
+    def count(transport: str, where: str) -> None:
+        key = f"{transport}{_SEPARATOR}{where}"
+        if key not in counts and len(counts) >= limit:
+            key = f"{transport}{_SEPARATOR}{OTHER}"
+        counts.setdefault(key, [0])[0] += 1
+
     for session in server.engine.sessions.values():
         connection = session.data
         if connection is None:
             continue
         for namespace, socket in connection.protocol.sockets.items():
-            if socket._state is not SocketState.CONNECTED:
-                continue
-            key = f"{session.transport}{_SEPARATOR}{namespace}"
-            if key not in counts and len(counts) >= limit:
-                key = f"{session.transport}{_SEPARATOR}{OTHER}"
-            counts.setdefault(key, [0])[0] += 1
+            if socket._state is SocketState.CONNECTED:
+                count(session.transport, namespace)
+    for plain in server.endpoints.open:
+        if plain.state is PlainState.OPEN:
+            count("plain", route_path(plain.request.scope))
     return counts
 
 

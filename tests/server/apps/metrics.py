@@ -9,6 +9,12 @@ import tidings
 handlers = tidings.Handlers()
 
 
+@handlers.websocket("/echo")
+async def echo(ws):
+    while (message := await ws.receive()) is not None:
+        await ws.send(message)
+
+
 @handlers.on("chat")
 def chat(request, socket, context, text):
     return text.upper()
