@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
 import uuid
 from collections.abc import AsyncIterator
 
@@ -299,13 +301,15 @@ async def test_a_scrape_of_any_worker_reports_every_workers_totals() -> None:
     with tidings_process("tests.server.apps.metrics:server", "--workers", "2") as server:
         clients: list[socketio.AsyncClient] = []
         pids: set[int] = set()
+        served: list[int] = []  # the worker of each client
         try:
             while len(pids) < 2:  # the kernel hands connections to either worker
                 assert len(clients) < 60, "every connection went to one worker"
                 client = socketio.AsyncClient(reconnection=False)
                 await client.connect(server.url, transports=["websocket"], wait_timeout=10)
                 clients.append(client)
-                pids.add(await client.call("pid"))
+                served.append(await client.call("pid"))
+                pids.add(served[-1])
             for client in clients:
                 assert await client.call("chat", "hi") == "HI"
             for _ in range(6):  # each scrape is answered by one worker or the other
@@ -323,6 +327,27 @@ async def test_a_scrape_of_any_worker_reports_every_workers_totals() -> None:
                     "pid": len(clients),
                     "chat": len(clients),
                 }
+
+            # A worker that stops leaves its counters behind: the totals do not go back.
+            stopped = min(pids)
+            os.kill(stopped, signal.SIGTERM)
+            gone = [client for client, served_by in zip(clients, served, strict=True) if served_by == stopped]
+            for _ in range(200):
+                if not any(client.connected for client in gone):
+                    break
+                await asyncio.sleep(0.05)
+            assert not any(client.connected for client in gone)
+            for _ in range(6):
+                samples = parse((await scrape(server.url)).text)
+                assert series(samples, "tidings_events_received_total", "event") == {
+                    "pid": len(clients),
+                    "chat": len(clients),
+                }
+                assert series(samples, "tidings_connections", "transport") == {
+                    "websocket": len(clients) - len(gone)
+                }
+                closed = series(samples, "tidings_sessions_closed_total", "reason")  # 1012, or at shutdown
+                assert sum(closed.values()) == len(gone)
         finally:
             for client in clients:
                 await client.disconnect()
