@@ -49,8 +49,8 @@ logger = logging.getLogger("tidings")
 METRICS_DIR_ENV = "TIDINGS_METRICS_DIR"
 #: Prometheus' text format.
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
-#: How long a scrape waits for another worker's snapshot.
-PEER_TIMEOUT = 2.0
+#: How long a scrape waits for another worker's snapshot (which measures its broker's lag, up to 2 s).
+PEER_TIMEOUT = 5.0
 #: The label value of what is beyond a bound (``metrics_event_names``).
 OTHER = "other"
 
