@@ -106,6 +106,10 @@ class Hub:
         self.observer: MembershipObserver | None = None
         self._settings: Settings | None = None
         self._starting: asyncio.Future[None] | None = None
+        #: Messages fanned out to a channel, a group or an audience on this node, and the
+        #: subscribers all sends reached; read by the metrics at a scrape.
+        self.broadcasts = 0
+        self.deliveries = 0
 
     def use_broker(self, broker: Broker) -> None:
         """Carry messages through ``broker`` instead (before the hub starts, with no members yet)."""
@@ -337,7 +341,7 @@ class Hub:
             waiting = self.catching_up.get(outgoing.channel)
             if waiting:
                 members = [m for m in members if m not in waiting or self._caught_up(waiting, m, outgoing)]
-        return _deliver(members, outgoing, exclude)
+        return self._fan_out(members, outgoing, exclude)
 
     def _caught_up(self, waiting: dict[Subscriber, CatchUp], member: Subscriber, outgoing: Outgoing) -> bool:
         if not waiting[member].take(outgoing):
@@ -349,7 +353,7 @@ class Hub:
     def broadcast(self, outgoing: Outgoing, group: str, exclude: Subscriber | None = None) -> int:
         """Hand ``outgoing`` to every subscriber of ``group`` but ``exclude``; returns how many."""
         members = self.groups.get(group)
-        return _deliver(members.values() if members else None, outgoing, exclude)
+        return self._fan_out(members.values() if members else None, outgoing, exclude)
 
     def send(self, outgoing: Outgoing, session_id: str) -> int:
         """Hand ``outgoing`` to one subscriber; returns 1, or 0 if there is none by that id (or its
@@ -358,6 +362,7 @@ class Hub:
         if subscriber is None or (outgoing.audience is not None and outgoing.audience.excludes(subscriber)):
             return 0
         subscriber.deliver(outgoing)
+        self.deliveries += 1
         return 1
 
     def emit(self, outgoing: Outgoing) -> int:
@@ -374,22 +379,25 @@ class Hub:
             subscriber = self.sessions.get(session_id)
             if subscriber is not None:
                 recipients[subscriber] = None
-        return _deliver(recipients, outgoing, None)
+        return self._fan_out(recipients, outgoing, None)
 
-
-def _deliver(members: Iterable[Subscriber] | None, outgoing: Outgoing, exclude: Subscriber | None) -> int:
-    if not members:
-        return 0
-    # A delivery can close a session whose send buffer is full, which takes it out of ``members``
-    # while we iterate: iterate over a copy.
-    if outgoing.audience is None:
-        recipients = [member for member in members if member is not exclude]
-    else:
-        excludes = outgoing.audience.excludes
-        recipients = [member for member in members if member is not exclude and not excludes(member)]
-    for member in recipients:
-        member.deliver(outgoing)
-    return len(recipients)
+    def _fan_out(
+        self, members: Iterable[Subscriber] | None, outgoing: Outgoing, exclude: Subscriber | None
+    ) -> int:
+        self.broadcasts += 1
+        if not members:
+            return 0
+        # A delivery can close a session whose send buffer is full, which takes it out of ``members``
+        # while we iterate: iterate over a copy.
+        if outgoing.audience is None:
+            recipients = [member for member in members if member is not exclude]
+        else:
+            excludes = outgoing.audience.excludes
+            recipients = [member for member in members if member is not exclude and not excludes(member)]
+        for member in recipients:
+            member.deliver(outgoing)
+        self.deliveries += len(recipients)
+        return len(recipients)
 
 
 def _copy_outcome(source: asyncio.Future[Any], target: concurrent.futures.Future[Any]) -> None:

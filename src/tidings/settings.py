@@ -192,6 +192,12 @@ class Settings:
             ``connection_state_recovery``. Each costs one message of memory (in Redis with the
             Redis broker), so a flood of messages cannot grow it without end; a client whose last
             packet was dropped from the log gets a new session instead of its old one.
+        metrics_path: the path Prometheus metrics are served at (``"/metrics"``), by the server's own
+            app, before the user's app; ``None`` (default): not served. Needs ``prometheus-client``.
+            A browser page of an origin ``cors_allowed_origins`` refuses gets 403 there, as on the
+            endpoint. See docs/operations.md, "Metrics".
+        metrics_event_names: event names the metrics count one by one; events of further names are
+            counted together as ``"other"`` (clients make names up: this bounds the series).
     """
 
     path: str = "/socket.io/"
@@ -242,6 +248,9 @@ class Settings:
     # -- connection state recovery --
     connection_state_recovery: float | None = None
     recovery_max_packets: int = 10_000
+    # -- metrics --
+    metrics_path: str | None = None
+    metrics_event_names: int = 100
 
     @property
     def recovery(self) -> RecoveryRule | None:
@@ -297,6 +306,7 @@ class Settings:
             "max_pending_bytes",
             "redis_max_batch",
             "recovery_max_packets",
+            "metrics_event_names",
         )
         for name in limits:
             if getattr(self, name) < 1:
@@ -305,6 +315,8 @@ class Settings:
         if recovery is not None and (isinstance(recovery, bool) or not recovery > 0):
             raise ValueError("connection_state_recovery must be None (off) or a positive number of seconds")
         parse_allowed_origins(self.cors_allowed_origins)  # an entry that is no origin: say so now
+        if self.metrics_path is not None and not self.metrics_path.startswith("/"):
+            raise ValueError(f"metrics_path must start with '/': {self.metrics_path!r}")
         if self.message_log_format is not None:
             try:
                 self.message_log_format % defaultdict(str)

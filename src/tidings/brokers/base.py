@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, TypeAlias
 
 from tidings.channels import NO_HISTORY, ChannelOptions, HistoryRule, KeptSession
 from tidings.message import Outgoing, Position, Recovery, Subscriber
+from tidings.stats import Histogram
 
 if TYPE_CHECKING:
     from tidings.settings import Settings
@@ -65,6 +66,10 @@ class Broker(abc.ABC):
 
     def __init__(self) -> None:
         self.hub: LocalHub | None = None
+        #: Read by the metrics at a scrape: how often the broker got its server back after losing
+        #: it, and how long its publishes took to be answered (None: a broker with no server).
+        self.reconnects = 0
+        self.publish_seconds: Histogram | None = None
         #: This node's id: the first part of every session id it hands out.
         self.node_id = secrets.token_urlsafe(6)
         #: Which channels have history and presence: the hub's (its server's settings).
@@ -112,6 +117,12 @@ class Broker(abc.ABC):
 
     async def ready(self) -> None:  # noqa: B027 - optional hook
         """Return once the subscriptions asked for so far are in effect everywhere."""
+
+    async def lag(self) -> float | None:
+        """Seconds a message this node publishes now takes to come back to it through the broker's
+        server (its queue, the server, what the node has yet to read before it); None for a broker
+        with no server, or if it does not come back in time."""
+        return None
 
     # -- routing (event loop thread) ---------------------------------------------------------------
 

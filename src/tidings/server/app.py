@@ -6,7 +6,7 @@ import functools
 import logging
 from collections.abc import Iterable
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from a2wsgi import WSGIMiddleware
 
@@ -21,6 +21,9 @@ from tidings.server.engineio import Engine
 from tidings.server.responses import Receive, Scope, Send, respond
 from tidings.server.socketio import SocketIO
 from tidings.settings import Settings
+
+if TYPE_CHECKING:
+    from tidings.server.metrics import Metrics
 
 _CACHE = b"public, max-age=3600"
 _JAVASCRIPT = b"text/javascript; charset=utf-8"
@@ -102,6 +105,11 @@ class Server:
             self.socketio.admin = self.socketio.hub.observer = admin
             if admin_ui.ui_files is not None:
                 self._admin_page = AdminPage(admin_ui.ui_files, admin_ui.ui_path)
+        self.metrics: Metrics | None = None
+        if self.settings.metrics_path is not None:
+            from tidings.server.metrics import Metrics  # prometheus-client, only for a server with metrics
+
+            self.metrics = Metrics(self)
 
     def on(self, event: str, namespace: str = "/") -> Any:
         """Register a handler on this server's registry (see :meth:`Handlers.on`)."""
@@ -133,7 +141,9 @@ class Server:
             return
         path = route_path(scope)  # mounted (Starlette Mount, FastAPI mount): below the root_path
         endpoint = self.handlers.endpoints.get(path)
-        if endpoint is not None:
+        if self.metrics is not None and path == self.settings.metrics_path and kind == "http":
+            await self.metrics.serve(scope, receive, send)
+        elif endpoint is not None:
             if kind == "websocket":
                 await self.endpoints.serve(endpoint, scope, receive, send)
             elif kind == "http":
@@ -181,9 +191,13 @@ class Server:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self.socketio.hub.bind_loop()
+                if self.metrics is not None:
+                    await self.metrics.start()
             elif message["type"] == "lifespan.shutdown":
                 self.shutdown()
                 await self.socketio.hub.stop()
+                if self.metrics is not None:
+                    await self.metrics.stop()
             return message
 
         async def observed_send(message: Any) -> None:

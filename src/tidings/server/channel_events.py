@@ -33,6 +33,8 @@ message_logger = logging.getLogger("tidings.messages")
 
 #: The event a client emits to ask who is in a channel (only when the ``presence`` setting is on).
 PRESENCE = "presence"
+RECOVERED = "recovered"
+UNAVAILABLE = "history unavailable"
 
 
 class ChannelEvents:
@@ -43,6 +45,9 @@ class ChannelEvents:
         self.handlers = handlers
         self.hub = hub
         self.runner = runner
+        #: Subscribes that asked to recover what they missed, by outcome ("recovered", or why not:
+        #: "history trimmed", "epoch changed", ...); read by the metrics at a scrape.
+        self.recoveries: dict[str, int] = {}
 
     async def message(self, socket: Socket, args: list[Any]) -> Any:
         """``emit("message", message[, channel])``, the seeds' shape: the ``message`` handlers that
@@ -123,6 +128,7 @@ class ChannelEvents:
                 hub.end_catch_up(socket, channel, None)
             result = answer(refusal)
             if refusal is None and recovering:
+                self._count_recovery(NO_HISTORY)
                 result.update(recovered=False, reason=NO_HISTORY)
             return result
         return await self._recover(socket, channel, rule, since, recovering)
@@ -141,19 +147,22 @@ class ChannelEvents:
             )
             for outgoing in hub.end_catch_up(socket, channel, None):
                 socket.deliver(outgoing)
-            return (
-                {"ok": True, "recovered": False, "reason": "history unavailable"}
-                if recovering
-                else {"ok": True}
-            )
+            if not recovering:
+                return {"ok": True}
+            self._count_recovery(UNAVAILABLE)
+            return {"ok": True, "recovered": False, "reason": UNAVAILABLE}
         for outgoing in hub.end_catch_up(socket, channel, recovery):
             socket.deliver(outgoing)
         result: dict[str, Any] = {"ok": True, **recovery.position.wire()}
         if recovering:
+            self._count_recovery(recovery.reason or RECOVERED)
             result["recovered"] = recovery.reason is None
             if recovery.reason is not None:
                 result["reason"] = recovery.reason
         return result
+
+    def _count_recovery(self, outcome: str) -> None:
+        self.recoveries[outcome] = self.recoveries.get(outcome, 0) + 1
 
     async def presence(self, socket: Socket, args: list[Any]) -> dict[str, Any]:
         """``emit("presence", channel)``: who is in a channel with presence the socket is in."""

@@ -20,8 +20,9 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
@@ -146,7 +147,8 @@ def run(
         # workers do not see each other's sockets; long-polling clients need sticky sessions.
         config = uvicorn.Config("tidings.server.targets:app_from_environment", factory=True, **options)
         supervisor = _Workers(config, sockets=[sock])
-        supervisor.run()
+        with _metrics_directory(app):
+            supervisor.run()
         stopped_by = supervisor.stopped_by
     else:
         server = _Uvicorn(uvicorn.Config(app, **options), app)
@@ -157,6 +159,23 @@ def run(
         stopped_by = server.stopped_by
     if stopped_by is not None:
         _end_by(stopped_by)
+
+
+@contextlib.contextmanager
+def _metrics_directory(app: Server) -> Iterator[None]:
+    """If ``app`` serves metrics: a directory where the workers find each other, so that a scrape of
+    any of them adds up all (:mod:`tidings.server.metrics`); removed with what they left there."""
+    if app.settings.metrics_path is None:
+        yield
+        return
+    from tidings.server.metrics import METRICS_DIR_ENV
+
+    with tempfile.TemporaryDirectory(prefix="tidings-metrics-") as directory:
+        os.environ[METRICS_DIR_ENV] = directory
+        try:
+            yield
+        finally:
+            del os.environ[METRICS_DIR_ENV]
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -40,6 +40,9 @@ TIMER_SLACK = 0.001
 _CLOSED = State.CLOSED
 _PACKET_MESSAGE = eio.PacketType.MESSAGE
 
+#: What the metrics count a session closed for a protocol error under (see :meth:`Session.close`).
+PROTOCOL_ERROR_REASON = "protocol error"
+
 
 class EngineHandler(Protocol):
     """What the layer above (Socket.IO) hears from the engine. Called on the event loop."""
@@ -188,7 +191,12 @@ class Session(eio.Session):
             return
         if self._handle is not None:
             self._handle.cancel()
-        self.engine.sessions.pop(self.sid, None)
+        engine = self.engine
+        # A protocol error's reason says what was wrong: counted under one name, so that clients
+        # cannot make the metrics grow one series per message they make up.
+        counted = PROTOCOL_ERROR_REASON if code == ws.PROTOCOL_ERROR else reason
+        engine.closed[counted] = engine.closed.get(counted, 0) + 1
+        engine.sessions.pop(self.sid, None)
         self.engine.release(self.address)
         self.engine._cancel_exchange(self)
         if self.transport == "websocket":
@@ -211,6 +219,11 @@ class Engine:
         self.handler = handler
         self.timing = eio.Timing(settings.ping_interval, settings.ping_timeout, settings.upgrade_timeout)
         self.sessions: dict[str, Session] = {}
+        # Read by the metrics at a scrape: sessions opened by transport, closed by reason; upgrades.
+        self.opened = dict.fromkeys(settings.transports, 0)
+        self.closed: dict[str, int] = {}
+        self.upgrades = 0
+        self.polling_written = 0  # bytes of polling responses that carried packets
         # The exchanges of the WebSockets that are taking a session over, by sid: the session's
         # timer cancels one at its upgrade deadline.
         self._upgrades: dict[str, asyncio.Future[None]] = {}
@@ -235,6 +248,7 @@ class Engine:
         sid = secrets.token_urlsafe(15)
         session = Session(self, sid, transport, scope, address)
         self.sessions[sid] = session
+        self.opened[transport] += 1
         upgrades = ["websocket"] if transport == "polling" and self.offers("websocket") else []
         s = self.settings
         session.send(eio.open_packet(sid, upgrades, s.ping_interval, s.ping_timeout, s.max_payload))
@@ -338,6 +352,7 @@ class Engine:
                 session.abandon_upgrade()  # a pending poll goes on waiting for packets
         if not exchange.cancelled() and exchange.exception() is None:
             session.attach(send, direct)
+            self.upgrades += 1
             return True
         error = None if exchange.cancelled() else exchange.exception()
         if isinstance(error, _Disconnected):

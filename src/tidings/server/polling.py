@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from tidings.server.engineio import Engine, Session
 
 Cors = list[tuple[bytes, bytes]]
+_NOOP = eio.NOOP.encode()
 
 
 async def handle(engine: Engine, scope: Scope, receive: Receive, send: Send) -> None:
@@ -47,7 +48,7 @@ async def handle(engine: Engine, scope: Scope, receive: Receive, send: Send) -> 
                 await respond(send, *refusal, JSON, cors)
                 return
             opened = engine.open("polling", scope, address)
-            await respond(send, 200, _payload(opened).encode(), TEXT, cors)
+            await respond(send, 200, _payload(opened), TEXT, cors)
             return
         found = engine.sessions.get(info.sid)
         if found is None:
@@ -64,8 +65,11 @@ async def handle(engine: Engine, scope: Scope, receive: Receive, send: Send) -> 
         await _post(engine, session, receive, send, cors)
 
 
-def _payload(session: Session) -> str:
-    return eio.encode_payload(session.outbox.take())
+def _payload(session: Session) -> bytes:
+    """What the outbox holds, as a polling response body (counted in the bytes sent)."""
+    payload = eio.encode_payload(session.outbox.take()).encode()
+    session.engine.polling_written += len(payload)
+    return payload
 
 
 async def _get(session: Session, receive: Receive, send: Send, cors: Cors) -> None:
@@ -90,8 +94,8 @@ async def _get(session: Session, receive: Receive, send: Send, cors: Cors) -> No
     # While an upgrade is under way, the poll is answered with a NOOP so that the client can
     # pause polling; queued packets wait for the WebSocket (EIO §"Upgrade"). With nothing queued
     # (the client closed the session), a NOOP too: an empty body is no payload.
-    body = eio.NOOP if session.state is State.UPGRADING or not session.outbox else _payload(session)
-    await respond(send, 200, body.encode(), TEXT, cors)
+    body = _NOOP if session.state is State.UPGRADING or not session.outbox else _payload(session)
+    await respond(send, 200, body, TEXT, cors)
 
 
 async def _post(engine: Engine, session: Session, receive: Receive, send: Send, cors: Cors) -> None:

@@ -7,12 +7,14 @@ import asyncio
 import concurrent.futures
 import contextvars
 import logging
+import time
 from collections.abc import Collection, Iterable
 from typing import Any
 
 from tidings.api.handlers import ERROR, Handler, Handlers, Refuse
 from tidings.api.socket import Socket
 from tidings.settings import Settings
+from tidings.stats import Histogram
 
 logger = logging.getLogger("tidings.socketio")
 
@@ -29,6 +31,9 @@ class HandlerRunner:
         self.settings = settings
         self.handlers = handlers
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        # Read by the metrics at a scrape: how long each handler ran, how often it raised, by name.
+        self.durations: dict[str, Histogram] = {}
+        self.errors: dict[str, int] = {}
 
     async def invoke(self, handler: Handler, *args: Any) -> Any:
         if handler.is_async:
@@ -55,14 +60,22 @@ class HandlerRunner:
         ``channels``; the connection goes on and the result is None. If ``refusable``, a
         :class:`Refuse` is raised on instead: the handler refused what the client asked for.
         """
+        name = handler_name(handler)
+        started = time.perf_counter()
         try:
             return await self.invoke(handler, socket.request, socket, socket.context, *args)
         except Exception as error:
             if refusable and isinstance(error, Refuse):
                 raise
-            logger.exception("handler %s raised", handler_name(handler))
+            logger.exception("handler %s raised", name)
+            self.errors[name] = self.errors.get(name, 0) + 1
             await self.run_error_handlers(socket, error, channels)
             return None
+        finally:
+            durations = self.durations.get(name)
+            if durations is None:
+                durations = self.durations[name] = Histogram()
+            durations.observe(time.perf_counter() - started)
 
     async def run_error_handlers(self, socket: Socket, error: Exception, channels: Collection[str]) -> None:
         for handler in self.handlers.get(socket.namespace, ERROR):
@@ -93,6 +106,10 @@ class HandlerRunner:
         for handler in self.handlers.get(socket.namespace, event):
             if handler.matches(channels):
                 await self.run(socket, handler, args, channels)
+
+    def queued(self) -> int:
+        """Calls of ``def`` handlers waiting for a thread of the pool."""
+        return self._executor._work_queue.qsize() if self._executor is not None else 0
 
     def shutdown(self) -> None:
         if self._executor is not None:

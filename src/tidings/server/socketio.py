@@ -53,6 +53,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("tidings.socketio")
 
+#: The name the metrics count events under once ``metrics_event_names`` names are counted.
+OTHER = "other"
+
 
 class Connection(JobQueue):
     """The server's side of one client's Socket.IO connection: the protocol's state of it
@@ -122,6 +125,9 @@ class SocketIO:
         self.channels = ChannelEvents(settings, handlers, self.hub, self.runner)
         #: The Socket.IO Admin UI's namespace, if the server has one (see :mod:`tidings.server.admin`).
         self.admin: Admin | None = None
+        #: Events received, by name: the first ``metrics_event_names`` names, then all as "other"
+        #: (a client makes names up); read by the metrics at a scrape.
+        self.events: dict[str, int] = {}
 
     async def run_handler(
         self, socket: Socket, handler: Handler, args: Iterable[Any], channels: Collection[str]
@@ -352,6 +358,9 @@ class SocketIO:
                 return
             self.admin.event_received(socket, packet.data)
         event, *args = packet.data
+        events = self.events
+        counted = event if event in events or len(events) < self.settings.metrics_event_names else OTHER
+        events[counted] = events.get(counted, 0) + 1
         if event == MESSAGE:
             result = await self.channels.message(socket, args)
         elif event == SUBSCRIBE:

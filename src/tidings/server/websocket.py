@@ -69,12 +69,13 @@ _control_flood = Throttled(
 class _Flusher:
     """Writes the pending frames of every connection that has some, once per loop iteration."""
 
-    __slots__ = ("dirty", "loop", "scheduled")
+    __slots__ = ("dirty", "loop", "scheduled", "written")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.dirty: list[FastWebSocketProtocol] = []
         self.scheduled = False
+        self.written = 0  # bytes the connections of this loop wrote: handshake answers, frames
 
     def add(self, protocol: FastWebSocketProtocol) -> None:
         self.dirty.append(protocol)
@@ -97,6 +98,12 @@ def _flusher(loop: asyncio.AbstractEventLoop) -> _Flusher:
     if flusher is None:
         flusher = _flushers[loop] = _Flusher(loop)
     return flusher
+
+
+def bytes_written(loop: asyncio.AbstractEventLoop) -> int:
+    """Bytes the WebSocket connections on ``loop`` wrote: their handshake answers and frames."""
+    flusher = _flushers.get(loop)
+    return flusher.written if flusher is not None else 0
 
 
 class FastWebSocketProtocol(AsgiWebSocket, asyncio.Protocol):
@@ -299,6 +306,7 @@ class FastWebSocketProtocol(AsgiWebSocket, asyncio.Protocol):
         pending = self._pending
         if not pending:
             return
+        self._flusher.written += self._pending_size
         self._pending = []
         self._pending_size = 0
         self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
@@ -306,6 +314,7 @@ class FastWebSocketProtocol(AsgiWebSocket, asyncio.Protocol):
     def _write_now(self, data: bytes) -> None:
         """Write ``data`` after what is pending, without waiting for the loop iteration's flush."""
         self._flush()
+        self._flusher.written += len(data)
         self.transport.write(data)
 
     def _wake_writers(self) -> None:

@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -65,7 +66,9 @@ logger = logging.getLogger("tidings.broker")
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_PREFIX = "tidings:"
 
-Route = tuple[Literal["channel", "group", "node", "all"], str]
+Route = tuple[Literal["channel", "group", "node", "all", "probe"], str]
+#: How long :meth:`RedisBroker.lag` waits for its probe to come back.
+LAG_TIMEOUT = 2.0
 
 
 class RedisBroker(Broker):
@@ -92,6 +95,7 @@ class RedisBroker(Broker):
         # The publishing connection and its queue, the subscriber connection's (un)subscribes, the
         # channels with history, this node's presence entries.
         self._connection = RedisConnection(self, url, self.prefix, connect_timeout)
+        self.publish_seconds = self._connection.round_trips
         self._subscriptions = Subscriptions()
         self._history = RedisHistory(self, self._connection)
         self._presence = RedisPresence(self, self._connection, self.node_id)
@@ -103,6 +107,9 @@ class RedisBroker(Broker):
         self._name = self._connection.name
         self._node_topic = self._connection.name("node", self.node_id)
         self._all_topic = self._connection.name("all", "nodes")
+        # Probes of lag(): this node's own topic for them, and those on their way, by token.
+        self._probe_topic = self._connection.name("probe", self.node_id)
+        self._probes: dict[bytes, asyncio.Future[None]] = {}
         # What each subscribed topic routes to; written when the hub's membership changes.
         self._routes: dict[bytes, Route] = {}
         self._reader: asyncio.Task[None] | None = None
@@ -147,7 +154,8 @@ class RedisBroker(Broker):
         subscriptions = self._subscriptions
         self._routes[self._node_topic] = ("node", self.node_id)
         self._routes[self._all_topic] = ("all", "nodes")
-        topics = (self._node_topic, self._all_topic)
+        self._routes[self._probe_topic] = ("probe", self.node_id)
+        topics = (self._node_topic, self._all_topic, self._probe_topic)
         confirmed = asyncio.gather(*map(subscriptions.expect_confirmation, topics))
         subscriptions.pubsub = client.pubsub()
         try:
@@ -210,6 +218,22 @@ class RedisBroker(Broker):
     async def ready(self) -> None:
         await self._subscriptions.ready()
 
+    async def lag(self) -> float | None:
+        """Publish a probe to this node's probe topic, in the queue behind what is being published,
+        and time it until the reader takes it off the subscriber connection."""
+        loop = asyncio.get_running_loop()
+        token = secrets.token_bytes(8)
+        back = self._probes[token] = loop.create_future()
+        sent = loop.time()
+        try:
+            self._queue(("PUBLISH", self._probe_topic, token))
+            await asyncio.wait_for(back, LAG_TIMEOUT)
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            self._probes.pop(token, None)
+        return loop.time() - sent
+
     # -- receiving -----------------------------------------------------------------------------------
 
     async def _read(self) -> None:
@@ -241,6 +265,7 @@ class RedisBroker(Broker):
                     safe_url(self.url),
                 )
                 lost, delay = False, 0.05
+                self.reconnects += 1
                 self._reconnected()
             if message is None:
                 continue
@@ -263,12 +288,17 @@ class RedisBroker(Broker):
         hub = self.hub
         if route is None or hub is None:
             return
+        kind, name = route
+        if kind == "probe":
+            probe = self._probes.pop(data, None)
+            if probe is not None and not probe.done():
+                probe.set_result(None)
+            return
         try:
             session_id, outgoing = open_envelope(data)
         except EnvelopeError as error:
             logger.error("broker: dropped a message on %r: %s", topic, error)
             return
-        kind, name = route
         try:
             if kind == "all":
                 if outgoing.audience is not None:

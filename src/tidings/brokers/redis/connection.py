@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from tidings.brokers.base import Broker
 from tidings.errors import BrokerError
 from tidings.settings import REDIS_MAX_BATCH
+from tidings.stats import Histogram
 
 logger = logging.getLogger("tidings.broker")
 
@@ -44,6 +45,9 @@ class RedisConnection:
         self._outbox: deque[tuple[Command, asyncio.Future[Any]]] = deque()
         self._writer: asyncio.Task[None] | None = None
         self._failing = False
+        #: Seconds from sending a pipeline to Redis' answer, one observation per pipeline (the
+        #: broker's ``publish_seconds``).
+        self.round_trips = Histogram()
 
     # -- names -------------------------------------------------------------------------------------
 
@@ -116,12 +120,14 @@ class RedisConnection:
         """PUBLISH what is queued, in order, up to :attr:`max_batch` per round trip."""
         outbox = self._outbox
         max_batch = self.max_batch
+        clock = asyncio.get_running_loop().time
         try:
             while outbox and self.client is not None:
                 batch = [outbox.popleft() for _ in range(min(len(outbox), max_batch))]
                 pipeline = self.client.pipeline(transaction=False)
                 for command, _ in batch:
                     pipeline.execute_command(*command)
+                sent = clock()
                 try:
                     try:
                         results = await pipeline.execute(raise_on_error=False)
@@ -143,6 +149,7 @@ class RedisConnection:
                     for _, future in batch:
                         fail(future, failure)
                     continue
+                self.round_trips.observe(clock() - sent)
                 if self._failing:
                     if self.broker.hub is not None:
                         logger.warning("broker: publishing to Redis at %s works again", safe_url(self.url))
