@@ -89,8 +89,8 @@ class Settings:
             entry per member (a Redis hash entry with the Redis broker) and one message to the
             channel per join and leave. Off by default.
         presence_timeout: seconds after which the presence entries of a server process that
-            stopped (was killed, lost its network) are gone (Redis broker); each process renews its
-            entries every third of it.
+            stopped (was killed, lost its network) are gone, with a ``leave`` for each to the
+            members of its channels (Redis broker); each process renews its entries every third of it.
         max_sessions_per_address: Engine.IO sessions one client address may hold open at once (an
             IPv6 client: its /64 network). A handshake beyond it gets HTTP 429 ``{"code": 3,
             "message": "Too many sessions from this address"}``; its other sessions go on. The
