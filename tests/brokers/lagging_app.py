@@ -17,7 +17,8 @@ app = tidings.Server(
 )
 
 
-@handlers.on("sheds")
-def sheds(request, socket, context):
-    """How many times this node dropped its subscriber connection for its backlog."""
-    return socket.io.hub.broker.sheds
+@handlers.on("counts")
+def counts(request, socket, context):
+    """How many times this node dropped its subscriber connection for its backlog, and took it up."""
+    broker = socket.io.hub.broker
+    return [broker.sheds, broker.resubscribes]

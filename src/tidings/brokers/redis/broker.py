@@ -113,6 +113,9 @@ class RedisBroker(Broker):
         # What each subscribed topic routes to; written when the hub's membership changes.
         self._routes: dict[bytes, Route] = {}
         self._reader: asyncio.Task[None] | None = None
+        #: How many times the subscriber connection was lost and taken up again (Redis cut it or
+        #: restarted, the network failed, the node shed its backlog): a counter, for metrics.
+        self.resubscribes = 0
         # A publisher: whether it found the servers' options in Redis (until then it looks again
         # before each publish), and whether it said that it publishes without them.
         self._options_found = False
@@ -284,6 +287,7 @@ class RedisBroker(Broker):
         fallen too far behind): write the options again, say this node is alive and enter its
         members in presence again, deliver what its history channels missed, then go on live; the
         members of its other channels are told they may have missed messages (``lagging``)."""
+        self.resubscribes += 1
         self._queue(("SET", *self._options()))
         self._presence.enter_again()
         channels = [name for kind, name in list(self._routes.values()) if kind == "channel"]
