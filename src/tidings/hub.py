@@ -27,7 +27,7 @@ from tidings.brokers.base import Broker
 from tidings.brokers.memory import MemoryBroker
 from tidings.channels import MAX_CHANNEL_LENGTH, ChannelOptions, newer
 from tidings.errors import NoSocket
-from tidings.message import Outgoing, Position, Recovery, Subscriber
+from tidings.message import Outgoing, Position, Recovery, Subscriber, presence_event
 from tidings.settings import LOOP_CALL_TIMEOUT, Settings
 
 T = TypeVar("T")
@@ -293,8 +293,7 @@ class Hub:
             broker.presence_join(channel, session_id, info)
         else:
             broker.presence_leave(channel, session_id)
-        member = {"session_id": session_id, "info": info}
-        announcement = Outgoing([channel, member], channel, "join" if joined else "leave")
+        announcement = presence_event("join" if joined else "leave", channel, session_id, info)
         try:
             broker.prepare(announcement)
             broker.publish(announcement, subscriber)

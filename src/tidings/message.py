@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 
 import orjson
 
@@ -105,6 +105,12 @@ class Outgoing:
         except KeyError:
             value = self._encoded[form] = encode(self, *args)
         return value
+
+
+def presence_event(event: Literal["join", "leave"], channel: str, session_id: str, info: Any) -> Outgoing:
+    """What the members of a channel with presence get when a member comes (``join``) or goes
+    (``leave``): ``(channel, {"session_id", "info"})``."""
+    return Outgoing([channel, {"session_id": session_id, "info": info}], channel, event)
 
 
 class Subscriber(Protocol):

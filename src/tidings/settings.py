@@ -16,6 +16,9 @@ from tidings.protocol.origin import parse_allowed_origins
 LOOP_CALL_TIMEOUT = 10.0
 REDIS_MAX_BATCH = 512
 REDIS_READY_TIMEOUT = 5.0
+# The Redis broker's subscriber backlog (issue 16, item 4).
+REDIS_MAX_BACKLOG = 8 * 1024 * 1024
+REDIS_BACKLOG_INTERVAL = 0.5
 
 
 def _message_log_format() -> str | None:
@@ -89,8 +92,8 @@ class Settings:
             entry per member (a Redis hash entry with the Redis broker) and one message to the
             channel per join and leave. Off by default.
         presence_timeout: seconds after which the presence entries of a server process that
-            stopped (was killed, lost its network) are gone (Redis broker); each process renews its
-            entries every third of it.
+            stopped (was killed, lost its network) are gone, with a ``leave`` for each to the
+            members of its channels (Redis broker); each process renews its entries every third of it.
         max_sessions_per_address: Engine.IO sessions one client address may hold open at once (an
             IPv6 client: its /64 network). A handshake beyond it gets HTTP 429 ``{"code": 3,
             "message": "Too many sessions from this address"}``; its other sessions go on. The
@@ -178,6 +181,15 @@ class Settings:
             once it is confirmed, so that what is published after the ack reaches the client; past
             this, the ack goes out anyway, with a warning in the log ("subscription(s)
             unconfirmed"), and messages other nodes publish before Redis confirms may miss it.
+        redis_max_backlog: bytes Redis may hold for a node that it has not read yet (Redis
+            broker): what a node whose event loop is stuck or too busy falls behind by. Past it the
+            node drops its subscriber connection itself, before Redis' own limit
+            (``client-output-buffer-limit pubsub``, 32 MB at once or 8 MB for 60 s by default) cuts
+            it: the backlog is lost, the node's history channels catch up from Redis, and the
+            members of its other channels get the ``lagging`` event (docs/cluster.md). Costs up to
+            this much of Redis' memory per node; keep it under Redis' limits.
+        redis_backlog_interval: seconds between two looks at the backlog, from a thread of the
+            broker's own (one ``CLIENT LIST TYPE pubsub``, as long as the loop may be stuck).
         connection_state_recovery: seconds a Socket.IO client whose transport dropped has to come
             back and take up its socket again (Socket.IO's connection state recovery, for the
             official clients 4.x: ``maxDisconnectionDuration``; Node's default is 120): the same
@@ -245,6 +257,9 @@ class Settings:
     loop_call_timeout: float = LOOP_CALL_TIMEOUT
     redis_max_batch: int = REDIS_MAX_BATCH
     redis_ready_timeout: float = REDIS_READY_TIMEOUT
+    # -- the Redis broker: a node's subscriber backlog --
+    redis_max_backlog: int = REDIS_MAX_BACKLOG
+    redis_backlog_interval: float = REDIS_BACKLOG_INTERVAL
     # -- connection state recovery --
     connection_state_recovery: float | None = None
     recovery_max_packets: int = 10_000
@@ -280,6 +295,7 @@ class Settings:
             "body_timeout",
             "loop_call_timeout",
             "redis_ready_timeout",
+            "redis_backlog_interval",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -305,6 +321,7 @@ class Settings:
             "max_pending_events",
             "max_pending_bytes",
             "redis_max_batch",
+            "redis_max_backlog",
             "recovery_max_packets",
             "metrics_event_names",
         )

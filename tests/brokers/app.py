@@ -8,6 +8,7 @@ history (50 messages), ``pres-*`` have presence, with a short presence timeout f
 from __future__ import annotations
 
 import json
+import time
 from urllib.parse import parse_qsl
 
 import tidings
@@ -80,6 +81,12 @@ def iam(request, socket, context, info):
 @handlers.on("whois")
 async def whois(request, socket, context, channel):
     return await tidings.apresence(channel)
+
+
+@handlers.on("block")
+async def block(request, socket, context, seconds):
+    """Hold the node's event loop for ``seconds``: a node too slow to beat or read."""
+    time.sleep(seconds)
 
 
 @handlers.websocket("/ws")

@@ -43,11 +43,13 @@ from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
+import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from tidings.brokers import PREFIX_ENV, envelope
 from tidings.brokers.base import Broker, Kind, Missed
 from tidings.brokers.envelope import EnvelopeError, open_envelope, seal
+from tidings.brokers.redis.backlog import BacklogWatch
 from tidings.brokers.redis.connection import RedisConnection, cancel, safe_url
 from tidings.brokers.redis.history import RedisHistory
 from tidings.brokers.redis.presence import RedisPresence
@@ -57,6 +59,7 @@ from tidings.brokers.redis.subscriptions import Subscriptions
 from tidings.channels import ChannelOptions, HistoryRule, KeptSession, Target, check_session_id, require
 from tidings.errors import BrokerError
 from tidings.message import Outgoing, Position, Recovery, Subscriber
+from tidings.settings import REDIS_BACKLOG_INTERVAL, REDIS_MAX_BACKLOG
 
 if TYPE_CHECKING:
     from tidings.settings import Settings
@@ -100,6 +103,10 @@ class RedisBroker(Broker):
         self._history = RedisHistory(self, self._connection)
         self._presence = RedisPresence(self, self._connection, self.node_id)
         self._sessions = RedisSessions(self._connection)
+        # The subscriber connection's client (named, so that its backlog can be found) and its watch.
+        self._subscriber: aioredis.Redis | None = None
+        name = f"tidings-subscriber-{self.node_id}"
+        self._backlog = BacklogWatch(url, name, REDIS_MAX_BACKLOG, REDIS_BACKLOG_INTERVAL, connect_timeout)
         # Recovered sockets with another node's session id: their nodes, and how many each has here.
         self._adopted: dict[str, str] = {}
         self._adopted_nodes: dict[str, int] = {}
@@ -113,15 +120,32 @@ class RedisBroker(Broker):
         # What each subscribed topic routes to; written when the hub's membership changes.
         self._routes: dict[bytes, Route] = {}
         self._reader: asyncio.Task[None] | None = None
+        #: How many times the subscriber connection was lost and taken up again (Redis cut it or
+        #: restarted, the network failed, the node shed its backlog): a counter, for metrics.
+        self.resubscribes = 0
         # A publisher: whether it found the servers' options in Redis (until then it looks again
         # before each publish), and whether it said that it publishes without them.
         self._options_found = False
         self._warned_no_options = False
 
     def configure(self, settings: Settings) -> None:
-        """Take ``redis_max_batch`` and ``redis_ready_timeout`` (see :class:`tidings.Settings`)."""
+        """Take ``redis_max_batch``, ``redis_ready_timeout``, ``redis_max_backlog`` and
+        ``redis_backlog_interval`` (see :class:`tidings.Settings`)."""
         self._connection.max_batch = settings.redis_max_batch
         self._subscriptions.ready_timeout = settings.redis_ready_timeout
+        self._backlog.limit = settings.redis_max_backlog
+        self._backlog.interval = settings.redis_backlog_interval
+
+    @property
+    def sheds(self) -> int:
+        """How many times this node fell ``redis_max_backlog`` bytes behind and dropped its
+        subscriber connection (a counter, for metrics)."""
+        return self._backlog.sheds
+
+    @property
+    def backlog(self) -> int:
+        """Bytes Redis held for this node at the last look (a gauge, for metrics)."""
+        return self._backlog.backlog
 
     @property
     def reach(self) -> Hashable:
@@ -157,7 +181,8 @@ class RedisBroker(Broker):
         self._routes[self._probe_topic] = ("probe", self.node_id)
         topics = (self._node_topic, self._all_topic, self._probe_topic)
         confirmed = asyncio.gather(*map(subscriptions.expect_confirmation, topics))
-        subscriptions.pubsub = client.pubsub()
+        self._subscriber = self._connection.new_client(self._backlog.name)
+        subscriptions.pubsub = self._subscriber.pubsub()
         try:
             await subscriptions.pubsub.subscribe(*topics)
         except (RedisError, OSError) as error:
@@ -177,12 +202,14 @@ class RedisBroker(Broker):
             await self.stop()
             raise self._connection.failure(error) from None
         subscriptions.kick()
+        self._backlog.start()
         logger.info("broker: %r", self)
 
     async def stop(self) -> None:
         """Send what is queued (briefly), then close the connections."""
         await self._connection.drain()
         await self._presence.stop()
+        watch = self._backlog.stop()
         reader, self._reader = self._reader, None
         await cancel(reader)
         await self._subscriptions.stop()
@@ -193,9 +220,14 @@ class RedisBroker(Broker):
         self._adopted_nodes.clear()
         try:
             await self._subscriptions.close()
+            subscriber, self._subscriber = self._subscriber, None
+            if subscriber is not None:
+                await subscriber.aclose()
             await self._connection.close()
         except (RedisError, OSError):
             logger.debug("broker: closing the Redis connections failed", exc_info=True)
+        if watch is not None:
+            await asyncio.to_thread(watch.join)
 
     def _options(self) -> tuple[str, bytes]:
         """The key and value that tell publishers the servers' history and presence settings."""
@@ -276,12 +308,20 @@ class RedisBroker(Broker):
                 self._subscriptions.confirmed(message["channel"])
 
     def _reconnected(self) -> None:
-        """Redis came back, and may have lost everything (a restart): write the options again, say
-        this node is alive and enter its members in presence again, and deliver what its history
-        channels missed, then go on live."""
+        """The subscriber connection is back (Redis restarted, the network came back, or the node had
+        fallen too far behind): write the options again, say this node is alive and enter its
+        members in presence again, deliver what its history channels missed, then go on live; the
+        members of its other channels are told they may have missed messages (``lagging``)."""
+        self.resubscribes += 1
         self._queue(("SET", *self._options()))
         self._presence.enter_again()
-        self._history.catch_up([name for kind, name in list(self._routes.values()) if kind == "channel"])
+        channels = [name for kind, name in list(self._routes.values()) if kind == "channel"]
+        self._history.catch_up(channels)
+        hub = self.hub
+        if hub is not None:
+            for channel in channels:
+                if self.options.history(channel) is None:
+                    hub.publish(Outgoing([channel], channel, "lagging"))
 
     def _receive(self, topic: bytes, data: bytes) -> None:
         route = self._routes.get(topic)

@@ -68,12 +68,19 @@ class RedisConnection:
 
     # -- open and close ------------------------------------------------------------------------------
 
+    def new_client(self, name: str | None = None) -> aioredis.Redis:
+        """A client of its own (not connected yet); ``name``: its connections' ``CLIENT SETNAME``."""
+        return aioredis.Redis.from_url(
+            self.url,
+            socket_connect_timeout=self.connect_timeout,
+            socket_timeout=self.connect_timeout,
+            client_name=name,
+        )
+
     async def open(self) -> aioredis.Redis:
         """The client, connected and answering (once; :class:`BrokerError` if Redis cannot be reached)."""
         if self.client is None:
-            client = aioredis.Redis.from_url(
-                self.url, socket_connect_timeout=self.connect_timeout, socket_timeout=self.connect_timeout
-            )
+            client = self.new_client()
             try:
                 await client.ping()
             except (RedisError, OSError) as error:

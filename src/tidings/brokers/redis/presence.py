@@ -5,8 +5,19 @@ Under the name prefix:
 - ``<prefix>presence:<channel>``: a hash of session id to ``[node id, info]``; it expires
   twice ``presence_timeout`` after the last heartbeat of a node with members in it.
 - ``<prefix>alive:<node id>``: set by each node every ``presence_timeout / 3`` seconds, expiring
-  after ``presence_timeout``. The entries of a node without it (stopped, killed, cut off) are dropped
-  when presence is read: a dead node's members are gone ``presence_timeout`` after its last beat.
+  after ``presence_timeout``. Entries of a node without it (stopped, killed, cut off) are left out
+  when presence is read.
+- ``<prefix>nodes``: the nodes that keep presence; ``<prefix>channels-of:<node id>``: the channels
+  where a node has entries.
+
+After each heartbeat a node runs :data:`~tidings.brokers.redis.scripts.REAP_PRESENCE`: it takes the
+nodes whose ``alive`` key is gone out of ``nodes``, with their entries, in one atomic step, and
+publishes a ``leave`` for each entry it took. However many nodes run it, each dead member's ``leave``
+is published once, by the node whose script found it first, ``presence_timeout`` to
+``4/3 presence_timeout`` after its node's last heartbeat. A node that was taken for dead but was only
+late (its loop blocked longer than ``presence_timeout``) finds the ``<prefix>reaped:<node id>`` mark
+at its next heartbeat: it enters its members again and announces them with a ``join`` (those that
+left meanwhile get a second ``leave`` instead, from the node itself).
 """
 
 from __future__ import annotations
@@ -21,9 +32,15 @@ from redis.exceptions import RedisError
 
 from tidings.brokers.base import Broker
 from tidings.brokers.redis.connection import Command, RedisConnection, cancel
+from tidings.brokers.redis.scripts import REAP_PRESENCE
 from tidings.channels import presence_list
+from tidings.message import Outgoing, Subscriber, presence_event
 
 logger = logging.getLogger("tidings.broker")
+
+#: Milliseconds the mark of a node taken for dead stays: a process frozen that long (stopped, a paused
+#: machine) that comes back still finds it, and enters its members again.
+REAPED_MARK_TTL = 3_600_000
 
 
 class RedisPresence:
@@ -36,6 +53,7 @@ class RedisPresence:
         #: How many local members each presence channel has (what the heartbeat keeps alive).
         self.present: dict[str, int] = {}
         self._heart: asyncio.Task[None] | None = None
+        self._channels_key = connection.key("channels-of", node_id)
 
     async def start(self) -> None:
         """Say this node is alive and keep saying so, if any channel has presence."""
@@ -62,9 +80,14 @@ class RedisPresence:
         except TypeError as error:
             logger.error("presence info of %s cannot be stored: %s", session_id, error)
             entry = orjson.dumps([self.node_id, {}])
-        self.present[channel] = self.present.get(channel, 0) + 1
-        self.connection.queue(("HSET", key, session_id, entry))
-        self.connection.queue(("PEXPIRE", key, self._expiry()))
+        count = self.present.get(channel, 0)
+        self.present[channel] = count + 1
+        queue = self.connection.queue
+        queue(("HSET", key, session_id, entry))
+        queue(("PEXPIRE", key, self._expiry()))
+        if not count:
+            queue(("SADD", self._channels_key, channel))
+            queue(("PEXPIRE", self._channels_key, self._expiry()))
 
     def leave(self, channel: str, session_id: str) -> None:
         count = self.present.get(channel, 0) - 1
@@ -73,6 +96,8 @@ class RedisPresence:
         else:
             self.present.pop(channel, None)
         self.connection.queue(("HDEL", self.connection.key("presence", channel), session_id))
+        if count <= 0:
+            self.connection.queue(("SREM", self._channels_key, channel))
 
     async def members(self, channel: str) -> list[dict[str, Any]]:
         """Who is in ``channel``, on every node whose heartbeat is alive."""
@@ -90,28 +115,31 @@ class RedisPresence:
                 alive = await connection.client.mget([connection.key("alive", node) for node in nodes])
             except (RedisError, OSError) as error:
                 raise connection.failure(error) from None
+            # Left out, not deleted: the node that reaps them announces their leave.
             dead = {node for node, value in zip(nodes, alive, strict=True) if value is None}
-            gone = [session_id for session_id, (node, _) in entries.items() if node in dead]
-            if gone:
-                connection.queue(("HDEL", key, *gone))
-                for session_id in gone:
-                    del entries[session_id]
+            entries = {session_id: entry for session_id, entry in entries.items() if entry[0] not in dead}
         return presence_list({session_id: info for session_id, (_, info) in entries.items()})
 
-    def enter_again(self) -> None:
-        """Redis came back, and may have lost everything (a restart): say this node is alive and
-        enter its members again, before another node reading presence drops them."""
+    def enter_again(self, announce: bool = False) -> None:
+        """Redis came back, and may have lost everything (a restart), or another node took this one
+        for dead: say this node is alive and enter its members again (``announce``: with a ``join``
+        to the others, who were told they left)."""
+        queue = self.connection.queue
         if self._heart is not None:
-            self.connection.queue(self._alive_entry())
+            queue(self._alive_entry())
         hub = self.broker.hub
-        if hub is not None:
-            for channel in self.present:
-                for member in hub.channels.get(channel, ()):
-                    info = getattr(member, "presence_info", None) or {}
-                    with contextlib.suppress(TypeError):
-                        entry = orjson.dumps([self.node_id, info])
-                        key = self.connection.key("presence", channel)
-                        self.connection.queue(("HSET", key, member.session_id, entry))
+        if hub is None:
+            return
+        for channel in self.present:
+            queue(("SADD", self._channels_key, channel))
+            for member in hub.channels.get(channel, ()):
+                info = getattr(member, "presence_info", None) or {}
+                with contextlib.suppress(TypeError):
+                    entry = orjson.dumps([self.node_id, info])
+                    queue(("HSET", self.connection.key("presence", channel), member.session_id, entry))
+                    if announce:
+                        self._publish(presence_event("join", channel, member.session_id, info), member)
+        queue(("PEXPIRE", self._channels_key, self._expiry()))
 
     def _alive_entry(self) -> Command:
         """The command that says this node is alive, for ``presence_timeout``."""
@@ -123,18 +151,53 @@ class RedisPresence:
         return max(1, int(self.broker.options.presence_timeout * 2000))
 
     async def _beat(self) -> None:
-        """This node is alive (for ``presence_timeout``), and so are its presence hashes."""
+        """This node is alive (for ``presence_timeout``), and so are its presence keys; if another
+        node took it for dead meanwhile, its members enter again."""
+        key, expiry = self.connection.key, self._expiry()
         assert self.connection.client is not None
-        pipeline = self.connection.client.pipeline(transaction=False)
+        # One transaction: a reaper runs before it (and leaves the mark) or after (and finds it alive).
+        pipeline = self.connection.client.pipeline(transaction=True)
         pipeline.execute_command(*self._alive_entry())
+        pipeline.getdel(key("reaped", self.node_id))
+        pipeline.sadd(key("nodes"), self.node_id)
+        pipeline.pexpire(key("nodes"), expiry)
+        pipeline.pexpire(self._channels_key, expiry)
         for channel in self.present:
-            pipeline.pexpire(self.connection.key("presence", channel), self._expiry())
-        await pipeline.execute()
+            pipeline.pexpire(key("presence", channel), expiry)
+        _, reaped, *_ = await pipeline.execute()
+        if reaped is not None:
+            logger.warning(
+                "broker: this node was taken for dead (no presence heartbeat for presence_timeout, "
+                "%ss): its members were announced as gone, and enter presence again",
+                self.broker.options.presence_timeout,
+            )
+            self.enter_again(announce=True)
+
+    async def _reap(self) -> None:
+        """Take the presence entries of dead nodes (those no other node took first) and tell the
+        members of their channels that they left."""
+        connection = self.connection
+        assert connection.client is not None
+        taken = await connection.client.eval(
+            REAP_PRESENCE, 1, connection.key("nodes"), connection.prefix, REAPED_MARK_TTL
+        )
+        for index in range(0, len(taken), 3):
+            channel, session_id, entry = taken[index : index + 3]
+            try:
+                _, info = orjson.loads(entry)
+            except (ValueError, TypeError):
+                info = {}
+            self._publish(presence_event("leave", channel.decode(), session_id.decode(), info))
+
+    def _publish(self, announcement: Outgoing, sender: Subscriber | None = None) -> None:
+        self.broker.prepare(announcement)
+        self.broker.publish(announcement, sender)
 
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.broker.options.presence_timeout / 3)
             try:
                 await self._beat()
+                await self._reap()
             except (RedisError, OSError) as error:
                 logger.debug("broker: presence heartbeat failed: %s", error)

@@ -1,5 +1,6 @@
 """The Redis broker's Lua scripts: the history of a channel, appended and read in one step each; the
-packet log of connection state recovery, appended as a message is published, and a kept session taken.
+packet log of connection state recovery, appended as a message is published, and a kept session taken;
+the presence entries of dead nodes, taken by one node.
 
 A script runs atomically in Redis, so the offset a message gets, its place in the stream and the
 moment it is PUBLISHed are one step: the order of offsets is the order of delivery. Keys and layout:
@@ -83,4 +84,36 @@ if #redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[1]) == 0 then
   return false
 end
 return session
+"""
+
+#: KEYS: the set of nodes with presence. ARGV: the name prefix, how long (ms) a reaped node's mark
+#: stays. Takes the nodes of the set whose ``alive`` key is gone out of it, with their presence
+#: entries (found through each node's set of channels), and marks each as reaped for its own next
+#: heartbeat, should it be alive after all. Returns the entries taken, ``{channel, session id, entry,
+#: ...}``: one script, so of several nodes running it, one takes each entry, once. Its other keys
+#: are named by the nodes' ids (tidings does not run on Redis Cluster).
+REAP_PRESENCE = """
+local taken = {}
+for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if redis.call('EXISTS', ARGV[1] .. 'alive:' .. node) == 0 then
+    redis.call('SREM', KEYS[1], node)
+    redis.call('SET', ARGV[1] .. 'reaped:' .. node, 1, 'PX', ARGV[2])
+    local index = ARGV[1] .. 'channels-of:' .. node
+    local mark = '["' .. node .. '",'
+    for _, channel in ipairs(redis.call('SMEMBERS', index)) do
+      local key = ARGV[1] .. 'presence:' .. channel
+      local entries = redis.call('HGETALL', key)
+      for i = 1, #entries, 2 do
+        if string.sub(entries[i + 1], 1, #mark) == mark then
+          redis.call('HDEL', key, entries[i])
+          taken[#taken + 1] = channel
+          taken[#taken + 1] = entries[i]
+          taken[#taken + 1] = entries[i + 1]
+        end
+      end
+    end
+    redis.call('DEL', index)
+  end
+end
+return taken
 """

@@ -1,0 +1,86 @@
+"""The Redis broker's subscriber backlog: how much Redis holds for this node that it has not read yet.
+
+Redis queues what it publishes to a subscriber in that connection's output buffer until the
+subscriber reads it; past ``client-output-buffer-limit pubsub`` (32 MB at once, or 8 MB for 60 s, by
+default) it closes the connection, and the node takes up its subscriptions again without what was
+queued. A node falls that far behind when its event loop is stuck or too busy to read, so the loop
+cannot be the one to watch: a thread of the broker's own asks Redis, every ``redis_backlog_interval``
+seconds, for its subscriber connection's ``omem`` (``CLIENT LIST TYPE pubsub``, the connection found
+by its name), and past ``redis_max_backlog`` bytes closes the connection itself (``CLIENT KILL``): the
+backlog is dropped sooner, and counted. Either way, once the node reads again it finds the
+connection gone, subscribes again, catches its history channels up and tells the members of its
+other channels that they may have missed messages (the ``lagging`` event:
+:mod:`~tidings.brokers.redis.broker`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import redis
+from redis.exceptions import RedisError
+
+from tidings.brokers.redis.connection import safe_url
+
+logger = logging.getLogger("tidings.broker")
+
+
+class BacklogWatch:
+    """Watches one subscriber connection's backlog in Redis, from a thread, and sheds it past a limit."""
+
+    def __init__(self, url: str, name: str, limit: int, interval: float, connect_timeout: float) -> None:
+        self.url = url
+        #: The subscriber connection's ``CLIENT SETNAME``.
+        self.name = name
+        self.limit = limit
+        self.interval = interval
+        self.connect_timeout = connect_timeout
+        #: Bytes Redis held for the connection at the last look (its ``omem``).
+        self.backlog = 0
+        #: How many times the backlog passed the limit and the connection was closed for it.
+        self.sheds = 0
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._watch, name="tidings-redis-backlog", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> threading.Thread | None:
+        """Stop looking; the thread, to join (it ends within one Redis round trip)."""
+        self._stopping.set()
+        thread, self._thread = self._thread, None
+        return thread
+
+    def _watch(self) -> None:
+        client = redis.Redis.from_url(
+            self.url, socket_connect_timeout=self.connect_timeout, socket_timeout=self.connect_timeout
+        )
+        try:
+            while not self._stopping.wait(self.interval):
+                try:
+                    self._look(client)
+                except (RedisError, OSError, ValueError) as error:
+                    logger.debug("broker: cannot read the subscriber backlog: %s", error)
+        finally:
+            client.close()
+
+    def _look(self, client: redis.Redis) -> None:
+        for connection in client.client_list(_type="pubsub"):
+            if connection.get("name") != self.name:
+                continue
+            self.backlog = int(connection["omem"])
+            if self.backlog > self.limit:
+                client.client_kill_filter(_id=connection["id"])
+                self.sheds += 1
+                logger.warning(
+                    "broker: this node is %d bytes behind on Redis at %s (redis_max_backlog: %d); "
+                    "dropped its subscriber connection: history channels catch up, the members of "
+                    "the others get 'lagging'",
+                    self.backlog,
+                    safe_url(self.url),
+                    self.limit,
+                )
+            return
