@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from tidings.brokers.base import Broker, Count, Kind
+from tidings.brokers.base import Broker, Buffered, Count, Kind
 from tidings.brokers.memory import MemoryBroker
 from tidings.errors import BrokerError
 
@@ -46,6 +46,7 @@ __all__ = [
     "PREFIX_ENV",
     "Broker",
     "BrokerError",
+    "Buffered",
     "Count",
     "Kind",
     "MemoryBroker",

@@ -112,8 +112,11 @@ class RedisBroker(Broker):
         self._warned_no_options = False
 
     def configure(self, settings: Settings) -> None:
-        """Take ``redis_max_batch`` and ``redis_ready_timeout`` (see :class:`tidings.Settings`)."""
+        """Take ``redis_max_batch``, ``redis_ready_timeout``, ``broker_buffer`` and
+        ``broker_buffer_policy`` (see :class:`tidings.Settings`)."""
         self._connection.max_batch = settings.redis_max_batch
+        self._connection.buffer = settings.broker_buffer
+        self._connection.buffer_policy = settings.broker_buffer_policy
         self._subscriptions.ready_timeout = settings.redis_ready_timeout
 
     @property
@@ -253,7 +256,8 @@ class RedisBroker(Broker):
     def _reconnected(self) -> None:
         """Redis came back, and may have lost everything (a restart): write the options again, say
         this node is alive and enter its members in presence again, and deliver what its history
-        channels missed, then go on live."""
+        channels missed, then go on live. What waits in the buffer goes out now."""
+        self._connection.reachable()
         self._queue(("SET", *self._options()))
         self._presence.enter_again()
         self._history.catch_up([name for kind, name in list(self._routes.values()) if kind == "channel"])
