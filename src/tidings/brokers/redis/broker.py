@@ -47,7 +47,13 @@ from redis.exceptions import RedisError
 from tidings.brokers import PREFIX_ENV, envelope
 from tidings.brokers.base import Broker, Kind, Missed
 from tidings.brokers.envelope import EnvelopeError, open_envelope, seal
-from tidings.brokers.redis.connection import RedisConnection, cancel, safe_url
+from tidings.brokers.redis.connection import (
+    SENTINEL_SCHEME,
+    RedisConnection,
+    cancel,
+    parse_sentinel_url,
+    safe_url,
+)
 from tidings.brokers.redis.history import RedisHistory
 from tidings.brokers.redis.presence import RedisPresence
 from tidings.brokers.redis.scripts import PUBLISH_LOGGED
@@ -72,7 +78,10 @@ class RedisBroker(Broker):
     """Share channels, namespaces and sends between nodes through Redis pub/sub (redis-py asyncio).
 
     Args:
-        url: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS) or ``unix://``.
+        url: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS), ``unix://``, or
+            ``redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db]``: the
+            master Redis Sentinel names for ``service``, asked of the sentinels at each connection
+            (port 26379 by default; the password is the master's).
         prefix: prefix of every Redis name tidings uses; nodes with the same URL and prefix share
             channels. Defaults to the environment variable ``TIDINGS_BROKER_PREFIX``, else
             ``"tidings:"``.
@@ -86,6 +95,8 @@ class RedisBroker(Broker):
         self, url: str = DEFAULT_URL, prefix: str | None = None, connect_timeout: float = 5.0
     ) -> None:
         super().__init__()
+        if url.startswith(SENTINEL_SCHEME):
+            parse_sentinel_url(url)  # a URL that names no sentinel or service: ValueError now
         self.url = url
         self.prefix = prefix if prefix is not None else os.environ.get(PREFIX_ENV) or DEFAULT_PREFIX
         self.connect_timeout = connect_timeout

@@ -10,6 +10,11 @@ While Redis cannot be reached, the queue is a bounded buffer (the settings ``bro
 waits in it, in order, and goes out when Redis answers again; the callers' futures get
 :class:`~tidings.brokers.Buffered` (a count of 0 that says so) at once. Reads fail with
 :class:`BrokerError`: their answer is needed now.
+
+With ``redis+sentinel://`` the client is redis-py's Sentinel ``master_for``: each new connection asks
+the sentinels where the master is. Every new connection first notes the master's replication id in
+``<prefix>master`` (:data:`~tidings.brokers.redis.scripts.NOTE_MASTER`): a history written on another
+master (before a failover) starts a new epoch.
 """
 
 from __future__ import annotations
@@ -22,10 +27,13 @@ from collections import deque
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from tidings.brokers.base import Broker, Buffered
+from tidings.brokers.redis.scripts import NOTE_MASTER
 from tidings.errors import BrokerError
 from tidings.settings import BROKER_BUFFER, BROKER_BUFFER_POLICY, REDIS_MAX_BATCH
 
@@ -34,6 +42,9 @@ logger = logging.getLogger("tidings.broker")
 Command = tuple[Any, ...]
 #: A queued command, the future of its answer, and whether it waits through an outage (a write).
 Queued = tuple[Command, asyncio.Future[Any], bool]
+
+SENTINEL_SCHEME = "redis+sentinel://"
+SENTINEL_PORT = 26379
 
 
 class RedisConnection:
@@ -53,6 +64,7 @@ class RedisConnection:
         self.buffer = BROKER_BUFFER
         self.buffer_policy = BROKER_BUFFER_POLICY
         self.client: aioredis.Redis | None = None
+        self._sentinel: Sentinel | None = None
         self._outbox: deque[Queued] = deque()
         self._writer: asyncio.Task[None] | None = None
         self._failing = False
@@ -83,16 +95,44 @@ class RedisConnection:
     async def open(self) -> aioredis.Redis:
         """The client, connected and answering (once; :class:`BrokerError` if Redis cannot be reached)."""
         if self.client is None:
-            client = aioredis.Redis.from_url(
-                self.url, socket_connect_timeout=self.connect_timeout, socket_timeout=self.connect_timeout
-            )
+            client = self._new_client()
             try:
                 await client.ping()
             except (RedisError, OSError) as error:
-                await client.aclose()
+                await self._close(client)
                 raise BrokerError(f"cannot reach the Redis broker at {safe_url(self.url)}: {error}") from None
             self.client = client
         return self.client
+
+    def _new_client(self) -> aioredis.Redis:
+        """A client of the URL: of the master the sentinels name, for ``redis+sentinel://``."""
+        timeout = self.connect_timeout
+        if not self.url.startswith(SENTINEL_SCHEME):
+            return aioredis.Redis.from_url(
+                self.url,
+                socket_connect_timeout=timeout,
+                socket_timeout=timeout,
+                redis_connect_func=self._note_master,
+            )
+        sentinels, service, db, username, password = parse_sentinel_url(self.url)
+        timeouts = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
+        self._sentinel = Sentinel(sentinels, sentinel_kwargs=timeouts, **timeouts)  # type: ignore[no-untyped-call]
+        client: aioredis.Redis = self._sentinel.master_for(
+            service, db=db, username=username, password=password, redis_connect_func=self._note_master
+        )
+        return client
+
+    async def _note_master(self, connection: AbstractConnection) -> None:
+        """A new connection: set it up as redis-py does, then note the master's replication id."""
+        await connection.on_connect()
+        await connection.send_command("EVAL", NOTE_MASTER, 1, self.key("master"))
+        await connection.read_response()
+
+    async def _close(self, client: aioredis.Redis) -> None:
+        sentinel, self._sentinel = self._sentinel, None
+        await client.aclose()
+        if sentinel is not None:
+            await sentinel.aclose()
 
     async def drain(self) -> None:
         """Wait (up to ``connect_timeout``) for what is queued to be sent."""
@@ -114,7 +154,7 @@ class RedisConnection:
         """Close the client (after :meth:`stop_writer`)."""
         client, self.client = self.client, None
         if client is not None:
-            await client.aclose()
+            await self._close(client)
 
     # -- the queue -----------------------------------------------------------------------------------
 
@@ -280,10 +320,30 @@ async def cancel(task: asyncio.Task[Any] | None) -> None:
 def safe_url(url: str) -> str:
     """``url`` with its password, if any, replaced by ``***`` (for messages and logs)."""
     parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    if not at or not colon:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host += f":{parts.port}"
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{hosts}"))
+
+
+def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, str | None, str | None]:
+    """``redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db]``: the
+    sentinels' addresses (port 26379 unless given), the service (master) name, the database, and
+    the master's user and password. ``ValueError`` for a URL that names no sentinel or service."""
+    parts = urllib.parse.urlsplit(url)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    sentinels = []
+    for address in hosts.split(","):
+        host, colon, port = address.rpartition(":")
+        if not colon or "]" in port:  # no port (an IPv6 address has colons of its own, in brackets)
+            host, port = address, str(SENTINEL_PORT)
+        if not host or not port.isdigit():
+            raise ValueError(f"{safe_url(url)}: {address!r} is no sentinel host[:port]")
+        sentinels.append((host.strip("[]"), int(port)))
+    service, _, db = parts.path.strip("/").partition("/")
+    if not service or (db and not db.isdigit()):
+        raise ValueError(f"{safe_url(url)}: give the service name and database: .../mymaster/0")
+    unquote = urllib.parse.unquote
+    return sentinels, service, int(db or 0), unquote(user) or None, unquote(password) if at else None
