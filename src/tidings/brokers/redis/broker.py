@@ -51,6 +51,7 @@ from tidings.brokers.redis.connection import (
     SENTINEL_SCHEME,
     RedisConnection,
     cancel,
+    describe,
     parse_sentinel_url,
     safe_url,
 )
@@ -240,7 +241,7 @@ class RedisBroker(Broker):
                     logger.warning(
                         "broker: lost Redis at %s (%s); reconnecting",
                         safe_url(self.url),
-                        error,
+                        describe(error),
                         exc_info=not known,
                     )
                     lost = True

@@ -28,7 +28,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
@@ -85,7 +85,7 @@ class RedisConnection:
 
     def failure(self, error: BaseException | str) -> BrokerError:
         """The error that says Redis failed, naming it (its password hidden)."""
-        return BrokerError(f"the Redis broker at {safe_url(self.url)} failed: {error}")
+        return BrokerError(f"the Redis broker at {safe_url(self.url)} failed: {describe(error)}")
 
     def not_connected(self) -> BrokerError:
         return BrokerError(f"the Redis broker at {safe_url(self.url)} is not connected")
@@ -100,7 +100,8 @@ class RedisConnection:
                 await client.ping()
             except (RedisError, OSError) as error:
                 await self._close(client)
-                raise BrokerError(f"cannot reach the Redis broker at {safe_url(self.url)}: {error}") from None
+                where = safe_url(self.url)
+                raise BrokerError(f"cannot reach the Redis broker at {where}: {describe(error)}") from None
             self.client = client
         return self.client
 
@@ -315,6 +316,14 @@ async def cancel(task: asyncio.Task[Any] | None) -> None:
         task.cancel()
         with contextlib.suppress(BaseException):  # cancelled or failed: we are closing
             await task
+
+
+def describe(error: BaseException | str) -> str:
+    """What went wrong, in one short line: redis-py says no sentinel named a master with the whole
+    configuration of each sentinel's client."""
+    if isinstance(error, MasterNotFoundError):
+        return "no sentinel names a master for the service (they cannot be reached, or fail over)"
+    return str(error)
 
 
 def safe_url(url: str) -> str:
