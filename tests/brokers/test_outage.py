@@ -168,3 +168,36 @@ async def test_a_sentinel_url_names_the_sentinels_the_service_and_the_database()
         f"cannot reach the Redis broker at {safe_url(nowhere)}: no sentinel names a master for the "
         "service (they cannot be reached, or fail over)"
     )
+
+
+async def test_a_publisher_s_buffer_and_its_settings(own_redis: OwnRedis) -> None:
+    """A publish that waits counts 0; without a buffer (``broker_buffer=0``) it raises, as before."""
+    for bad in ({"broker_buffer": -1}, {"broker_buffer_policy": "drop-newest"}):
+        with pytest.raises(ValueError, match="broker_buffer"):
+            tidings.Settings(**bad)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="broker_buffer"):
+            tidings.Publisher(own_redis.url, **bad)  # type: ignore[arg-type]
+    async with (
+        tidings.Publisher(own_redis.url, "publisher:") as waiting,
+        tidings.Publisher(own_redis.url, "publisher:", broker_buffer=0) as raising,
+    ):
+        for publisher in (waiting, raising):
+            with pytest.raises(tidings.NoSocket):  # connected; no server has a socket in it
+                await publisher.abroadcast_channel("first", "room")
+        own_redis.stop()
+        assert await waiting.abroadcast_channel("kept", "room") == 0
+        with pytest.raises(tidings.BrokerError, match="failed: Error 111"):
+            await raising.abroadcast_channel("lost", "room")
+        own_redis.start()
+        for publisher in (waiting, raising):
+            await until(lambda p=publisher: _answers(p), what="the publisher works again")
+
+
+async def _answers(publisher: tidings.Publisher) -> bool:
+    try:
+        await publisher.abroadcast_channel("again", "room")
+    except tidings.NoSocket:
+        return True
+    except tidings.BrokerError:
+        return False
+    return False
