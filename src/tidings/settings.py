@@ -19,6 +19,9 @@ REDIS_READY_TIMEOUT = 5.0
 # The Redis broker's subscriber backlog (issue 16, item 4).
 REDIS_MAX_BACKLOG = 8 * 1024 * 1024
 REDIS_BACKLOG_INTERVAL = 0.5
+BROKER_BUFFER = 10_000
+BROKER_BUFFER_POLICY = "drop-oldest"
+BROKER_BUFFER_POLICIES = ("drop-oldest", "raise")
 
 
 def _message_log_format() -> str | None:
@@ -173,9 +176,8 @@ class Settings:
             round trip: the PUBLISHes, history appends and presence updates of a node, in the order
             its calls were made. What is queued beyond it goes in the next pipeline, once Redis has
             answered this one, so a node sends at most this many per round trip. A pipeline holds
-            up to this many encoded messages at once; when its write fails (Redis went away) all of
-            them are lost, logged as "N message(s) lost" (a ``Publisher`` raises
-            :class:`~tidings.brokers.BrokerError`).
+            up to this many encoded messages at once; when its write fails (Redis went away) they
+            wait in the buffer (``broker_buffer``) and are sent again.
         redis_ready_timeout: seconds a subscribe waits for Redis to confirm the node's SUBSCRIBE
             (Redis broker). A client's ``subscribe`` is acked, and ``socket.subscribe()`` returns,
             once it is confirmed, so that what is published after the ack reaches the client; past
@@ -210,6 +212,17 @@ class Settings:
             endpoint. See docs/operations.md, "Metrics".
         metrics_event_names: event names the metrics count one by one; events of further names are
             counted together as ``"other"`` (clients make names up: this bounds the series).
+        broker_buffer: writes (publishes, history appends, presence changes, kept sessions) the
+            Redis broker keeps while Redis cannot be reached, beside the one pipeline in flight;
+            they go out in order once it answers again (on another master after a Sentinel
+            failover). Each holds one encoded message. A publish that waits returns 0 and raises
+            no :class:`~tidings.NoSocket`: nobody took it yet. 0: no buffer, such a publish raises
+            :class:`~tidings.brokers.BrokerError` (a socket's sends are dropped and logged).
+        broker_buffer_policy: what a write does when ``broker_buffer`` of them wait already:
+            ``"drop-oldest"`` (default): the oldest waiting one is dropped, with a warning in the log
+            (and, once Redis answers again, how many were dropped); ``"raise"``: the new one is
+            refused, ``tidings.broadcast_channel`` and the other sends raise
+            :class:`~tidings.brokers.BrokerError` (a socket's sends are dropped).
     """
 
     path: str = "/socket.io/"
@@ -266,6 +279,9 @@ class Settings:
     # -- metrics --
     metrics_path: str | None = None
     metrics_event_names: int = 100
+    # -- the Redis broker while Redis cannot be reached --
+    broker_buffer: int = BROKER_BUFFER
+    broker_buffer_policy: str = BROKER_BUFFER_POLICY
 
     @property
     def recovery(self) -> RecoveryRule | None:
@@ -328,6 +344,10 @@ class Settings:
         for name in limits:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.broker_buffer < 0:
+            raise ValueError("broker_buffer must be 0 (no buffer) or more")
+        if self.broker_buffer_policy not in BROKER_BUFFER_POLICIES:
+            raise ValueError(f"broker_buffer_policy must be one of {', '.join(BROKER_BUFFER_POLICIES)}")
         recovery = self.connection_state_recovery
         if recovery is not None and (isinstance(recovery, bool) or not recovery > 0):
             raise ValueError("connection_state_recovery must be None (off) or a positive number of seconds")

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from tests.peers import REDIS_URL, machine_redis, missing
 from tests.serving import TidingsProcess, free_port, wait_for_port
 
@@ -46,15 +48,17 @@ def running_nodes(
 
 
 class OwnRedis:
-    """A redis-server of the test's own on a free port, without persistence; restartable on it."""
+    """A redis-server of the test's own on a free port, without persistence; restartable on it.
 
-    def __init__(self, directory: Path) -> None:
+    ``extra`` are more of its options (``"--replicaof", "127.0.0.1", "6380"``)."""
+
+    def __init__(self, directory: Path, *extra: str) -> None:
         if shutil.which("redis-server") is None:
             missing("redis-server", "no `redis-server` on PATH for a Redis of the test's own")
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.command = ["redis-server", "--port", str(self.port), "--save", "", "--appendonly", "no"]
-        self.command += ["--dir", str(directory)]
+        self.command += ["--dir", str(directory), *extra]
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -66,6 +70,64 @@ class OwnRedis:
             self.process.terminate()
             self.process.wait(10)
             self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL: gone at once, with nothing flushed to its clients or replicas."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+
+class Sentinels:
+    """A master, a replica of it and ``count`` sentinels watching them as ``mymaster``: redis-servers
+    of the test's own on loopback ports, which fail over a second after the master stops answering."""
+
+    def __init__(self, directory: Path, count: int = 3) -> None:
+        self.master = OwnRedis(directory)
+        self.replica = OwnRedis(directory, "--replicaof", "127.0.0.1", str(self.master.port))
+        self.ports = [free_port() for _ in range(count)]
+        self.directory = directory
+        self.url = "redis+sentinel://" + ",".join(f"127.0.0.1:{port}" for port in self.ports) + "/mymaster/0"
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> None:
+        self.master.start()
+        self.replica.start()
+        for port in self.ports:
+            config = self.directory / f"sentinel-{port}.conf"  # a sentinel rewrites its own
+            config.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {self.directory}\n"
+                f"sentinel monitor mymaster 127.0.0.1 {self.master.port} 2\n"
+                "sentinel down-after-milliseconds mymaster 1000\n"
+                "sentinel failover-timeout mymaster 10000\n"
+            )
+            process = subprocess.Popen(["redis-server", str(config), "--sentinel"], stdout=subprocess.DEVNULL)
+            self.processes.append(process)
+            wait_for_port(port, process=process)
+
+    def master_port(self) -> int:
+        """The master's port, as the first sentinel says."""
+        with redis.Redis(port=self.ports[0]) as sentinel:
+            _, port = sentinel.sentinel_get_master_addr_by_name("mymaster")
+        return int(port)
+
+    def watching(self) -> bool:
+        """Whether every sentinel knows the others and the replica, and the replica is in sync."""
+        for port in self.ports:
+            with redis.Redis(port=port) as sentinel:
+                state = sentinel.sentinel_master("mymaster")
+                if state["num-other-sentinels"] != len(self.ports) - 1 or state["num-slaves"] != 1:
+                    return False
+        with redis.Redis(port=self.replica.port) as replica:
+            return bool(replica.info("replication")["master_link_status"] == "up")
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+            process.wait(10)
+        self.master.stop()
+        self.replica.stop()
 
 
 async def until(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:

@@ -21,9 +21,10 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from tidings.api.routing import HandOver, Send, emit, route
-from tidings.brokers import BROKER_ENV, Broker, Count, broker_from
+from tidings.brokers import BROKER_ENV, Broker, Buffered, Count, broker_from
 from tidings.channels import MAX_CHANNEL_LENGTH, Targets, check_channel_name, check_session_id, require
 from tidings.errors import NoSocket
+from tidings.settings import BROKER_BUFFER, BROKER_BUFFER_POLICY, Settings
 
 T = TypeVar("T")
 
@@ -38,15 +39,24 @@ class AsyncPublisher:
             ``"tidings:"``.
         max_channel_length: the servers' ``max_channel_length`` setting: a longer channel name is
             refused (no server would let a socket subscribe to it).
+        broker_buffer, broker_buffer_policy: how many messages wait while Redis cannot be reached,
+            and what one more does, as the servers' settings of those names (:class:`tidings.Settings`).
 
     Each method returns how many server processes took the message and raises :class:`NoSocket`
-    when none did, :class:`~tidings.brokers.BrokerError` when Redis cannot be reached,
+    when none did; a message that waits in the buffer while Redis cannot be reached returns 0.
+    :class:`~tidings.brokers.BrokerError` when Redis cannot be reached at the first use, or the
+    buffer is full and the policy is ``"raise"``;
     ``TypeError`` for a message JSON cannot hold, and ``ValueError`` for a channel name or session id
     that is none. The connection opens on first use.
     """
 
     def __init__(
-        self, url: str | None = None, prefix: str | None = None, max_channel_length: int = MAX_CHANNEL_LENGTH
+        self,
+        url: str | None = None,
+        prefix: str | None = None,
+        max_channel_length: int = MAX_CHANNEL_LENGTH,
+        broker_buffer: int = BROKER_BUFFER,
+        broker_buffer_policy: str = BROKER_BUFFER_POLICY,
     ) -> None:
         from tidings.brokers.redis import RedisBroker
 
@@ -56,6 +66,7 @@ class AsyncPublisher:
         broker = broker_from(url, prefix)
         if not isinstance(broker, RedisBroker):
             raise ValueError(f"a publisher needs a shared broker (redis://...), not {url!r}")
+        broker.configure(Settings(broker_buffer=broker_buffer, broker_buffer_policy=broker_buffer_policy))
         self.url = url
         self.max_channel_length = max_channel_length
         self._broker = broker
@@ -91,7 +102,7 @@ class AsyncPublisher:
         count = await route(send, self._broker, self._connected)
         if isinstance(count, asyncio.Future):
             count = await count
-        if not count:
+        if not count and not isinstance(count, Buffered):  # a buffered one: nobody took it yet
             kind, name = send.target
             raise NoSocket(_NOBODY[kind].format(name))
         return count
@@ -122,9 +133,14 @@ class Publisher:
     """
 
     def __init__(
-        self, url: str | None = None, prefix: str | None = None, max_channel_length: int = MAX_CHANNEL_LENGTH
+        self,
+        url: str | None = None,
+        prefix: str | None = None,
+        max_channel_length: int = MAX_CHANNEL_LENGTH,
+        broker_buffer: int = BROKER_BUFFER,
+        broker_buffer_policy: str = BROKER_BUFFER_POLICY,
     ) -> None:
-        self._publisher = AsyncPublisher(url, prefix, max_channel_length)
+        self._publisher = AsyncPublisher(url, prefix, max_channel_length, broker_buffer, broker_buffer_policy)
         self.url = self._publisher.url
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None

@@ -6,7 +6,8 @@ coroutine. They go through the broker of every server running in this process (o
 Redis broker reaches every node by itself). From a thread other than the server's event loop they wait
 (briefly) for the message to be taken, so that they can say how many took it and raise
 :class:`NoSocket` when nobody could receive it: with the memory broker, how many sockets; with the
-Redis broker, how many server processes.
+Redis broker, how many server processes. A message that waits in the Redis broker's buffer while
+Redis cannot be reached counts 0 (nobody took it yet) and raises nothing (the ``broker_buffer`` setting).
 
 In a process that runs no server, they publish through a :class:`~tidings.api.publisher.Publisher` to the
 broker the environment variable ``TIDINGS_BROKER`` names, if it names a shared one (``redis://...``).
@@ -22,7 +23,7 @@ from typing import Any
 from tidings.api import routing
 from tidings.api.publisher import Publisher
 from tidings.api.routing import Send, prepare, route
-from tidings.brokers import BROKER_ENV, MemoryBroker
+from tidings.brokers import BROKER_ENV, Buffered, MemoryBroker
 from tidings.channels import MAX_CHANNEL_LENGTH, Targets, check_channel_name, check_session_id, require
 from tidings.errors import NoSocket
 from tidings.hub import Hub, running_hubs
@@ -172,6 +173,7 @@ def _wait(send: Send) -> int:
             # for here. The message is queued, in order; the count is not known (use the async twin).
             pending = True
         else:
+            pending = pending or isinstance(count, Buffered)  # waits for Redis: nobody took it yet
             reached += count
     if not reached and not pending:
         raise _nobody(send)
@@ -184,9 +186,12 @@ async def _await(send: Send) -> int:
     if not hubs:
         return await _fallback_publisher(send)._aroute(send)
     reached = 0
+    buffered = False
     for hub in hubs:
-        reached += await route(send, hub.broker, hub.acall)
-    if not reached:
+        count = await route(send, hub.broker, hub.acall)
+        buffered = buffered or isinstance(count, Buffered)
+        reached += count
+    if not reached and not buffered:
         raise _nobody(send)
     return reached
 

@@ -2,7 +2,8 @@
 
 - ``memory`` (the default): one process; messages stay Python objects, counts are sockets.
 - ``redis``: any number of processes and machines through Redis pub/sub
-  (:class:`~tidings.brokers.redis.RedisBroker`); counts are server processes.
+  (:class:`~tidings.brokers.redis.RedisBroker`), or a Redis that Sentinel fails over
+  (``redis+sentinel://``); counts are server processes.
 
 ``Server(broker=...)`` takes a URL (``"memory"``, ``"redis://127.0.0.1:6379/0"``) or a
 :class:`Broker`; without one, the environment variable ``TIDINGS_BROKER`` decides, else ``memory``.
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from tidings.brokers.base import Broker, Count, Kind
+from tidings.brokers.base import Broker, Buffered, Count, Kind
 from tidings.brokers.memory import MemoryBroker
 from tidings.errors import BrokerError
 
@@ -20,7 +21,7 @@ from tidings.errors import BrokerError
 BROKER_ENV = "TIDINGS_BROKER"
 #: The environment variable that sets the Redis name prefix when the code does not.
 PREFIX_ENV = "TIDINGS_BROKER_PREFIX"
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://")
 
 
 def broker_from(spec: str | Broker | None = None, prefix: str | None = None) -> Broker:
@@ -38,7 +39,9 @@ def broker_from(spec: str | Broker | None = None, prefix: str | None = None) -> 
         from tidings.brokers.redis import RedisBroker  # redis-py is imported only when used
 
         return RedisBroker(url, prefix)
-    raise ValueError(f"unknown broker {url!r}: use 'memory' or a redis://, rediss:// or unix:// URL")
+    raise ValueError(
+        f"unknown broker {url!r}: use 'memory' or a redis://, rediss://, unix:// or redis+sentinel:// URL"
+    )
 
 
 __all__ = [
@@ -46,6 +49,7 @@ __all__ = [
     "PREFIX_ENV",
     "Broker",
     "BrokerError",
+    "Buffered",
     "Count",
     "Kind",
     "MemoryBroker",

@@ -31,6 +31,15 @@ Kind: TypeAlias = Literal["channel", "group"]
 Count: TypeAlias = "int | asyncio.Future[int]"
 
 
+class Buffered(int):
+    """The count of a message that waits in the broker's buffer while its server (Redis) cannot be
+    reached: 0, as nobody took it yet, and no :class:`~tidings.errors.NoSocket`. It goes out, in
+    order, when the server answers again (see the ``broker_buffer`` setting)."""
+
+    def __new__(cls) -> Buffered:
+        return super().__new__(cls, 0)
+
+
 class Missed(NamedTuple):
     """What a recovering socket missed: ``messages`` in order, read from the packet log up to the
     offset ``last`` (a live message newer than it, :meth:`Broker.newer`, is not among them)."""

@@ -20,8 +20,9 @@ import threading
 
 import redis
 from redis.exceptions import RedisError
+from redis.sentinel import Sentinel
 
-from tidings.brokers.redis.connection import safe_url
+from tidings.brokers.redis.connection import SENTINEL_SCHEME, parse_sentinel_url, safe_url
 
 logger = logging.getLogger("tidings.broker")
 
@@ -54,10 +55,21 @@ class BacklogWatch:
         thread, self._thread = self._thread, None
         return thread
 
-    def _watch(self) -> None:
-        client = redis.Redis.from_url(
-            self.url, socket_connect_timeout=self.connect_timeout, socket_timeout=self.connect_timeout
+    def _client(self) -> redis.Redis:
+        """A blocking client of the URL, or of the master the sentinels name (``redis+sentinel://``):
+        the server that holds the subscriber connection."""
+        timeouts = {"socket_connect_timeout": self.connect_timeout, "socket_timeout": self.connect_timeout}
+        if not self.url.startswith(SENTINEL_SCHEME):
+            return redis.Redis.from_url(self.url, **timeouts)
+        sentinels, service, db, username, password = parse_sentinel_url(self.url)
+        sentinel = Sentinel(sentinels, sentinel_kwargs=timeouts, **timeouts)  # type: ignore[no-untyped-call]
+        client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+            service, db=db, username=username, password=password
         )
+        return client
+
+    def _watch(self) -> None:
+        client = self._client()
         try:
             while not self._stopping.wait(self.interval):
                 try:

@@ -50,7 +50,14 @@ from tidings.brokers import PREFIX_ENV, envelope
 from tidings.brokers.base import Broker, Kind, Missed
 from tidings.brokers.envelope import EnvelopeError, open_envelope, seal
 from tidings.brokers.redis.backlog import BacklogWatch
-from tidings.brokers.redis.connection import RedisConnection, cancel, safe_url
+from tidings.brokers.redis.connection import (
+    SENTINEL_SCHEME,
+    RedisConnection,
+    cancel,
+    describe,
+    parse_sentinel_url,
+    safe_url,
+)
 from tidings.brokers.redis.history import RedisHistory
 from tidings.brokers.redis.presence import RedisPresence
 from tidings.brokers.redis.scripts import PUBLISH_LOGGED
@@ -78,7 +85,10 @@ class RedisBroker(Broker):
     """Share channels, namespaces and sends between nodes through Redis pub/sub (redis-py asyncio).
 
     Args:
-        url: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS) or ``unix://``.
+        url: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS), ``unix://``, or
+            ``redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db]``: the
+            master Redis Sentinel names for ``service``, asked of the sentinels at each connection
+            (port 26379 by default; the password is the master's).
         prefix: prefix of every Redis name tidings uses; nodes with the same URL and prefix share
             channels. Defaults to the environment variable ``TIDINGS_BROKER_PREFIX``, else
             ``"tidings:"``.
@@ -92,6 +102,8 @@ class RedisBroker(Broker):
         self, url: str = DEFAULT_URL, prefix: str | None = None, connect_timeout: float = 5.0
     ) -> None:
         super().__init__()
+        if url.startswith(SENTINEL_SCHEME):
+            parse_sentinel_url(url)  # a URL that names no sentinel or service: ValueError now
         self.url = url
         self.prefix = prefix if prefix is not None else os.environ.get(PREFIX_ENV) or DEFAULT_PREFIX
         self.connect_timeout = connect_timeout
@@ -129,9 +141,12 @@ class RedisBroker(Broker):
         self._warned_no_options = False
 
     def configure(self, settings: Settings) -> None:
-        """Take ``redis_max_batch``, ``redis_ready_timeout``, ``redis_max_backlog`` and
-        ``redis_backlog_interval`` (see :class:`tidings.Settings`)."""
+        """Take ``redis_max_batch``, ``redis_ready_timeout``, ``redis_max_backlog``,
+        ``redis_backlog_interval``, ``broker_buffer`` and ``broker_buffer_policy`` (see
+        :class:`tidings.Settings`)."""
         self._connection.max_batch = settings.redis_max_batch
+        self._connection.buffer = settings.broker_buffer
+        self._connection.buffer_policy = settings.broker_buffer_policy
         self._subscriptions.ready_timeout = settings.redis_ready_timeout
         self._backlog.limit = settings.redis_max_backlog
         self._backlog.interval = settings.redis_backlog_interval
@@ -282,7 +297,7 @@ class RedisBroker(Broker):
                     logger.warning(
                         "broker: lost Redis at %s (%s); reconnecting",
                         safe_url(self.url),
-                        error,
+                        describe(error),
                         exc_info=not known,
                     )
                     lost = True
@@ -308,11 +323,13 @@ class RedisBroker(Broker):
                 self._subscriptions.confirmed(message["channel"])
 
     def _reconnected(self) -> None:
-        """The subscriber connection is back (Redis restarted, the network came back, or the node had
-        fallen too far behind): write the options again, say this node is alive and enter its
-        members in presence again, deliver what its history channels missed, then go on live; the
-        members of its other channels are told they may have missed messages (``lagging``)."""
+        """The subscriber connection is back (Redis restarted, the network came back, a Sentinel
+        failover, or the node had fallen too far behind): what waits in the buffer goes out now; write
+        the options again, say this node is alive and enter its members in presence again, deliver
+        what its history channels missed, then go on live; the members of its other channels are
+        told they may have missed messages (``lagging``)."""
         self.resubscribes += 1
+        self._connection.reachable()
         self._queue(("SET", *self._options()))
         self._presence.enter_again()
         channels = [name for kind, name in list(self._routes.values()) if kind == "channel"]

@@ -4,6 +4,17 @@ Everything a node tells Redis but its (un)subscribes goes through one queue of c
 writer task in the order the calls were made, pipelined: up to ``max_batch`` commands (the setting
 ``redis_max_batch``) in one write and one round trip. Each command's future gets Redis's answer (for
 a PUBLISH, how many nodes took the message) or the :class:`BrokerError` that says why it got none.
+
+While Redis cannot be reached, the queue is a bounded buffer (the settings ``broker_buffer`` and
+``broker_buffer_policy``): what is written (publishes, history appends, presence and kept sessions)
+waits in it, in order, and goes out when Redis answers again; the callers' futures get
+:class:`~tidings.brokers.Buffered` (a count of 0 that says so) at once. Reads fail with
+:class:`BrokerError`: their answer is needed now.
+
+With ``redis+sentinel://`` the client is redis-py's Sentinel ``master_for``: each new connection asks
+the sentinels where the master is. Every new connection first notes the master's replication id in
+``<prefix>master`` (:data:`~tidings.brokers.redis.scripts.NOTE_MASTER`): a history written on another
+master (before a failover) starts a new epoch.
 """
 
 from __future__ import annotations
@@ -16,17 +27,25 @@ from collections import deque
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from tidings.brokers.base import Broker
+from tidings.brokers.base import Broker, Buffered
+from tidings.brokers.redis.scripts import NOTE_MASTER
 from tidings.errors import BrokerError
-from tidings.settings import REDIS_MAX_BATCH
+from tidings.settings import BROKER_BUFFER, BROKER_BUFFER_POLICY, REDIS_MAX_BATCH
 from tidings.stats import Histogram
 
 logger = logging.getLogger("tidings.broker")
 
 Command = tuple[Any, ...]
+#: A queued command, the future of its answer, and whether it waits through an outage (a write).
+Queued = tuple[Command, asyncio.Future[Any], bool]
+
+SENTINEL_SCHEME = "redis+sentinel://"
+SENTINEL_PORT = 26379
 
 
 class RedisConnection:
@@ -41,13 +60,22 @@ class RedisConnection:
         self.connect_timeout = connect_timeout
         #: Commands sent to Redis in one pipeline (one write, one round trip): ``redis_max_batch``.
         self.max_batch = REDIS_MAX_BATCH
+        #: Writes that wait while Redis cannot be reached, and what a new one does when that many
+        #: wait: ``broker_buffer`` and ``broker_buffer_policy``.
+        self.buffer = BROKER_BUFFER
+        self.buffer_policy = BROKER_BUFFER_POLICY
         self.client: aioredis.Redis | None = None
-        self._outbox: deque[tuple[Command, asyncio.Future[Any]]] = deque()
+        self._sentinel: Sentinel | None = None
+        self._outbox: deque[Queued] = deque()
         self._writer: asyncio.Task[None] | None = None
         self._failing = False
         #: Seconds from sending a pipeline to Redis' answer, one observation per pipeline (the
         #: broker's ``publish_seconds``).
         self.round_trips = Histogram()
+        self._buffering = False  # writes wait in the buffer: Redis failed, and was not seen back since
+        self._wake: asyncio.Event | None = None  # the writer waits on it before it tries again
+        self._in_flight = 0  # commands of the pipeline being sent
+        self._lost = 0  # writes the full buffer dropped or refused during this outage
 
     # -- names -------------------------------------------------------------------------------------
 
@@ -61,21 +89,12 @@ class RedisConnection:
 
     def failure(self, error: BaseException | str) -> BrokerError:
         """The error that says Redis failed, naming it (its password hidden)."""
-        return BrokerError(f"the Redis broker at {safe_url(self.url)} failed: {error}")
+        return BrokerError(f"the Redis broker at {safe_url(self.url)} failed: {describe(error)}")
 
     def not_connected(self) -> BrokerError:
         return BrokerError(f"the Redis broker at {safe_url(self.url)} is not connected")
 
     # -- open and close ------------------------------------------------------------------------------
-
-    def new_client(self, name: str | None = None) -> aioredis.Redis:
-        """A client of its own (not connected yet); ``name``: its connections' ``CLIENT SETNAME``."""
-        return aioredis.Redis.from_url(
-            self.url,
-            socket_connect_timeout=self.connect_timeout,
-            socket_timeout=self.connect_timeout,
-            client_name=name,
-        )
 
     async def open(self) -> aioredis.Redis:
         """The client, connected and answering (once; :class:`BrokerError` if Redis cannot be reached)."""
@@ -84,10 +103,49 @@ class RedisConnection:
             try:
                 await client.ping()
             except (RedisError, OSError) as error:
-                await client.aclose()
-                raise BrokerError(f"cannot reach the Redis broker at {safe_url(self.url)}: {error}") from None
+                await self._close(client)
+                where = safe_url(self.url)
+                raise BrokerError(f"cannot reach the Redis broker at {where}: {describe(error)}") from None
             self.client = client
         return self.client
+
+    def new_client(self, name: str | None = None) -> aioredis.Redis:
+        """A client of its own (not connected yet) of the URL, or of the master the sentinels name
+        for ``redis+sentinel://``; ``name``: its connections' ``CLIENT SETNAME``."""
+        timeout = self.connect_timeout
+        if not self.url.startswith(SENTINEL_SCHEME):
+            return aioredis.Redis.from_url(
+                self.url,
+                socket_connect_timeout=timeout,
+                socket_timeout=timeout,
+                client_name=name,
+                redis_connect_func=self._note_master,
+            )
+        sentinels, service, db, username, password = parse_sentinel_url(self.url)
+        timeouts = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
+        if self._sentinel is None:  # one for the clients of this connection (publisher, subscriber)
+            self._sentinel = Sentinel(sentinels, sentinel_kwargs=timeouts, **timeouts)  # type: ignore[no-untyped-call]
+        client: aioredis.Redis = self._sentinel.master_for(
+            service,
+            db=db,
+            username=username,
+            password=password,
+            client_name=name,
+            redis_connect_func=self._note_master,
+        )
+        return client
+
+    async def _note_master(self, connection: AbstractConnection) -> None:
+        """A new connection: set it up as redis-py does, then note the master's replication id."""
+        await connection.on_connect()
+        await connection.send_command("EVAL", NOTE_MASTER, 1, self.key("master"))
+        await connection.read_response()
+
+    async def _close(self, client: aioredis.Redis) -> None:
+        sentinel, self._sentinel = self._sentinel, None
+        await client.aclose()
+        if sentinel is not None:
+            await sentinel.aclose()
 
     async def drain(self) -> None:
         """Wait (up to ``connect_timeout``) for what is queued to be sent."""
@@ -99,6 +157,8 @@ class RedisConnection:
         """Stop sending, and fail what is still queued."""
         writer, self._writer = self._writer, None
         await cancel(writer)
+        if self._failing and self._outbox:
+            logger.warning("broker: stopped with %d write(s) waiting for Redis: lost", len(self._outbox))
         failure = BrokerError("the broker stopped")
         while self._outbox:
             fail(self._outbox.popleft()[1], failure)
@@ -107,32 +167,82 @@ class RedisConnection:
         """Close the client (after :meth:`stop_writer`)."""
         client, self.client = self.client, None
         if client is not None:
-            await client.aclose()
+            await self._close(client)
 
     # -- the queue -----------------------------------------------------------------------------------
 
-    def queue(self, command: Command) -> asyncio.Future[Any]:
-        """Queue one command (PUBLISH: the future gets the number of nodes that took it)."""
+    def queue(self, command: Command, write: bool = True) -> asyncio.Future[Any]:
+        """Queue one command (PUBLISH: the future gets the number of nodes that took it).
+
+        A ``write`` waits in the buffer while Redis cannot be reached (its future gets
+        :class:`Buffered`); a read (``write=False``) fails then with :class:`BrokerError`.
+        """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if self.client is None:
             fail(future, self.not_connected())
             return future
-        self._outbox.append((command, future))
+        if self._buffering:
+            if not write or not self._make_room():
+                fail(future, self._unreachable() if not write else self._full())
+                return future
+            future.set_result(Buffered())
+        self._outbox.append((command, future, write))
         if self._writer is None:
             self._writer = loop.create_task(self._write(), name="tidings-redis-writer")
         return future
 
+    def reachable(self) -> None:
+        """Redis answers again (the subscriber connection is back): writes no longer wait for the
+        room the buffer has, and the writer tries again now."""
+        self._buffering = False
+        if self._wake is not None:
+            self._wake.set()
+
+    def _make_room(self) -> bool:
+        """Whether a write can wait in the buffer (the pipeline in flight counts too): when it is
+        full, the oldest waiting is dropped for it (``drop-oldest``), or it is refused (``raise``)."""
+        if len(self._outbox) + self._in_flight < self.buffer:
+            return True
+        dropping = self.buffer_policy == "drop-oldest"
+        if not self._lost:
+            what = "dropping the oldest" if dropping else "refusing more"
+            logger.warning(
+                "broker: the buffer of %d write(s) for Redis at %s is full: %s",
+                self.buffer,
+                safe_url(self.url),
+                what,
+            )
+        self._lost += 1
+        if not dropping:
+            return False
+        if self._outbox:  # else the pipeline in flight is cut to size if it fails (_keep)
+            self._outbox.popleft()  # its caller was told it waits (Buffered)
+        return True
+
+    def _unreachable(self) -> BrokerError:
+        return BrokerError(f"the Redis broker at {safe_url(self.url)} cannot be reached")
+
+    def _full(self) -> BrokerError:
+        return BrokerError(
+            f"the Redis broker at {safe_url(self.url)} cannot be reached and {self.buffer} write(s) "
+            "wait for it already (broker_buffer)"
+        )
+
     async def _write(self) -> None:
-        """PUBLISH what is queued, in order, up to :attr:`max_batch` per round trip."""
+        """PUBLISH what is queued, in order, up to :attr:`max_batch` per round trip; while Redis
+        cannot be reached, keep the writes (up to :attr:`buffer`) and try again."""
         outbox = self._outbox
         max_batch = self.max_batch
         clock = asyncio.get_running_loop().time
+        delay = 0.05
+        wake = self._wake = asyncio.Event()
         try:
             while outbox and self.client is not None:
                 batch = [outbox.popleft() for _ in range(min(len(outbox), max_batch))]
+                self._in_flight = len(batch)
                 pipeline = self.client.pipeline(transaction=False)
-                for command, _ in batch:
+                for command, _, _ in batch:
                     pipeline.execute_command(*command)
                 sent = clock()
                 try:
@@ -144,31 +254,69 @@ class RedisConnection:
                         # A pooled connection Redis closed while it restarted, found out only now:
                         # nothing of the batch reached it. Once more, on a new connection.
                         pipeline = self.client.pipeline(transaction=False)
-                        for command, _ in batch:
+                        for command, _, _ in batch:
                             pipeline.execute_command(*command)
                         results = await pipeline.execute(raise_on_error=False)
                 except (RedisError, OSError) as error:
-                    failure = self.failure(error)
-                    serving = self.broker.hub is not None  # a publisher raises instead
-                    if not self._failing and serving:
-                        logger.error("broker: %s; %d message(s) lost", failure, len(batch))
-                    self._failing = True
-                    for _, future in batch:
-                        fail(future, failure)
+                    self._in_flight = 0
+                    if self._keep(batch, error):
+                        wake.clear()
+                        with contextlib.suppress(asyncio.TimeoutError):
+                            await asyncio.wait_for(wake.wait(), delay)
+                        delay = min(delay * 2, 2.0)
                     continue
                 self.round_trips.observe(clock() - sent)
+                self._in_flight, delay = 0, 0.05
                 if self._failing:
-                    if self.broker.hub is not None:
-                        logger.warning("broker: publishing to Redis at %s works again", safe_url(self.url))
-                    self._failing = False
-                for (command, future), result in zip(batch, results, strict=True):
+                    self._back()
+                for (command, future, _), result in zip(batch, results, strict=True):
                     if isinstance(result, Exception):
                         logger.error("broker: Redis refused %s: %s", command[0], result)
                         fail(future, BrokerError(f"Redis refused {command[0]}: {result}"))
                     elif not future.done():
                         future.set_result(result)
         finally:
-            self._writer = None
+            self._writer = self._wake = None
+
+    def _keep(self, batch: list[Queued], error: BaseException) -> bool:
+        """Redis failed ``batch``: put its writes back in front of the buffer, tell their callers and
+        those of the writes queued behind it that they wait, fail the reads. Whether anything waits
+        (without a buffer, ``broker_buffer`` 0, the writes fail as the reads do)."""
+        failure = self.failure(error)
+        self._buffering = bool(self.buffer)
+        if not self._failing:
+            self._failing = True
+            if self.buffer:
+                logger.warning("broker: %s; up to %d write(s) wait for it", failure, self.buffer)
+            elif self.broker.hub is not None:  # a publisher's callers get the error instead
+                logger.error("broker: %s; %d message(s) lost", failure, len(batch))
+        waiting = [*batch, *self._outbox]
+        self._outbox.clear()
+        for command, future, write in waiting:
+            if write and self.buffer:
+                self._outbox.append((command, future, write))
+                if not future.done():
+                    future.set_result(Buffered())
+            else:
+                fail(future, failure)
+        while len(self._outbox) > self.buffer and self.buffer_policy == "drop-oldest":
+            self._make_room()
+        return bool(self._outbox)
+
+    def _back(self) -> None:
+        """Redis answers again: say so, with how many writes the full buffer lost meanwhile."""
+        lost, self._lost = self._lost, 0
+        self._failing = self._buffering = False
+        if lost:
+            what = "dropped" if self.buffer_policy == "drop-oldest" else "refused"
+            logger.warning(
+                "broker: Redis at %s answers again; %d write(s) were %s meanwhile (broker_buffer full)",
+                safe_url(self.url),
+                lost,
+                what,
+            )
+        elif self.broker.hub is not None:
+            logger.warning("broker: publishing to Redis at %s works again", safe_url(self.url))
 
 
 def fail(future: asyncio.Future[Any], error: BaseException) -> None:
@@ -185,13 +333,41 @@ async def cancel(task: asyncio.Task[Any] | None) -> None:
             await task
 
 
+def describe(error: BaseException | str) -> str:
+    """What went wrong, in one short line: redis-py says no sentinel named a master with the whole
+    configuration of each sentinel's client."""
+    if isinstance(error, MasterNotFoundError):
+        return "no sentinel names a master for the service (they cannot be reached, or fail over)"
+    return str(error)
+
+
 def safe_url(url: str) -> str:
     """``url`` with its password, if any, replaced by ``***`` (for messages and logs)."""
     parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    if not at or not colon:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host += f":{parts.port}"
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{hosts}"))
+
+
+def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, str | None, str | None]:
+    """``redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db]``: the
+    sentinels' addresses (port 26379 unless given), the service (master) name, the database, and
+    the master's user and password. ``ValueError`` for a URL that names no sentinel or service."""
+    parts = urllib.parse.urlsplit(url)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    sentinels = []
+    for address in hosts.split(","):
+        host, colon, port = address.rpartition(":")
+        if not colon or "]" in port:  # no port (an IPv6 address has colons of its own, in brackets)
+            host, port = address, str(SENTINEL_PORT)
+        if not host or not port.isdigit():
+            raise ValueError(f"{safe_url(url)}: {address!r} is no sentinel host[:port]")
+        sentinels.append((host.strip("[]"), int(port)))
+    service, _, db = parts.path.strip("/").partition("/")
+    if not service or (db and not db.isdigit()):
+        raise ValueError(f"{safe_url(url)}: give the service name and database: .../mymaster/0")
+    unquote = urllib.parse.unquote
+    return sentinels, service, int(db or 0), unquote(user) or None, unquote(password) if at else None

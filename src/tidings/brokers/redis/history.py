@@ -9,7 +9,8 @@ Under the name prefix:
 
 One script (:data:`~tidings.brokers.redis.scripts.PUBLISH_HISTORY`) gives the offset, appends and
 PUBLISHes, so the order of offsets is the order of delivery. When the meta hash is gone (expired, or
-Redis lost it) the next message starts a new epoch at offset 1.
+Redis lost it), or was written on another master (a Sentinel failover: its ``master`` field is not
+the replication id in ``<prefix>master``), the next message starts a new epoch at offset 1.
 
 A subscriber recovers what it missed from the stream (:meth:`RedisHistory.recover`); a node whose
 connection to Redis came back reads what its channels missed meanwhile and delivers it before the
@@ -62,13 +63,13 @@ class RedisHistory:
         """Queue the script that appends ``envelope`` to ``channel``'s history and publishes it (and
         appends it to the packet log of connection state recovery: ``log``, its key and arguments)."""
         key = self.connection.key
-        stream, meta = key("history", channel), key("meta", channel)
+        keys = (key("history", channel), key("meta", channel), key("master"), topic)
         ttl = max(1, int(rule.ttl * 1000))
         args = (rule.size, ttl, secrets.token_urlsafe(6), envelope)
         if log is None:
-            return self.connection.queue(("EVAL", PUBLISH_HISTORY, 3, stream, meta, topic, *args))
+            return self.connection.queue(("EVAL", PUBLISH_HISTORY, 4, *keys, *args))
         log_key, *log_args = log
-        command = ("EVAL", PUBLISH_HISTORY, 4, stream, meta, topic, log_key, *args, *log_args)
+        command = ("EVAL", PUBLISH_HISTORY, 5, *keys, log_key, *args, *log_args)
         return self.connection.queue(command)
 
     async def recover(self, channel: str, rule: HistoryRule, since: Position | None) -> Recovery:
@@ -84,11 +85,11 @@ class RedisHistory:
         connection = self.connection
         if connection.client is None:
             raise connection.not_connected()
-        keys = (connection.key("history", channel), connection.key("meta", channel))
+        keys = (connection.key("history", channel), connection.key("meta", channel), connection.key("master"))
         since_args = (since.offset, since.epoch) if since is not None else (-1, "")
         args = (secrets.token_urlsafe(6), max(1, int(rule.ttl * 1000)), *since_args)
         try:
-            epoch, offset, raw = await connection.client.eval(READ_HISTORY, 2, *keys, *args)
+            epoch, offset, raw = await connection.client.eval(READ_HISTORY, 3, *keys, *args)
         except (RedisError, OSError) as error:
             raise connection.failure(error) from None
         entries = []
@@ -158,12 +159,8 @@ class RedisHistory:
             return
         if since is not None and since.epoch != position.epoch:
             logger.warning("broker: the history of channel %r restarted (epoch %s)", channel, position.epoch)
-        if (
-            entries
-            and since is not None
-            and since.epoch == position.epoch
-            and entries[0][0] > since.offset + 1
-        ):
+        first = since.offset + 1 if since is not None and since.epoch == position.epoch else 1
+        if entries and entries[0][0] > first:
             logger.warning("broker: channel %r lost messages while Redis was away (history trimmed)", channel)
         for sender, outgoing in [*((s, o) for _, s, o in entries), *held]:
             if self.fresh(channel, outgoing):

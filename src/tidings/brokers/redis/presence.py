@@ -103,7 +103,8 @@ class RedisPresence:
         """Who is in ``channel``, on every node whose heartbeat is alive."""
         connection = self.connection
         key = connection.key("presence", channel)
-        raw: dict[bytes, bytes] = await connection.queue(("HGETALL", key))  # after this node's own changes
+        # After this node's own changes.
+        raw: dict[bytes, bytes] = await connection.queue(("HGETALL", key), write=False)
         entries: dict[str, tuple[str, Any]] = {}
         for raw_id, value in raw.items():
             with contextlib.suppress(ValueError, TypeError):

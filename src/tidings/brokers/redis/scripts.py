@@ -29,38 +29,63 @@ return redis.call('PUBLISH', KEYS[2], logged(KEYS[1], ARGV[1], ARGV[2], ARGV[3],
 """
 )
 
-#: KEYS: stream, meta, channel topic[, log]. ARGV: size, ttl (ms), an epoch for a new history, the
+#: KEYS: the master key. Notes the replication id of the Redis master it runs on there (run first on
+#: every new connection): a promoted replica has an id of its own, so a history written before a
+#: failover is told from one written after it.
+NOTE_MASTER = """
+local id = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)')
+if id and redis.call('GET', KEYS[1]) ~= id then
+  redis.call('SET', KEYS[1], id)
+end
+"""
+
+# The epoch of a history (stream, meta), a new one (``new``, offset 0, the stream emptied) if it has
+# none or was written on another master than the one ``master`` names: Redis replicates
+# asynchronously, so a replica promoted by a failover may lack messages that clients already got,
+# and would give their offsets again.
+_EPOCH = """
+local function epoch_of(stream, meta, master, new)
+  local found = redis.call('HMGET', meta, 'epoch', 'master')
+  local id = redis.call('GET', master)
+  if found[1] and found[2] == id then
+    return found[1]
+  end
+  redis.call('DEL', stream, meta)
+  redis.call('HSET', meta, 'epoch', new, 'offset', 0)
+  if id then
+    redis.call('HSET', meta, 'master', id)
+  end
+  return new
+end
+"""
+
+#: KEYS: stream, meta, master, channel topic[, log]. ARGV: size, ttl (ms), an epoch for a new history, the
 #: envelope[, log size, log ttl (ms), route]. Gives the message the next offset, appends it to the
 #: stream and publishes it with its position (and, given a log, its log offset).
 PUBLISH_HISTORY = (
     _LOG
+    + _EPOCH
     + """
-local epoch = redis.call('HGET', KEYS[2], 'epoch')
-if not epoch then
-  redis.call('DEL', KEYS[1])
-  epoch = ARGV[3]
-  redis.call('HSET', KEYS[2], 'epoch', epoch)
-end
+local epoch = epoch_of(KEYS[1], KEYS[2], KEYS[3], ARGV[3])
 local offset = redis.call('HINCRBY', KEYS[2], 'offset', 1)
 local data = '@' .. offset .. ':' .. epoch .. '\\n' .. ARGV[4]
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], offset .. '-0', 'd', data)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
-if KEYS[4] then
-  data = logged(KEYS[4], ARGV[5], ARGV[6], ARGV[7], data)
+if KEYS[5] then
+  data = logged(KEYS[5], ARGV[5], ARGV[6], ARGV[7], data)
 end
-return redis.call('PUBLISH', KEYS[3], data)
+return redis.call('PUBLISH', KEYS[4], data)
 """
 )
 
-#: KEYS: stream, meta. ARGV: an epoch for a new history, ttl (ms), the offset since (-1: none), its
-#: epoch. Returns {epoch, last offset, entries after the offset (if the epoch is the same)}.
-READ_HISTORY = """
-local epoch = redis.call('HGET', KEYS[2], 'epoch')
-if not epoch then
-  redis.call('DEL', KEYS[1])
-  epoch = ARGV[1]
-  redis.call('HSET', KEYS[2], 'epoch', epoch, 'offset', 0)
+#: KEYS: stream, meta, master. ARGV: an epoch for a new history, ttl (ms), the offset since (-1: none),
+#: its epoch. Returns {epoch, last offset, entries after the offset (if the epoch is the same)}.
+READ_HISTORY = (
+    _EPOCH
+    + """
+local epoch = epoch_of(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
+if epoch == ARGV[1] then
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
 end
 local offset = redis.call('HGET', KEYS[2], 'offset') or '0'
@@ -71,6 +96,7 @@ if since >= 0 and epoch == ARGV[4] and since < tonumber(offset) then
 end
 return {epoch, offset, entries}
 """
+)
 
 #: KEYS: the kept session, log. ARGV: the offset its client had. The session (kept no longer), if the
 #: log still holds the offset; else nothing.

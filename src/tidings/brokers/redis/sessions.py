@@ -56,11 +56,11 @@ class RedisSessions:
         if not LOG_OFFSET.fullmatch(offset):
             return None  # no offset of this log (Redis would refuse it as a stream id)
         key = self.connection.key("session", pid)
-        data = await self.connection.queue(("EVAL", TAKE_SESSION, 2, key, self.log, offset))
+        data = await self.connection.queue(("EVAL", TAKE_SESSION, 2, key, self.log, offset), write=False)
         return KeptSession.from_json(data) if data is not None else None
 
     async def missed(self, session: KeptSession, offset: str) -> tuple[list[Outgoing], str] | None:
-        entries = await self.connection.queue(("XRANGE", self.log, offset, "+"))
+        entries = await self.connection.queue(("XRANGE", self.log, offset, "+"), write=False)
         if not entries or entries[0][0].decode() != offset:
             return None  # trimmed since
         messages = []
