@@ -192,6 +192,11 @@ class Settings:
             ``connection_state_recovery``. Each costs one message of memory (in Redis with the
             Redis broker), so a flood of messages cannot grow it without end; a client whose last
             packet was dropped from the log gets a new session instead of its old one.
+        shutdown_timeout: seconds a stopping server (SIGTERM, Ctrl+C, a worker restarted by SIGHUP)
+            gives its running handlers to finish, once it has stopped accepting connections and told
+            its clients to reconnect; the handlers still running then are abandoned (cancelled, a
+            ``def`` handler's thread left to the process's exit) with a warning naming how many.
+            ``tidings run`` waits as long for the HTTP requests and WebSocket endpoints still open.
     """
 
     path: str = "/socket.io/"
@@ -242,6 +247,8 @@ class Settings:
     # -- connection state recovery --
     connection_state_recovery: float | None = None
     recovery_max_packets: int = 10_000
+    # -- graceful shutdown --
+    shutdown_timeout: float = 10.0
 
     @property
     def recovery(self) -> RecoveryRule | None:
@@ -271,6 +278,7 @@ class Settings:
             "body_timeout",
             "loop_call_timeout",
             "redis_ready_timeout",
+            "shutdown_timeout",
         )
         for name in positive:
             if getattr(self, name) <= 0:

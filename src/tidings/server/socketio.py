@@ -59,8 +59,8 @@ class Connection(JobQueue):
 
     session: Session
 
-    def __init__(self, session: Session, settings: Settings) -> None:
-        super().__init__(session, settings)
+    def __init__(self, session: Session, settings: Settings, running: set[asyncio.Task[None]]) -> None:
+        super().__init__(session, settings, running)
         self.request = Request(session.scope)
         self.protocol: sio.Connection[Socket] = sio.Connection(
             settings.max_namespaces,
@@ -117,6 +117,8 @@ class SocketIO:
         self.hub.configure(settings)
         self.runner = HandlerRunner(settings, handlers)
         self.channels = ChannelEvents(settings, handlers, self.hub, self.runner)
+        #: The job queues' worker tasks: handlers running or waiting to run, each connection's in order.
+        self.running: set[asyncio.Task[None]] = set()
 
     async def run_handler(
         self, socket: Socket, handler: Handler, args: Iterable[Any], channels: Collection[str]
@@ -132,11 +134,22 @@ class SocketIO:
         self.hub.unbind()
         self.runner.shutdown()
 
+    def abandon(self) -> None:
+        """Cancel the handlers still running (a ``def`` handler's thread runs on, unwaited)."""
+        if self.running:
+            logger.warning(
+                "shutdown_timeout (%gs) passed: abandoning the handlers of %d connection(s)",
+                self.settings.shutdown_timeout,
+                len(self.running),
+            )
+        for task in list(self.running):
+            task.cancel()
+
     # -- engine events ---------------------------------------------------------------------------
 
     def session_opened(self, session: Session) -> None:
         self.hub.bind_loop()
-        connection = Connection(session, self.settings)
+        connection = Connection(session, self.settings, self.running)
         session.data = connection
         connection._connect_timer = asyncio.get_running_loop().call_later(
             self.settings.connect_timeout, self._connect_timed_out, connection
