@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import dataclasses
 import errno
@@ -16,6 +17,7 @@ import importlib.metadata
 import importlib.util
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -26,7 +28,8 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
-from uvicorn.supervisors import Multiprocess
+from uvicorn.supervisors import Multiprocess, multiprocess
+from uvicorn.supervisors.multiprocess import Process
 
 from tidings.api.publisher import Publisher
 from tidings.brokers import BROKER_ENV, PREFIX_ENV, BrokerError, broker_from
@@ -35,7 +38,14 @@ from tidings.protocol import ProtocolError
 from tidings.protocol.socketio import MAX_DEPTH, loads
 from tidings.server.app import Server
 from tidings.server.guard import GuardedHttpToolsProtocol, connection_capacity, raise_open_files_limit
-from tidings.server.targets import BROKER_FLAG_ENV, TARGET_ENV, check_broker, load_target, with_broker_flag
+from tidings.server.targets import (
+    BROKER_FLAG_ENV,
+    TARGET_ENV,
+    app_from_environment,
+    check_broker,
+    load_target,
+    with_broker_flag,
+)
 from tidings.settings import Settings
 
 logger = logging.getLogger("tidings")
@@ -49,18 +59,35 @@ PORT_ENV, DEFAULT_PORT = "TIDINGS_PORT", 8000
 
 
 class _Uvicorn(uvicorn.Server):
-    """uvicorn, told to close tidings sessions before it waits for open requests (a pending long-poll
-    would otherwise hold the shutdown for up to a ping interval); it keeps the signal that stopped it.
-    """
+    """uvicorn, stopping gracefully: it stops accepting, then closes the tidings sessions and
+    WebSockets (clients reconnect to another worker, or to the restarted server) and waits for their
+    handlers (:meth:`Server.drain`), then for the requests still open; it keeps the signal that
+    stopped it. A worker process (``app`` None) imports the target itself."""
 
     stopped_by: int | None = None  # the signal that stopped it
 
-    def __init__(self, config: uvicorn.Config, app: Server) -> None:
+    def __init__(self, config: uvicorn.Config, app: Server | None = None) -> None:
         super().__init__(config)
         self.tidings_app = app
 
-    async def shutdown(self, sockets: Any = None) -> None:
-        self.tidings_app.shutdown()
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.tidings_app is None:  # what uvicorn would import for a worker, kept at hand
+            self.tidings_app = self.config.app = app_from_environment()
+            self.config.factory = False
+        await super().serve(sockets)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        assert self.tidings_app is not None
+        for server in self.servers:  # accept no more: reconnecting clients go to the other workers
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        loop = asyncio.get_running_loop()
+        begun = loop.time()
+        await self.tidings_app.drain()
+        # uvicorn's wait for the requests still open gets what is left of shutdown_timeout
+        left = self.tidings_app.settings.shutdown_timeout - (loop.time() - begun)
+        self.config.timeout_graceful_shutdown = max(1, math.ceil(left))
         await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -68,10 +95,27 @@ class _Uvicorn(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+class _Worker(Process):
+    """A worker process of ``tidings run --workers N``: it serves with :class:`_Uvicorn`."""
+
+    @property
+    def server(self) -> uvicorn.Server:
+        if self._server is None:
+            self._server = _Uvicorn(self.config)
+        return self._server
+
+
 class _Workers(Multiprocess):
-    """uvicorn's supervisor of worker processes, which keeps the signal that stopped it."""
+    """uvicorn's supervisor of worker processes, which keeps the signal that stopped it. SIGHUP
+    restarts the workers one at a time, each replaced once its successor serves (uvicorn's
+    ``restart_all``), so that clients always find a worker to reconnect to."""
 
     stopped_by: int | None = None
+
+    def run(self) -> None:
+        # uvicorn makes its workers of the Process class of its module, with no option to choose one.
+        multiprocess.Process = _Worker  # type: ignore[misc]
+        super().run()
 
     def handle_int(self) -> None:
         self.stopped_by = signal.SIGINT
@@ -107,8 +151,11 @@ def run(
 
     The app's connection limits (``max_connections``, ``header_timeout``, ... in its Settings) hold
     for every connection, through :class:`~tidings.server.guard.GuardedHttpToolsProtocol` and the
-    WebSocket protocol. Stopped by SIGINT (Ctrl+C) or SIGTERM, it shuts down and then ends by that
-    signal, as a shell expects of a program it stops (status 130 for Ctrl+C).
+    WebSocket protocol. Stopped by SIGINT (Ctrl+C) or SIGTERM, it stops accepting, tells its
+    clients to reconnect (their transports close: WebSockets with 1001), waits up to the app's
+    ``shutdown_timeout`` for running handlers, and then ends by that signal, as a shell expects of
+    a program it stops (status 130 for Ctrl+C). With ``workers`` > 1, SIGHUP restarts the workers
+    one at a time, each stopped that way once its successor serves.
     """
     ws = ws or os.environ.get(WS_ENV) or DEFAULT_WS
     if ws not in WS_PROTOCOLS:
@@ -129,7 +176,7 @@ def run(
         "access_log": access_log,
         "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         **uvicorn_options(connection_settings(app.settings), ws),
-        "timeout_graceful_shutdown": 5,
+        "timeout_graceful_shutdown": math.ceil(app.settings.shutdown_timeout),
     }
     if forwarded_allow_ips is not None:
         options["forwarded_allow_ips"] = forwarded_allow_ips
