@@ -15,6 +15,7 @@ import pytest
 
 from tests.brokers.cluster import broker_args, until
 from tests.client.js_client import JsClient
+from tests.node_client import NodeClient
 from tests.peers import REDIS_URL
 from tests.serving import TidingsProcess
 from tidings import NoSocket, Publisher
@@ -131,6 +132,27 @@ async def stop_while_slow(
     finally:
         server.stop()
     return server, finished.read_text().split()
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+async def test_official_client_reconnects_by_itself(transport: str) -> None:
+    """socket.io-client takes a stopping server's close for a lost transport, not for a deliberate
+    disconnect ("io server disconnect", after which it would not reconnect): it comes back alone."""
+    server = TidingsProcess(APP).start()
+    client = NodeClient()
+    try:
+        client.connect(server.url, transports=[transport])
+        await asyncio.to_thread(client.expect, "connect")
+        assert server.process is not None
+        server.process.send_signal(signal.SIGTERM)
+        disconnect = await asyncio.to_thread(client.expect, "disconnect", 20)
+        assert await asyncio.to_thread(server.process.wait, 20) == -signal.SIGTERM
+        server.start()
+        await asyncio.to_thread(client.expect, "connect", 20)
+    finally:
+        client.close()
+        server.stop()
+    assert disconnect["reason"] in ("transport close", "transport error")
 
 
 WORKERS = pytest.mark.parametrize("workers", ["1", "2"])
