@@ -17,6 +17,7 @@ import importlib.metadata
 import importlib.util
 import json
 import logging
+import logging.config
 import math
 import os
 import signal
@@ -38,6 +39,7 @@ from tidings.protocol import ProtocolError
 from tidings.protocol.socketio import MAX_DEPTH, loads
 from tidings.server.app import Server
 from tidings.server.guard import GuardedHttpToolsProtocol, connection_capacity, raise_open_files_limit
+from tidings.server.logs import DEFAULT_FORMAT, FORMATS, LOG_FORMAT_ENV, json_config
 from tidings.server.targets import (
     BROKER_FLAG_ENV,
     TARGET_ENV,
@@ -138,6 +140,7 @@ def run(
     ws: str | None = None,
     forwarded_allow_ips: str | None = None,
     announce: Callable[[str], object] | None = None,
+    log_format: str = DEFAULT_FORMAT,
 ) -> None:
     """Serve ``target`` on uvicorn with uvloop and httptools.
 
@@ -147,7 +150,8 @@ def run(
     one); default ``TIDINGS_WS``, else ``"fast"``. ``forwarded_allow_ips``: the proxies whose
     ``X-Forwarded-*`` headers are trusted, exempt from ``max_connections_per_address`` (uvicorn's;
     default ``FORWARDED_ALLOW_IPS``, else 127.0.0.1 and ::1). ``announce`` is called with the URL
-    once the port is taken, before the app starts.
+    once the port is taken, before the app starts. ``log_format="json"``: every log line, in every
+    worker, is one JSON object (:mod:`tidings.server.logs`).
 
     The app's connection limits (``max_connections``, ``header_timeout``, ... in its Settings) hold
     for every connection, through :class:`~tidings.server.guard.GuardedHttpToolsProtocol` and the
@@ -161,6 +165,11 @@ def run(
     if ws not in WS_PROTOCOLS:
         choices = ", ".join(WS_PROTOCOLS)
         raise SystemExit(f"tidings: unknown WebSocket protocol {ws!r} (choose from {choices})")
+    if log_format not in FORMATS:
+        raise SystemExit(f"tidings: unknown log format {log_format!r} (choose from {', '.join(FORMATS)})")
+    log_config = json_config(log_level) if log_format == "json" else uvicorn.config.LOGGING_CONFIG
+    if log_format == "json":
+        logging.config.dictConfig(log_config)
     os.environ[TARGET_ENV] = target
     if broker_prefix is not None:
         os.environ[PREFIX_ENV] = broker_prefix
@@ -174,6 +183,7 @@ def run(
         "workers": workers,
         "log_level": log_level,
         "access_log": access_log,
+        "log_config": log_config,
         "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         **uvicorn_options(connection_settings(app.settings), ws),
         "timeout_graceful_shutdown": math.ceil(app.settings.shutdown_timeout),
@@ -279,7 +289,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     if args.command == "publish":
         raise SystemExit(publish_message(args.channel, args.message, args.broker, args.broker_prefix))
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:%(name)s: %(message)s")
+    if args.log_format == DEFAULT_FORMAT:
+        logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:%(name)s: %(message)s")
     announce = None
     if args.command == "demo":
         from tidings import demo
@@ -302,6 +313,7 @@ def main(argv: list[str] | None = None) -> None:
             args.ws,
             args.forwarded_allow_ips,
             announce,
+            args.log_format,
         )
     except ValueError as error:  # a bad broker URL
         raise SystemExit(f"tidings: {error}") from None
@@ -378,6 +390,14 @@ def _server_arguments(parser: argparse.ArgumentParser) -> None:
         default="info",
         choices=["critical", "error", "warning", "info", "debug"],
         help="how much to log (default info)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default=os.environ.get(LOG_FORMAT_ENV, DEFAULT_FORMAT),
+        help=f"text, or json: one JSON object a line on stderr (time, level, logger, message, and "
+        f"session_id, namespace, channel, transport where known) (env {LOG_FORMAT_ENV}; "
+        f"default {DEFAULT_FORMAT})",
     )
 
 
