@@ -45,6 +45,7 @@ from tidings.server import recovery
 from tidings.server.channel_events import PRESENCE, ChannelEvents
 from tidings.server.engineio import Session
 from tidings.server.jobs import JobQueue
+from tidings.server.logs import context
 from tidings.server.running import HandlerRunner, answer
 from tidings.settings import Settings
 
@@ -88,7 +89,9 @@ class Connection(JobQueue):
         try:
             self.protocol.decoder.check_deadline(asyncio.get_running_loop().time())
         except ProtocolError as error:
-            logger.info("session %s: protocol error: %s", self.session.sid, error)
+            logger.info(
+                "session %s: protocol error: %s", self.session.sid, error, extra=context(self.session.sid)
+            )
             self.session.close(str(error), PROTOCOL_ERROR)
         else:  # a timer may fire a hair before the loop's clock reaches it
             self.watch_attachments()
@@ -245,7 +248,10 @@ class SocketIO:
         except Refuse as refusal:
             self._refuse(connection, socket, refusal.reason, refusal.data)
         except Exception as error:
-            logger.exception("connect handler raised; connection refused")
+            logger.exception(
+                "connect handler raised; connection refused",
+                extra=context(socket.session_id, socket.namespace),
+            )
             self._refuse(connection, socket, "Internal server error", None)
             await self.runner.run_error_handlers(socket, error, ())
         else:
