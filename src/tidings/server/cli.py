@@ -86,6 +86,11 @@ class _Uvicorn(uvicorn.Server):
             sock.close()
         loop = asyncio.get_running_loop()
         begun = loop.time()
+        logger.info(
+            "stopping: %d session(s) told to reconnect, up to %gs for running handlers (shutdown_timeout)",
+            len(self.tidings_app.engine.sessions),
+            self.tidings_app.settings.shutdown_timeout,
+        )
         await self.tidings_app.drain()
         # uvicorn's wait for the requests still open gets what is left of shutdown_timeout
         left = self.tidings_app.settings.shutdown_timeout - (loop.time() - begun)
