@@ -223,6 +223,11 @@ class Settings:
             (and, once Redis answers again, how many were dropped); ``"raise"``: the new one is
             refused, ``tidings.broadcast_channel`` and the other sends raise
             :class:`~tidings.brokers.BrokerError` (a socket's sends are dropped).
+        shutdown_timeout: seconds a stopping server (SIGTERM, Ctrl+C, a worker restarted by SIGHUP)
+            gives its running handlers to finish, once it has stopped accepting connections and told
+            its clients to reconnect; the handlers still running then are abandoned (cancelled, a
+            ``def`` handler's thread left to the process's exit) with a warning naming how many.
+            ``tidings run`` waits as long for the HTTP requests and WebSocket endpoints still open.
     """
 
     path: str = "/socket.io/"
@@ -282,6 +287,8 @@ class Settings:
     # -- the Redis broker while Redis cannot be reached --
     broker_buffer: int = BROKER_BUFFER
     broker_buffer_policy: str = BROKER_BUFFER_POLICY
+    # -- graceful shutdown --
+    shutdown_timeout: float = 10.0
 
     @property
     def recovery(self) -> RecoveryRule | None:
@@ -312,6 +319,7 @@ class Settings:
             "loop_call_timeout",
             "redis_ready_timeout",
             "redis_backlog_interval",
+            "shutdown_timeout",
         )
         for name in positive:
             if getattr(self, name) <= 0:

@@ -23,7 +23,7 @@ class Session:
 
 
 async def test_jobs_that_never_wait_let_other_connections_run() -> None:
-    connection = JobQueue(Session(), Settings())
+    connection = JobQueue(Session(), Settings(), set())
     order: list[str] = []
 
     def job(n: int):
@@ -47,7 +47,7 @@ async def test_jobs_that_never_wait_let_other_connections_run() -> None:
 
 async def test_past_max_pending_events_the_session_is_held_until_half_have_run() -> None:
     session = Session()
-    connection = JobQueue(session, Settings(max_pending_events=10))
+    connection = JobQueue(session, Settings(max_pending_events=10), set())
 
     async def nothing() -> None:
         pass
@@ -62,7 +62,7 @@ async def test_past_max_pending_events_the_session_is_held_until_half_have_run()
 
 async def test_max_pending_bytes_holds_too() -> None:
     session = Session()
-    connection = JobQueue(session, Settings(max_pending_bytes=1000))
+    connection = JobQueue(session, Settings(max_pending_bytes=1000), set())
 
     async def nothing() -> None:
         pass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Iterable
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from tidings.server.metrics import Metrics
 
 _CACHE = b"public, max-age=3600"
+_DRAIN_POLL = 0.05  # seconds between two looks at what a stopping server still runs
 _JAVASCRIPT = b"text/javascript; charset=utf-8"
 logger = logging.getLogger("tidings")
 
@@ -171,6 +173,21 @@ class Server:
         """Close every session and WebSocket (clients see a transport close and reconnect elsewhere)."""
         self.engine.shutdown()
         self.endpoints.shutdown()
+        self.socketio.shutdown()
+
+    async def drain(self) -> None:
+        """Shut down gracefully: close every session and WebSocket as :meth:`shutdown` does, then
+        wait up to ``shutdown_timeout`` for the handlers still running (the closed sockets'
+        ``disconnect`` and ``finish`` among them) and the WebSocket endpoints still open; handlers
+        still running then are abandoned with a warning. ``tidings run`` calls it once it has
+        stopped accepting connections, before uvicorn waits for the requests still open."""
+        self.engine.shutdown()
+        self.endpoints.shutdown()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.shutdown_timeout
+        while (self.socketio.running or self.endpoints.open) and loop.time() < deadline:
+            await asyncio.sleep(_DRAIN_POLL)
+        self.socketio.abandon()
         self.socketio.shutdown()
 
     async def _start_for(self, kind: str, send: Send) -> bool:

@@ -25,6 +25,7 @@ from tidings.channels import NO_HISTORY, HistoryRule, check_channel_name, check_
 from tidings.errors import BrokerError
 from tidings.hub import Hub
 from tidings.message import Position
+from tidings.server.logs import context
 from tidings.server.running import HandlerRunner, answer
 from tidings.settings import Settings
 
@@ -113,7 +114,10 @@ class ChannelEvents:
         except Refuse as refused:
             return answer(refused.reason)
         except Exception as error:
-            logger.exception("subscribe handler raised; subscription refused")
+            logger.exception(
+                "subscribe handler raised; subscription refused",
+                extra=context(socket.session_id, socket.namespace, (channel,)),
+            )
             await self.runner.run_error_handlers(socket, error, (channel,))
             return answer("Internal server error")
         hub = self.hub
@@ -143,7 +147,11 @@ class ChannelEvents:
             recovery = await hub.broker.recover(channel, rule, since)
         except BrokerError as error:
             logger.warning(
-                "socket %s: the history of %r cannot be read: %s", socket.session_id, channel, error
+                "socket %s: the history of %r cannot be read: %s",
+                socket.session_id,
+                channel,
+                error,
+                extra=context(socket.session_id, socket.namespace, (channel,)),
             )
             for outgoing in hub.end_catch_up(socket, channel, None):
                 socket.deliver(outgoing)
@@ -213,4 +221,6 @@ class ChannelEvents:
         except (KeyError, TypeError, ValueError) as error:
             logger.error("message_log_format cannot be applied: %r", error)
             return
-        message_logger.info(line)
+        message_logger.info(
+            line, extra=context(socket.session_id, socket.namespace, (channel,) if channel else ())
+        )

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import dataclasses
 import errno
@@ -16,6 +17,8 @@ import importlib.metadata
 import importlib.util
 import json
 import logging
+import logging.config
+import math
 import os
 import signal
 import socket
@@ -27,7 +30,8 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
-from uvicorn.supervisors import Multiprocess
+from uvicorn.supervisors import Multiprocess, multiprocess
+from uvicorn.supervisors.multiprocess import Process
 
 from tidings.api.publisher import Publisher
 from tidings.brokers import BROKER_ENV, PREFIX_ENV, BrokerError, broker_from
@@ -36,7 +40,15 @@ from tidings.protocol import ProtocolError
 from tidings.protocol.socketio import MAX_DEPTH, loads
 from tidings.server.app import Server
 from tidings.server.guard import GuardedHttpToolsProtocol, connection_capacity, raise_open_files_limit
-from tidings.server.targets import BROKER_FLAG_ENV, TARGET_ENV, check_broker, load_target, with_broker_flag
+from tidings.server.logs import DEFAULT_FORMAT, FORMATS, LOG_FORMAT_ENV, json_config
+from tidings.server.targets import (
+    BROKER_FLAG_ENV,
+    TARGET_ENV,
+    app_from_environment,
+    check_broker,
+    load_target,
+    with_broker_flag,
+)
 from tidings.settings import Settings
 
 logger = logging.getLogger("tidings")
@@ -50,18 +62,40 @@ PORT_ENV, DEFAULT_PORT = "TIDINGS_PORT", 8000
 
 
 class _Uvicorn(uvicorn.Server):
-    """uvicorn, told to close tidings sessions before it waits for open requests (a pending long-poll
-    would otherwise hold the shutdown for up to a ping interval); it keeps the signal that stopped it.
-    """
+    """uvicorn, stopping gracefully: it stops accepting, then closes the tidings sessions and
+    WebSockets (clients reconnect to another worker, or to the restarted server) and waits for their
+    handlers (:meth:`Server.drain`), then for the requests still open; it keeps the signal that
+    stopped it. A worker process (``app`` None) imports the target itself."""
 
     stopped_by: int | None = None  # the signal that stopped it
 
-    def __init__(self, config: uvicorn.Config, app: Server) -> None:
+    def __init__(self, config: uvicorn.Config, app: Server | None = None) -> None:
         super().__init__(config)
         self.tidings_app = app
 
-    async def shutdown(self, sockets: Any = None) -> None:
-        self.tidings_app.shutdown()
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.tidings_app is None:  # what uvicorn would import for a worker, kept at hand
+            self.tidings_app = self.config.app = app_from_environment()
+            self.config.factory = False
+        await super().serve(sockets)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        assert self.tidings_app is not None
+        for server in self.servers:  # accept no more: reconnecting clients go to the other workers
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        loop = asyncio.get_running_loop()
+        begun = loop.time()
+        logger.info(
+            "stopping: %d session(s) told to reconnect, up to %gs for running handlers (shutdown_timeout)",
+            len(self.tidings_app.engine.sessions),
+            self.tidings_app.settings.shutdown_timeout,
+        )
+        await self.tidings_app.drain()
+        # uvicorn's wait for the requests still open gets what is left of shutdown_timeout
+        left = self.tidings_app.settings.shutdown_timeout - (loop.time() - begun)
+        self.config.timeout_graceful_shutdown = max(1, math.ceil(left))
         await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -69,10 +103,27 @@ class _Uvicorn(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+class _Worker(Process):
+    """A worker process of ``tidings run --workers N``: it serves with :class:`_Uvicorn`."""
+
+    @property
+    def server(self) -> uvicorn.Server:
+        if self._server is None:
+            self._server = _Uvicorn(self.config)
+        return self._server
+
+
 class _Workers(Multiprocess):
-    """uvicorn's supervisor of worker processes, which keeps the signal that stopped it."""
+    """uvicorn's supervisor of worker processes, which keeps the signal that stopped it. SIGHUP
+    restarts the workers one at a time, each replaced once its successor serves (uvicorn's
+    ``restart_all``), so that clients always find a worker to reconnect to."""
 
     stopped_by: int | None = None
+
+    def run(self) -> None:
+        # uvicorn makes its workers of the Process class of its module, with no option to choose one.
+        multiprocess.Process = _Worker  # type: ignore[misc]
+        super().run()
 
     def handle_int(self) -> None:
         self.stopped_by = signal.SIGINT
@@ -95,6 +146,7 @@ def run(
     ws: str | None = None,
     forwarded_allow_ips: str | None = None,
     announce: Callable[[str], object] | None = None,
+    log_format: str = DEFAULT_FORMAT,
 ) -> None:
     """Serve ``target`` on uvicorn with uvloop and httptools.
 
@@ -104,17 +156,26 @@ def run(
     one); default ``TIDINGS_WS``, else ``"fast"``. ``forwarded_allow_ips``: the proxies whose
     ``X-Forwarded-*`` headers are trusted, exempt from ``max_connections_per_address`` (uvicorn's;
     default ``FORWARDED_ALLOW_IPS``, else 127.0.0.1 and ::1). ``announce`` is called with the URL
-    once the port is taken, before the app starts.
+    once the port is taken, before the app starts. ``log_format="json"``: every log line, in every
+    worker, is one JSON object (:mod:`tidings.server.logs`).
 
     The app's connection limits (``max_connections``, ``header_timeout``, ... in its Settings) hold
     for every connection, through :class:`~tidings.server.guard.GuardedHttpToolsProtocol` and the
-    WebSocket protocol. Stopped by SIGINT (Ctrl+C) or SIGTERM, it shuts down and then ends by that
-    signal, as a shell expects of a program it stops (status 130 for Ctrl+C).
+    WebSocket protocol. Stopped by SIGINT (Ctrl+C) or SIGTERM, it stops accepting, tells its
+    clients to reconnect (their transports close: WebSockets with 1001), waits up to the app's
+    ``shutdown_timeout`` for running handlers, and then ends by that signal, as a shell expects of
+    a program it stops (status 130 for Ctrl+C). With ``workers`` > 1, SIGHUP restarts the workers
+    one at a time, each stopped that way once its successor serves.
     """
     ws = ws or os.environ.get(WS_ENV) or DEFAULT_WS
     if ws not in WS_PROTOCOLS:
         choices = ", ".join(WS_PROTOCOLS)
         raise SystemExit(f"tidings: unknown WebSocket protocol {ws!r} (choose from {choices})")
+    if log_format not in FORMATS:
+        raise SystemExit(f"tidings: unknown log format {log_format!r} (choose from {', '.join(FORMATS)})")
+    log_config = json_config(log_level) if log_format == "json" else uvicorn.config.LOGGING_CONFIG
+    if log_format == "json":
+        logging.config.dictConfig(log_config)
     os.environ[TARGET_ENV] = target
     if broker_prefix is not None:
         os.environ[PREFIX_ENV] = broker_prefix
@@ -128,9 +189,10 @@ def run(
         "workers": workers,
         "log_level": log_level,
         "access_log": access_log,
+        "log_config": log_config,
         "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         **uvicorn_options(connection_settings(app.settings), ws),
-        "timeout_graceful_shutdown": 5,
+        "timeout_graceful_shutdown": math.ceil(app.settings.shutdown_timeout),
     }
     if forwarded_allow_ips is not None:
         options["forwarded_allow_ips"] = forwarded_allow_ips
@@ -251,7 +313,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     if args.command == "publish":
         raise SystemExit(publish_message(args.channel, args.message, args.broker, args.broker_prefix))
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:%(name)s: %(message)s")
+    if args.log_format == DEFAULT_FORMAT:
+        logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:%(name)s: %(message)s")
     announce = None
     if args.command == "demo":
         from tidings import demo
@@ -274,6 +337,7 @@ def main(argv: list[str] | None = None) -> None:
             args.ws,
             args.forwarded_allow_ips,
             announce,
+            args.log_format,
         )
     except ValueError as error:  # a bad broker URL
         raise SystemExit(f"tidings: {error}") from None
@@ -350,6 +414,14 @@ def _server_arguments(parser: argparse.ArgumentParser) -> None:
         default="info",
         choices=["critical", "error", "warning", "info", "debug"],
         help="how much to log (default info)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default=os.environ.get(LOG_FORMAT_ENV, DEFAULT_FORMAT),
+        help=f"text, or json: one JSON object a line on stderr (time, level, logger, message, and "
+        f"session_id, namespace, channel, transport where known) (env {LOG_FORMAT_ENV}; "
+        f"default {DEFAULT_FORMAT})",
     )
 
 

@@ -26,6 +26,7 @@ from tidings.protocol import websocket as ws
 from tidings.protocol.engineio import Due, Received, State
 from tidings.server import polling
 from tidings.server.limits import AddressLimits, Throttled
+from tidings.server.logs import context
 from tidings.server.outbox import DirectSend, Outbox, direct_send
 from tidings.server.responses import OriginCheck, Receive, Scope, Send, reject_websocket
 from tidings.settings import Settings
@@ -206,7 +207,7 @@ class Session(eio.Session):
                 self.outbox.take()  # full: drop what a stalled client would never read
                 self.outbox.put(eio.CLOSE)
             self._wake_poll()
-        logger.debug("session %s closed: %s", self.sid, reason)
+        logger.debug("session %s closed: %s", self.sid, reason, extra=context(self.sid))
         self.engine.handler.session_closed(self, reason)
         self.release_reading()  # whoever waits to read finds the session closed
 
@@ -362,7 +363,7 @@ class Engine:
         # A protocol error, or cancelled: by the session's close, or by its timer (upgrade timeout).
         closed = session.state is State.CLOSED
         reason = "session closed" if closed else str(error or Due.UPGRADE_TIMEOUT.value)
-        logger.debug("session %s: upgrade failed: %s", session.sid, reason)
+        logger.debug("session %s: upgrade failed: %s", session.sid, reason, extra=context(session.sid))
         await send({"type": "websocket.close", "code": ws.NORMAL_CLOSURE if closed else ws.PROTOCOL_ERROR})
         return False
 
@@ -393,7 +394,7 @@ class Engine:
         try:
             session.take(eio.decode_packet(data))
         except ProtocolError as error:
-            logger.info("session %s: protocol error: %s", session.sid, error)
+            logger.info("session %s: protocol error: %s", session.sid, error, extra=context(session.sid))
             session.close(str(error), ws.PROTOCOL_ERROR)
 
 

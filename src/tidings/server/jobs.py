@@ -36,11 +36,14 @@ class Reader(Protocol):
 class JobQueue:
     """Runs a connection's jobs in order; holds the reading of ``session`` while too many wait."""
 
-    __slots__ = ("_holding", "_jobs", "_pending_bytes", "_settings", "_worker", "session")
+    __slots__ = ("_holding", "_jobs", "_pending_bytes", "_running", "_settings", "_worker", "session")
 
-    def __init__(self, session: Reader, settings: Settings) -> None:
+    def __init__(self, session: Reader, settings: Settings, running: set[asyncio.Task[None]]) -> None:
+        """``running``: the worker tasks of every connection of the server, this one's while it has
+        one (a stopping server waits for them)."""
         self.session = session
         self._settings = settings
+        self._running = running
         # Created when a job comes and dropped when the queue runs dry: an empty deque holds a
         # 64-slot block (~0.7 KiB), too much for each of many idle connections. Each job with the
         # bytes of the client's messages it holds.
@@ -75,6 +78,7 @@ class JobQueue:
             self.session.hold_reading()
         if self._worker is None:
             self._worker = asyncio.get_running_loop().create_task(self._work(self._jobs))
+            self._running.add(self._worker)
 
     async def _work(self, jobs: deque[tuple[Job, int]]) -> None:
         settings = self._settings
@@ -98,5 +102,7 @@ class JobQueue:
                 if ran % JOBS_PER_TURN == 0 and jobs:
                     await asyncio.sleep(0)  # let the loop serve the other connections
         finally:
+            if self._worker is not None:
+                self._running.discard(self._worker)
             self._worker = None
             self._jobs = None  # no await since the queue ran dry: nothing was added meanwhile

@@ -24,6 +24,7 @@ from tidings.brokers import BrokerError
 from tidings.brokers.base import Missed
 from tidings.channels import PID, KeptSession, new_pid
 from tidings.hub import Hub
+from tidings.server.logs import context
 
 logger = logging.getLogger("tidings.socketio")
 
@@ -108,7 +109,12 @@ async def resume(hub: Hub, socket: Socket, kept: KeptSession, offset: str) -> Mi
             await broker.ready()  # its channels' messages reach this node before the log is read
         missed = await broker.missed(kept, offset)
     except BrokerError as error:
-        logger.warning("connection state recovery: what %s missed is unknown: %s", socket.session_id, error)
+        logger.warning(
+            "connection state recovery: what %s missed is unknown: %s",
+            socket.session_id,
+            error,
+            extra=context(socket.session_id, socket.namespace),
+        )
         missed = None
     if missed is None:
         socket.recovered = False

@@ -13,6 +13,7 @@ from typing import Any
 
 from tidings.api.handlers import ERROR, Handler, Handlers, Refuse
 from tidings.api.socket import Socket
+from tidings.server.logs import context
 from tidings.settings import Settings
 from tidings.stats import Histogram
 
@@ -67,7 +68,7 @@ class HandlerRunner:
         except Exception as error:
             if refusable and isinstance(error, Refuse):
                 raise
-            logger.exception("handler %s raised", name)
+            logger.exception("handler %s raised", name, extra=_context(socket, channels))
             self.errors[name] = self.errors.get(name, 0) + 1
             await self.run_error_handlers(socket, error, channels)
             return None
@@ -83,7 +84,9 @@ class HandlerRunner:
                 try:
                     await self.invoke(handler, socket.request, socket, socket.context, error)
                 except Exception:  # not handed to error handlers again: that could loop
-                    logger.exception("error handler %s raised", handler_name(handler))
+                    logger.exception(
+                        "error handler %s raised", handler_name(handler), extra=_context(socket, channels)
+                    )
 
     async def run_answering(
         self, socket: Socket, calls: Iterable[tuple[Handler, Iterable[Any]]], channels: Collection[str]
@@ -115,6 +118,10 @@ class HandlerRunner:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+
+
+def _context(socket: Socket, channels: Collection[str]) -> dict[str, str]:
+    return context(socket.session_id, socket.namespace, channels)
 
 
 def handler_name(handler: Handler) -> str:

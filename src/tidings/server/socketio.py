@@ -45,6 +45,7 @@ from tidings.server import recovery
 from tidings.server.channel_events import PRESENCE, ChannelEvents
 from tidings.server.engineio import Session
 from tidings.server.jobs import JobQueue
+from tidings.server.logs import context
 from tidings.server.running import HandlerRunner, answer
 from tidings.settings import Settings
 
@@ -65,8 +66,8 @@ class Connection(JobQueue):
 
     session: Session
 
-    def __init__(self, session: Session, settings: Settings) -> None:
-        super().__init__(session, settings)
+    def __init__(self, session: Session, settings: Settings, running: set[asyncio.Task[None]]) -> None:
+        super().__init__(session, settings, running)
         self.request = Request(session.scope)
         self.protocol: sio.Connection[Socket] = sio.Connection(
             settings.max_namespaces,
@@ -94,7 +95,9 @@ class Connection(JobQueue):
         try:
             self.protocol.decoder.check_deadline(asyncio.get_running_loop().time())
         except ProtocolError as error:
-            logger.info("session %s: protocol error: %s", self.session.sid, error)
+            logger.info(
+                "session %s: protocol error: %s", self.session.sid, error, extra=context(self.session.sid)
+            )
             self.session.close(str(error), PROTOCOL_ERROR)
         else:  # a timer may fire a hair before the loop's clock reaches it
             self.watch_attachments()
@@ -128,6 +131,8 @@ class SocketIO:
         #: Events received, by name: the first ``metrics_event_names`` names, then all as "other"
         #: (a client makes names up); read by the metrics at a scrape.
         self.events: dict[str, int] = {}
+        #: The job queues' worker tasks: handlers running or waiting to run, each connection's in order.
+        self.running: set[asyncio.Task[None]] = set()
 
     async def run_handler(
         self, socket: Socket, handler: Handler, args: Iterable[Any], channels: Collection[str]
@@ -143,13 +148,24 @@ class SocketIO:
         self.hub.unbind()
         self.runner.shutdown()
 
+    def abandon(self) -> None:
+        """Cancel the handlers still running (a ``def`` handler's thread runs on, unwaited)."""
+        if self.running:
+            logger.warning(
+                "shutdown_timeout (%gs) passed: abandoning the handlers of %d connection(s)",
+                self.settings.shutdown_timeout,
+                len(self.running),
+            )
+        for task in list(self.running):
+            task.cancel()
+
     # -- engine events ---------------------------------------------------------------------------
 
     def session_opened(self, session: Session) -> None:
         self.hub.bind_loop()
         if self.admin is not None:
             self.admin.session_opened()
-        connection = Connection(session, self.settings)
+        connection = Connection(session, self.settings, self.running)
         session.data = connection
         connection._connect_timer = asyncio.get_running_loop().call_later(
             self.settings.connect_timeout, self._connect_timed_out, connection
@@ -250,7 +266,10 @@ class SocketIO:
         except Refuse as refusal:
             self._refuse(connection, socket, refusal.reason, refusal.data)
         except Exception as error:
-            logger.exception("connect handler raised; connection refused")
+            logger.exception(
+                "connect handler raised; connection refused",
+                extra=context(socket.session_id, socket.namespace),
+            )
             self._refuse(connection, socket, "Internal server error", None)
             await self.runner.run_error_handlers(socket, error, ())
         else:
