@@ -16,6 +16,7 @@ from tidings.brokers import Broker, BrokerError, broker_from
 from tidings.channels import Targets
 from tidings.server.endpoints import Endpoints
 from tidings.server.engineio import Engine
+from tidings.server.http_api import HttpApi
 from tidings.server.responses import Receive, Scope, Send, respond
 from tidings.server.socketio import SocketIO
 from tidings.settings import Settings
@@ -85,6 +86,8 @@ class Server:
         self.socketio = SocketIO(self.settings, self.handlers, namespaces, broker_from(broker))
         self.engine = Engine(self.settings, self.socketio)
         self.endpoints = Endpoints(self.settings, self.socketio.hub)
+        #: The HTTP server API (docs/operations.md), served when the settings give it a key.
+        self.api = HttpApi(self.settings, self.socketio.hub) if self.settings.api_key is not None else None
         self.wsgi_app = wsgi_app
         self.asgi_app: ASGIApp | None = asgi_app
         if wsgi_app is not None:
@@ -122,7 +125,9 @@ class Server:
             return
         path = route_path(scope)  # mounted (Starlette Mount, FastAPI mount): below the root_path
         endpoint = self.handlers.endpoints.get(path)
-        if endpoint is not None:
+        if self.api is not None and kind == "http" and self.api.serves(path):
+            await self.api.handle(scope, receive, send)
+        elif endpoint is not None:
             if kind == "websocket":
                 await self.endpoints.serve(endpoint, scope, receive, send)
             elif kind == "http":
