@@ -167,6 +167,7 @@ class HttpApi:
         position, held = await self.hub.broker.history(channel, rule)
         limit = request.get("limit")
         if limit is not None:
+            limit = int(limit)
             held = held[max(0, len(held) - limit) :] if limit else []
         messages = [{"offset": offset, "data": outgoing.message} for offset, outgoing in held]
         return {"offset": position.offset, "epoch": position.epoch, "messages": messages}
@@ -181,7 +182,7 @@ class HttpApi:
             else self.hub.options.presence(channel)
         )
         if not has:
-            raise ValueError(f"no {kind} for channel {channel!r}: see the {kind} setting")
+            raise ApiError(404, f"no {kind} for channel {channel!r}: see the {kind} setting")
         return channel
 
     async def _channels(self, request: dict[str, Any]) -> Result:

@@ -5,26 +5,28 @@ One table, :func:`methods`, says what each method takes and answers, with the se
 built from it, and :func:`check` refuses a request body that does not match it, so the two cannot
 drift apart. The JSON Schema of the table uses only what :func:`check` understands: ``type``
 (``string``, ``integer``, ``array``, ``object``), ``minLength``, ``maxLength``, ``minimum``,
-``maxItems``, ``items``, ``anyOf``, ``not``/``enum``, ``properties``, ``required`` and
-``additionalProperties: false``; an empty schema takes any JSON value.
+``pattern`` (anchored with ``^`` and ``$``), ``maxItems``, ``items``, ``anyOf``,
+``not``/``enum``, ``properties``, ``required`` and ``additionalProperties: false``; a schema without
+``type`` takes any JSON value.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, NamedTuple
 
+from tidings.channels import SESSION_ID as SESSION_ID_FORM
 from tidings.protocol.socketio import RESERVED_EVENTS
 from tidings.settings import Settings
 
 Schema = dict[str, Any]
 
-ANY: Schema = {"description": "any JSON value"}
+ANY: Schema = {"description": "any JSON value whose integers fit in 64 bits (else 400)"}
 COUNT: Schema = {"type": "integer", "minimum": 0}
 SESSION_ID: Schema = {
     "type": "string",
-    "minLength": 1,
-    "maxLength": 64,
-    "description": "a socket's session id",
+    "pattern": f"^{SESSION_ID_FORM.pattern}$",
+    "description": "a session id",
 }
 NAMESPACE: Schema = {"type": "string", "minLength": 1, "maxLength": 200, "default": "/"}
 
@@ -52,7 +54,7 @@ def methods(settings: Settings) -> dict[str, Method]:
     targets: Schema = {
         "anyOf": [
             {"type": "string", "minLength": 1, "maxLength": settings.max_channel_length},
-            {"type": "array", "items": {"type": "string"}, "maxItems": settings.api_max_targets},
+            {"type": "array", "items": channel, "maxItems": settings.api_max_targets},
         ],
         "description": "a channel or a session id, or a list of them",
     }
@@ -148,8 +150,9 @@ ERRORS = {
     "401": "No API key, or a wrong one: nothing was done",
     "408": "The body did not arrive within body_timeout",
     "413": "The body is larger than api_max_body",
+    "404": "No such method; or history or presence asked of a channel the settings give none",
     "422": "A field is missing, of the wrong type, unknown, or refused (a channel name, session id or "
-    "event name that is none, a channel without history or presence)",
+    "event name that is none)",
     "503": "The broker (Redis) cannot be reached",
 }
 
@@ -220,10 +223,10 @@ def check(value: Any, schema: Schema, where: str = "body") -> str | None:
         return None
     kind = schema.get("type")
     if kind == "integer":
-        if type(value) is not int:
+        if type(value) is not int and not (type(value) is float and value.is_integer()):  # JSON: 1.0 is 1
             return f"{where}: must be an integer"
-        if value < schema.get("minimum", value) or value > schema.get("maximum", value):
-            return f"{where}: out of range"
+        if value < schema.get("minimum", value):
+            return f"{where}: less than {schema['minimum']}"
     elif kind is not None and not isinstance(value, _TYPES[kind]):
         return f"{where}: must be {'an' if kind in ('array', 'object') else 'a'} {kind}"
     if isinstance(value, str):
@@ -231,6 +234,9 @@ def check(value: Any, schema: Schema, where: str = "body") -> str | None:
             return f"{where}: length out of range"
         if value in schema.get("not", {}).get("enum", ()):
             return f"{where}: {value!r} is reserved"
+        # ECMA-262's $ (JSON Schema's regexes) ends the string; Python's would take a newline before it.
+        if "pattern" in schema and not re.fullmatch(schema["pattern"].strip("^$"), value):
+            return f"{where}: does not match {schema['pattern']}"
     if isinstance(value, list):
         if len(value) > schema.get("maxItems", len(value)):
             return f"{where}: more than {schema['maxItems']} items"
