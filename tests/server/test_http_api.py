@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -182,3 +186,27 @@ async def test_without_a_key_there_is_no_api() -> None:
         async with httpx.AsyncClient(base_url=running.url) as http:
             response = await http.post("/api/publish", json={"channel": "c", "data": 1}, headers=AUTH)
     assert response.status_code == 404
+
+
+def tidings_publish(*words: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "tidings", "publish", *words]
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=60, env={**os.environ, "TIDINGS_API_KEY": ""}
+    )
+
+
+async def test_tidings_publish_through_the_api(server: ThreadedServer) -> None:
+    client = await subscribed(server, "from-cli")
+    try:
+        url = f"{server.url}/api"
+        wrong = await asyncio.to_thread(tidings_publish, "from-cli", "no", "--url", url, "--key", "wrong")
+        assert wrong.returncode == 1 and "answered 401: wrong API key" in wrong.stderr
+        empty = await asyncio.to_thread(tidings_publish, "nobody-here", "1", "--url", url, "--key", KEY)
+        assert empty.returncode == 1 and "nobody took it" in empty.stderr
+        done = await asyncio.to_thread(tidings_publish, "from-cli", '{"n": 1}', "--url", url, "--key", KEY)
+        assert done.returncode == 0 and "1 took it" in done.stdout, done.stderr
+        assert await client.event() == ["message", {"n": 1}, "from-cli"]  # and not the refused one
+        keyless = await asyncio.to_thread(tidings_publish, "from-cli", "x", "--url", url)
+        assert keyless.returncode == 2 and "no API key" in keyless.stderr
+    finally:
+        await client.close()
