@@ -22,10 +22,19 @@ KEY = "s3cret-key-for-the-tests"
 AUTH = {"X-API-Key": KEY}
 
 
+handlers = tidings.Handlers()
+
+
+@handlers.on("keep")
+def keep(request, socket, context, data, channel):  # type: ignore[no-untyped-def]
+    """A client's message to a channel, kept in its history (a channel with history)."""
+    socket.broadcast_channel(data, channel)
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[ThreadedServer]:
     app = tidings.Server(
-        handlers=tidings.Handlers(),
+        handlers=handlers,
         api_key=KEY,
         api_max_body=4096,
         history=[("^hist-", 3, 60)],
@@ -105,6 +114,14 @@ async def test_presence_history_and_channels(server: ThreadedServer) -> None:
     finally:
         await one.close()
         await two.close()
+
+
+async def test_binary_messages_of_a_history_come_as_base64(server: ThreadedServer) -> None:
+    async with connected_client(server.url, "websocket") as client:
+        assert (await client.call("subscribe", "hist-binary"))["ok"] is True
+        await client.call("keep", b"\x00\xff", "hist-binary")
+        history = await result(server, "history", {"channel": "hist-binary"})
+        assert history["messages"] == [{"offset": 1, "data": {"base64": "AP8="}}]
 
 
 async def test_disconnect_ends_the_socket_and_tells_its_client(server: ThreadedServer) -> None:
