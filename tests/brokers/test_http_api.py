@@ -54,6 +54,14 @@ async def test_the_api_of_one_node_reaches_the_sockets_of_the_other(nodes: list[
                 {"channel": "api-room", "subscribers": 2},
             ]
         }
+        assert (await on_b.call("subscribe", "pres-api"))[0]["ok"] is True
+        presence = await api(a, "presence", {"channel": "pres-api"})
+        assert [member["session_id"] for member in presence["members"]] == [on_b.session_id]  # type: ignore[index]
+        for number in range(3):
+            await api(b, "publish", {"channel": "hist-api", "data": number})
+        history = await api(a, "history", {"channel": "hist-api", "limit": 2})
+        assert history["messages"] == [{"offset": 2, "data": 1}, {"offset": 3, "data": 2}]
+
         assert await api(a, "disconnect", {"session_id": on_b.session_id}) == {"disconnected": 1}
         assert await on_b.receive() == "41"
         channels = await api(b, "channels", {"prefix": "api-"})
