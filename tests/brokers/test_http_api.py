@@ -7,8 +7,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+import redis.asyncio
 
-from tests.brokers.cluster import running_nodes
+from tests.brokers.cluster import REDIS_URL, running_nodes
 from tests.raw_client import RawClient
 from tests.serving import TidingsProcess
 
@@ -69,3 +70,24 @@ async def test_the_api_of_one_node_reaches_the_sockets_of_the_other(nodes: list[
     finally:
         await on_a.close()
         await on_b.close()
+
+
+async def test_a_node_that_does_not_answer_is_left_out(nodes: list[TidingsProcess], prefix: str) -> None:
+    """A third subscriber of the topic every node listens on, that never answers: the count comes from
+    the nodes that did, once api_survey_timeout has passed."""
+    silent = redis.asyncio.Redis.from_url(REDIS_URL)
+    pubsub = silent.pubsub()
+    await pubsub.subscribe(f"{prefix}all:nodes")
+    confirmed = await pubsub.get_message(timeout=5)
+    assert confirmed is not None and confirmed["type"] == "subscribe"
+    on_b = await RawClient.connect(nodes[1].url)
+    try:
+        assert (await on_b.call("subscribe", "api-silent"))[0]["ok"] is True
+        channels = await api(nodes[0], "channels", {"prefix": "api-silent"})
+        assert channels == {"channels": [{"channel": "api-silent", "subscribers": 1}]}
+        question = await pubsub.get_message(timeout=5)
+        assert question is not None and question["data"].startswith(b"?")  # it was asked, too
+    finally:
+        await on_b.close()
+        await pubsub.aclose()
+        await silent.aclose()
