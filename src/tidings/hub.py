@@ -380,6 +380,23 @@ class Hub:
                 recipients[subscriber] = None
         return self._fan_out(recipients, outgoing, None)
 
+    # -- what the HTTP server API asks of every node (event loop thread) ------------------------------
+
+    def channel_counts(self) -> dict[str, int]:
+        """This node's channels and how many members each has here."""
+        return {name: len(members) for name, members in self.channels.items()}
+
+    def disconnect(self, session_id: str) -> int:
+        """Disconnect the socket ``session_id`` if this node holds it (its client is told): 1, else 0.
+
+        Plain WebSocket subscribers have no disconnect of this kind: 0 for them.
+        """
+        disconnect = getattr(self.sessions.get(session_id), "disconnect", None)
+        if disconnect is None:
+            return 0
+        disconnect()
+        return 1
+
     def _fan_out(
         self, members: Iterable[Subscriber] | None, outgoing: Outgoing, exclude: Subscriber | None
     ) -> int:

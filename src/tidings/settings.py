@@ -28,6 +28,14 @@ def _message_log_format() -> str | None:
     return os.environ.get("TIDINGS_MESSAGE_LOG_FORMAT") or None
 
 
+#: The environment variable the HTTP server API's key defaults to.
+API_KEY_ENV = "TIDINGS_API_KEY"
+
+
+def _api_key() -> str | None:
+    return os.environ.get(API_KEY_ENV) or None
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """What a :class:`tidings.Server` is allowed to do and for how long.
@@ -228,6 +236,20 @@ class Settings:
             its clients to reconnect; the handlers still running then are abandoned (cancelled, a
             ``def`` handler's thread left to the process's exit) with a warning naming how many.
             ``tidings run`` waits as long for the HTTP requests and WebSocket endpoints still open.
+        api_key: the key of the HTTP server API (docs/operations.md, "HTTP API"); ``None`` (default:
+            the environment variable ``TIDINGS_API_KEY``, else none) turns the API off. A backend
+            sends it as ``Authorization: apikey <key>`` or ``X-API-Key: <key>``; a request without
+            it, or with another, gets 401 and nothing is done. Anyone with it can send to every
+            socket and disconnect any: a long random string, kept like a password.
+        api_path: where the HTTP server API is served: ``POST <api_path>/<method>``, and its
+            OpenAPI document at ``<api_path>/openapi.json``.
+        api_max_body: bytes of one API request body; a larger one gets HTTP 413 unread past this.
+            It bounds what one message sent through the API can hold (and the memory a request takes).
+        api_max_targets: channels and session ids one API ``emit`` may name in ``to`` and in
+            ``exclude``, each; more gets HTTP 422.
+        api_survey_timeout: seconds the API's ``channels`` and ``disconnect`` wait for the answers
+            of the other nodes (Redis broker), which each node gives from its own sockets; a node
+            that has not answered by then is left out of the result.
     """
 
     path: str = "/socket.io/"
@@ -289,6 +311,12 @@ class Settings:
     broker_buffer_policy: str = BROKER_BUFFER_POLICY
     # -- graceful shutdown --
     shutdown_timeout: float = 10.0
+    # -- the HTTP server API (server/http_api.py) --
+    api_key: str | None = field(default_factory=_api_key, repr=False)
+    api_path: str = "/api"
+    api_max_body: int = 1_000_000
+    api_max_targets: int = 1000
+    api_survey_timeout: float = 2.0
 
     @property
     def recovery(self) -> RecoveryRule | None:
@@ -367,3 +395,22 @@ class Settings:
                 self.message_log_format % defaultdict(str)
             except ValueError as error:  # a broken format: say so now, not at the first message
                 raise ValueError(f"message_log_format: {error}") from None
+        self._check_api()
+
+    def _check_api(self) -> None:
+        """The HTTP server API's settings: a path of its own, positive limits."""
+        if (
+            not self.api_path.startswith("/")
+            or self.api_path.endswith("/")
+            or self.api_path == self.path[:-1]
+        ):
+            raise ValueError(
+                f"api_path must start with '/', not end with one, and not be the path: {self.api_path!r}"
+            )
+        if self.api_key is not None and not self.api_key:
+            raise ValueError("api_key must be None (the API is off) or a non-empty string")
+        for name in ("api_max_body", "api_max_targets"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.api_survey_timeout <= 0:
+            raise ValueError("api_survey_timeout must be positive")

@@ -65,6 +65,10 @@ class LocalHub(Protocol):
 
     def emit(self, outgoing: Outgoing) -> int: ...
 
+    def channel_counts(self) -> dict[str, int]: ...
+
+    def disconnect(self, session_id: str) -> int: ...
+
 
 class Broker(abc.ABC):
     """Carries the messages of a hub to every hub that shares the broker, its own included."""
@@ -170,6 +174,22 @@ class Broker(abc.ABC):
     async def presence(self, channel: str) -> list[dict[str, Any]]:
         """Who is in ``channel``, on every node: ``[{"session_id": ..., "info": {...}}, ...]``."""
         return []
+
+    async def history(self, channel: str, rule: HistoryRule) -> tuple[Position, list[tuple[int, Outgoing]]]:
+        """What ``channel``'s history holds now: its position, and its messages with their offsets,
+        oldest first. Raises :class:`BrokerError` if it cannot be read."""
+        return Position(0, ""), []
+
+    # -- questions to every node (event loop thread): the HTTP server API's ---------------------------
+
+    async def channel_counts(self, timeout: float) -> dict[str, int]:
+        """The channels with members on any node, and how many members each has on all of them
+        together; a node that has not answered within ``timeout`` seconds is left out."""
+        return self.hub.channel_counts() if self.hub is not None else {}
+
+    async def disconnect(self, session_id: str, timeout: float) -> int:
+        """Disconnect the socket ``session_id``, on whichever node holds it: how many were (0 or 1)."""
+        return self.hub.disconnect(session_id) if self.hub is not None else 0
 
     # -- connection state recovery (event loop thread): the ``connection_state_recovery`` setting ----
 

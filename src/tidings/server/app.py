@@ -19,6 +19,7 @@ from tidings.server.admin import Admin, AdminUI
 from tidings.server.admin_page import AdminPage
 from tidings.server.endpoints import Endpoints
 from tidings.server.engineio import Engine
+from tidings.server.http_api import HttpApi
 from tidings.server.responses import Receive, Scope, Send, respond
 from tidings.server.socketio import SocketIO
 from tidings.settings import Settings
@@ -95,6 +96,8 @@ class Server:
         self.socketio = SocketIO(self.settings, self.handlers, namespaces, broker_from(broker))
         self.engine = Engine(self.settings, self.socketio)
         self.endpoints = Endpoints(self.settings, self.socketio.hub)
+        #: The HTTP server API (docs/operations.md), served when the settings give it a key.
+        self.api = HttpApi(self.settings, self.socketio.hub) if self.settings.api_key is not None else None
         self.wsgi_app = wsgi_app
         self.asgi_app: ASGIApp | None = asgi_app
         if wsgi_app is not None:
@@ -145,6 +148,8 @@ class Server:
         endpoint = self.handlers.endpoints.get(path)
         if self.metrics is not None and path == self.settings.metrics_path and kind == "http":
             await self.metrics.serve(scope, receive, send)
+        elif self.api is not None and kind == "http" and self.api.serves(path):
+            await self.api.handle(scope, receive, send)
         elif endpoint is not None:
             if kind == "websocket":
                 await self.endpoints.serve(endpoint, scope, receive, send)

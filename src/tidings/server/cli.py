@@ -2,7 +2,8 @@
 
 ``tidings demo``: serve the chat demo (``tidings.demo``) the same way.
 
-``tidings publish CHANNEL MESSAGE``: publish to a channel of the servers that share a broker.
+``tidings publish CHANNEL MESSAGE``: publish to a channel of the servers that share a broker, or,
+with ``--url``, through a server's HTTP API (where the broker cannot be reached from here).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import signal
 import socket
 import sys
 import tempfile
+import urllib.error
+import urllib.request
 import warnings
 from collections.abc import Callable, Iterator
 from types import FrameType
@@ -49,7 +52,7 @@ from tidings.server.targets import (
     load_target,
     with_broker_flag,
 )
-from tidings.settings import Settings
+from tidings.settings import API_KEY_ENV, Settings
 
 logger = logging.getLogger("tidings")
 #: The WebSocket protocol `tidings run` serves with: "fast" (tidings' own, see server/websocket.py) or
@@ -59,6 +62,7 @@ WS_PROTOCOLS = ("fast", "websockets")
 DEFAULT_WS = "fast"
 HOST_ENV, DEFAULT_HOST = "TIDINGS_HOST", "127.0.0.1"
 PORT_ENV, DEFAULT_PORT = "TIDINGS_PORT", 8000
+API_URL_ENV = "TIDINGS_API_URL"
 
 
 class _Uvicorn(uvicorn.Server):
@@ -312,6 +316,9 @@ def _ws_protocol(name: str, settings: Settings) -> Any:
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     if args.command == "publish":
+        api_url = args.url or os.environ.get(API_URL_ENV)
+        if api_url:
+            raise SystemExit(publish_over_http(args.channel, args.message, api_url, args.key))
         raise SystemExit(publish_message(args.channel, args.message, args.broker, args.broker_prefix))
     if args.log_format == DEFAULT_FORMAT:
         logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:%(name)s: %(message)s")
@@ -394,6 +401,12 @@ def parser() -> argparse.ArgumentParser:
     publish.add_argument("channel", help="the channel's name")
     publish.add_argument("message", help="a JSON value, or else taken as a string")
     _broker_arguments(publish, "the broker the servers share (redis://...)", "none: give one")
+    publish.add_argument(
+        "--url",
+        help="publish through this HTTP API of a server instead of the broker, e.g. http://host/api "
+        f"(env {API_URL_ENV}; default none: through the broker)",
+    )
+    publish.add_argument("--key", help=f"the HTTP API's key, with --url (env {API_KEY_ENV}; default none)")
     return parser
 
 
@@ -470,6 +483,40 @@ def publish_message(channel: str, text: str, url: str | None, prefix: str | None
         print(f"tidings: {error}", file=sys.stderr)
         return 1
     print(f"published to {channel!r}: {reached} server process(es) took it")
+    return 0
+
+
+def publish_over_http(channel: str, text: str, url: str, key: str | None) -> int:
+    """``tidings publish --url``: as :func:`publish_message`, through the server API at ``url``."""
+    try:
+        message = _message_from(text)
+    except ProtocolError as error:
+        print(f"tidings: MESSAGE cannot be sent: {error}", file=sys.stderr)
+        return 2
+    key = key or os.environ.get(API_KEY_ENV)
+    if not key:
+        print(f"tidings: no API key: give --key or set {API_KEY_ENV}", file=sys.stderr)
+        return 2
+    body = json.dumps({"channel": channel, "data": message}).encode()
+    headers = {"Content-Type": "application/json", "X-API-Key": key}
+    request = urllib.request.Request(f"{url.rstrip('/')}/publish", body, headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            reached = json.load(response)["result"]["reached"]
+    except urllib.error.HTTPError as error:
+        try:
+            reason = json.loads(error.read())["error"]
+        except (ValueError, KeyError, TypeError):
+            reason = error.reason
+        print(f"tidings: the API at {url} answered {error.code}: {reason}", file=sys.stderr)
+        return 1
+    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError) as error:
+        print(f"tidings: no answer from an API at {url}: {getattr(error, 'reason', error)}", file=sys.stderr)
+        return 1
+    if not reached:
+        print(f"tidings: nobody took it: no socket is subscribed to channel {channel!r}", file=sys.stderr)
+        return 1
+    print(f"published to {channel!r}: {reached} took it")
     return 0
 
 

@@ -114,7 +114,7 @@ async def _post(engine: Engine, session: Session, receive: Receive, send: Send, 
 async def _take_post(engine: Engine, session: Session, receive: Receive, send: Send, cors: Cors) -> None:
     settings = engine.settings
     try:
-        body = await asyncio.wait_for(_read_body(receive, settings.max_payload), settings.body_timeout)
+        body = await asyncio.wait_for(read_body(receive, settings.max_payload), settings.body_timeout)
     except asyncio.TimeoutError:
         # A body trickling in would hold the connection, and what came of it, for as long as
         # the client likes: even past the session's end, which nothing else tells the request.
@@ -145,7 +145,7 @@ async def _wait_for_disconnect(receive: Receive) -> None:
         pass
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
+async def read_body(receive: Receive, limit: int) -> bytes | None:
     """The request body, or None if it is larger than ``limit`` bytes."""
     chunks = []
     size = 0

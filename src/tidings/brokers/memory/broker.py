@@ -82,6 +82,9 @@ class MemoryBroker(Broker):
     async def recover(self, channel: str, rule: HistoryRule, since: Position | None) -> Recovery:
         return self._history.recover(channel, rule, since)
 
+    async def history(self, channel: str, rule: HistoryRule) -> tuple[Position, list[tuple[int, Outgoing]]]:
+        return self._history.contents(channel, rule)
+
     def presence_join(self, channel: str, session_id: str, info: Any) -> None:
         self._presence.setdefault(channel, {})[session_id] = info
 

@@ -60,3 +60,8 @@ class MemoryHistory:
         if since is None or reason is not None:
             return Recovery(position, reason=reason)
         return Recovery(position, [o for offset, o in stream.entries if offset > since.offset])
+
+    def contents(self, channel: str, rule: HistoryRule) -> tuple[Position, list[tuple[int, Outgoing]]]:
+        """The history's position and every message it holds, with its offset."""
+        stream = self._stream(channel, rule, time.monotonic())
+        return Position(stream.offset, stream.epoch), list(stream.entries)

@@ -10,7 +10,8 @@ Routing, under a name prefix (default ``tidings:``):
   ``send(session_id, ...)`` is one PUBLISH to the node that holds the session.
 - ``<prefix>all:nodes``: emits to several channels and session ids (``tidings.emit(to=[...])``), which
   every node takes and hands to its members of their audience: one PUBLISH, and each socket gets it
-  once, whichever of the targets it belongs to.
+  once, whichever of the targets it belongs to. The HTTP server API's questions to every node go there
+  too, their answers to the asking node's topic (:mod:`~tidings.brokers.redis.survey`).
 
 Every message goes through Redis, the publishing node's own subscribers included: each node reads one
 subscriber connection (:mod:`~tidings.brokers.redis.subscriptions`), on which Redis hands it messages
@@ -63,6 +64,7 @@ from tidings.brokers.redis.presence import RedisPresence
 from tidings.brokers.redis.scripts import PUBLISH_LOGGED
 from tidings.brokers.redis.sessions import RedisSessions, newer
 from tidings.brokers.redis.subscriptions import Subscriptions
+from tidings.brokers.redis.survey import ANSWER, QUESTION, Survey
 from tidings.channels import ChannelOptions, HistoryRule, KeptSession, Target, check_session_id, require
 from tidings.errors import BrokerError
 from tidings.message import Outgoing, Position, Recovery, Subscriber
@@ -129,6 +131,9 @@ class RedisBroker(Broker):
         # Probes of lag(): this node's own topic for them, and those on their way, by token.
         self._probe_topic = self._connection.name("probe", self.node_id)
         self._probes: dict[bytes, asyncio.Future[None]] = {}
+        self._survey = Survey(
+            self._queue, self._all_topic, lambda node: self._name("node", node), self.node_id
+        )
         # What each subscribed topic routes to; written when the hub's membership changes.
         self._routes: dict[bytes, Route] = {}
         self._reader: asyncio.Task[None] | None = None
@@ -346,10 +351,13 @@ class RedisBroker(Broker):
         if route is None or hub is None:
             return
         kind, name = route
-        if kind == "probe":
+        if kind == "probe":  # first: a probe's random token may begin with a survey's mark
             probe = self._probes.pop(data, None)
             if probe is not None and not probe.done():
                 probe.set_result(None)
+            return
+        if data[:1] in (QUESTION, ANSWER):
+            self._surveyed(kind, data)
             return
         try:
             session_id, outgoing = open_envelope(data)
@@ -381,6 +389,35 @@ class RedisBroker(Broker):
                 hub.broadcast(outgoing, name, exclude)
         except Exception:  # a bug below us must not stop the reader
             logger.exception("broker: delivering a message on %r failed", topic)
+
+    def _surveyed(self, kind: str, data: bytes) -> None:
+        """A question to every node (on ``all:nodes``), or an answer to this one's (on its own topic)."""
+        if kind == "all" and data[:1] == QUESTION:
+            self._survey.answer(data, self._answer)
+        elif kind == "node" and data[:1] == ANSWER:
+            self._survey.answered(data)
+
+    def _answer(self, question: str, argument: str) -> Any:
+        """This node's answer to a question of the HTTP server API (see :class:`Broker`)."""
+        hub = self.hub
+        assert hub is not None
+        if question == "channels":
+            return hub.channel_counts()
+        if question == "disconnect":
+            return hub.disconnect(argument)
+        raise ValueError(f"unknown question {question!r}")
+
+    async def channel_counts(self, timeout: float) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for answer in await self._survey.ask("channels", "", timeout):
+            if isinstance(answer, dict):
+                for name, count in answer.items():
+                    counts[name] = counts.get(name, 0) + (count if type(count) is int else 0)
+        return counts
+
+    async def disconnect(self, session_id: str, timeout: float) -> int:
+        answers = await self._survey.ask("disconnect", session_id, timeout)
+        return sum(answer for answer in answers if type(answer) is int)
 
     # -- publishing ----------------------------------------------------------------------------------
 
@@ -459,6 +496,9 @@ class RedisBroker(Broker):
 
     async def presence(self, channel: str) -> list[dict[str, Any]]:
         return await self._presence.members(channel)
+
+    async def history(self, channel: str, rule: HistoryRule) -> tuple[Position, list[tuple[int, Outgoing]]]:
+        return await self._history.contents(channel, rule)
 
     # -- connection state recovery ----------------------------------------------------------------------
 

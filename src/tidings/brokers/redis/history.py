@@ -80,6 +80,13 @@ class RedisHistory:
             return Recovery(position, reason=reason)
         return Recovery(position, [outgoing for _, _, outgoing in entries])
 
+    async def contents(self, channel: str, rule: HistoryRule) -> tuple[Position, list[tuple[int, Outgoing]]]:
+        """The history's position and every message it holds, with its offset (two reads: the
+        epoch first, then the entries of that epoch)."""
+        position, _ = await self.read(channel, rule, None)
+        position, entries = await self.read(channel, rule, Position(0, position.epoch))
+        return position, [(offset, outgoing) for offset, _, outgoing in entries]
+
     async def read(self, channel: str, rule: HistoryRule, since: Position | None) -> tuple[Position, Entries]:
         """The history's position and its entries after ``since``: (offset, sender, message)."""
         connection = self.connection
