@@ -13,6 +13,7 @@ app = tidings.Server(
     presence=["^pres-"],
     redis_max_backlog=256 * 1024,
     redis_backlog_interval=0.05,
+    metrics_path="/metrics",
     max_buffer=64 * 1024 * 1024,
 )
 
@@ -21,4 +22,4 @@ app = tidings.Server(
 def counts(request, socket, context):
     """How many times this node dropped its subscriber connection for its backlog, and took it up."""
     broker = socket.io.hub.broker
-    return [broker.sheds, broker.resubscribes]
+    return [broker.sheds, broker.reconnects]

@@ -8,9 +8,12 @@ from __future__ import annotations
 import contextlib
 import uuid
 
+import httpx
+
 import tidings
 from tests.brokers.clients import Client
 from tests.brokers.cluster import OwnRedis, broker_args
+from tests.server.test_metrics import parse, series
 from tests.serving import TidingsProcess
 
 BIG = "x" * 16_000
@@ -50,6 +53,10 @@ async def test_a_blocked_node_sheds_its_backlog_its_history_channels_recover_the
         assert got["lagging"] == [[plain]]
         assert len(got[plain]) < 1200  # the backlog was dropped
         assert await client.call("counts") == [1, 1]
+        samples = parse(httpx.get(node.url + "/metrics", timeout=10).text)
+        assert series(samples, "tidings_broker_sheds_total") == {"": 1}
+        assert series(samples, "tidings_broker_reconnects_total") == {"": 1}
+        assert series(samples, "tidings_broker_backlog_bytes")[""] >= 0
         await client.nothing(0.5)
         await client.close()
     finally:

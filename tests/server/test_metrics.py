@@ -183,6 +183,8 @@ async def test_a_known_run_is_counted_exactly() -> None:
             "epoch changed": 1,
         }
         assert series(samples, "tidings_broker_reconnects_total") == {"": 0}
+        assert series(samples, "tidings_broker_sheds_total") == {"": 0}
+        assert series(samples, "tidings_broker_backlog_bytes") == {"": 0}
         assert series(samples, "tidings_broker_publish_seconds_count") == {}  # the memory broker has none
         assert series(samples, "tidings_broker_lag_seconds") == {}
 

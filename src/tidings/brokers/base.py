@@ -77,6 +77,18 @@ class Broker(abc.ABC):
     #: encoded (:meth:`prepare`) and travel through a server such as Redis.
     remote = False
 
+    @property
+    def sheds(self) -> int:
+        """Times this node fell so far behind that it dropped what the broker's server held for it
+        (the Redis broker: ``redis_max_backlog``); read by the metrics. 0 for a broker with no server."""
+        return 0
+
+    @property
+    def backlog(self) -> int:
+        """Bytes the broker's server held for this node, unread, at the last look; read by the
+        metrics. 0 for a broker with no server."""
+        return 0
+
     def __init__(self) -> None:
         self.hub: LocalHub | None = None
         #: Read by the metrics at a scrape: how often the broker got its server back after losing

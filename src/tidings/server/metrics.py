@@ -84,6 +84,12 @@ FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
         ("outcome",),
     ),
     "broker_reconnects": ("counter", "Times the broker reconnected to Redis.", ()),
+    "broker_sheds": (
+        "counter",
+        "Times this node dropped its Redis subscriber connection for its backlog (redis_max_backlog).",
+        (),
+    ),
+    "broker_backlog_bytes": ("gauge", "Bytes Redis held for this node, unread, at the last look.", ()),
     "broker_publish_seconds": ("histogram", "From a publish to Redis' answer, per pipeline.", ()),
     "broker_lag_seconds": (
         "gauge",
@@ -126,6 +132,8 @@ def snapshot(server: Server) -> Snapshot:
     ours["history_recoveries"] = {outcome: [count] for outcome, count in io.channels.recoveries.items()}
     broker = hub.broker
     ours["broker_reconnects"] = {"": [broker.reconnects]}
+    ours["broker_sheds"] = {"": [broker.sheds]}
+    ours["broker_backlog_bytes"] = {"": [broker.backlog]}
     if broker.publish_seconds is not None:
         ours["broker_publish_seconds"] = {"": broker.publish_seconds.values()}
     return ours

@@ -139,7 +139,6 @@ class RedisBroker(Broker):
         self._reader: asyncio.Task[None] | None = None
         #: How many times the subscriber connection was lost and taken up again (Redis cut it or
         #: restarted, the network failed, the node shed its backlog): a counter, for metrics.
-        self.resubscribes = 0
         # A publisher: whether it found the servers' options in Redis (until then it looks again
         # before each publish), and whether it said that it publishes without them.
         self._options_found = False
@@ -333,7 +332,6 @@ class RedisBroker(Broker):
         the options again, say this node is alive and enter its members in presence again, deliver
         what its history channels missed, then go on live; the members of its other channels are
         told they may have missed messages (``lagging``)."""
-        self.resubscribes += 1
         self._connection.reachable()
         self._queue(("SET", *self._options()))
         self._presence.enter_again()
