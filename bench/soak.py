@@ -97,7 +97,7 @@ class Cluster:
 
     def _start_worker(self, port: int) -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", "tidings", "run", APP, "--port", str(port)]
-        command += ["--broker", self.url, "--log-level", "error"]
+        command += ["--broker", self.url, "--log-level", "warning"]  # a refused recovery says why
         process = subprocess.Popen(command, cwd=ROOT)
         wait_for_port(port, 30, process)
         return process
