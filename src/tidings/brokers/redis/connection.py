@@ -39,6 +39,9 @@ from tidings.settings import BROKER_BUFFER, BROKER_BUFFER_POLICY, REDIS_MAX_BATC
 from tidings.stats import Histogram
 
 logger = logging.getLogger("tidings.broker")
+#: Connections of a Redis client's pool (redis-py's default), used by the reads that do not go
+#: through the pipeline (history, presence, recovery); more wait for a free one.
+POOL_CONNECTIONS = 100
 
 Command = tuple[Any, ...]
 #: A queued command, the future of its answer, and whether it waits through an outage (a write).
@@ -114,13 +117,17 @@ class RedisConnection:
         for ``redis+sentinel://``; ``name``: its connections' ``CLIENT SETNAME``."""
         timeout = self.connect_timeout
         if not self.url.startswith(SENTINEL_SCHEME):
-            return aioredis.Redis.from_url(
+            # Reads past the pool's connections (thousands of clients recovering their history at
+            # once) wait for one, instead of failing with "Too many connections".
+            pool = aioredis.BlockingConnectionPool.from_url(
                 self.url,
+                max_connections=POOL_CONNECTIONS,
                 socket_connect_timeout=timeout,
                 socket_timeout=timeout,
                 client_name=name,
                 redis_connect_func=self._note_master,
             )
+            return aioredis.Redis.from_pool(pool)
         sentinels, service, db, username, password = parse_sentinel_url(self.url)
         timeouts = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
         if self._sentinel is None:  # one for the clients of this connection (publisher, subscriber)
