@@ -316,10 +316,15 @@ def _ws_protocol(name: str, settings: Settings) -> Any:
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     if args.command == "publish":
+        try:
+            message = _message_from(args.message)
+        except ProtocolError as error:
+            print(f"tidings: MESSAGE cannot be sent: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
         api_url = args.url or os.environ.get(API_URL_ENV)
         if api_url:
-            raise SystemExit(publish_over_http(args.channel, args.message, api_url, args.key))
-        raise SystemExit(publish_message(args.channel, args.message, args.broker, args.broker_prefix))
+            raise SystemExit(publish_over_http(args.channel, message, api_url, args.key))
+        raise SystemExit(publish_message(args.channel, message, args.broker, args.broker_prefix))
     if args.log_format == DEFAULT_FORMAT:
         logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:%(name)s: %(message)s")
     announce = None
@@ -461,17 +466,9 @@ def _installed_version() -> str:
         return "(not installed: run from a source tree)"
 
 
-def publish_message(channel: str, text: str, url: str | None, prefix: str | None) -> int:
-    """``tidings publish``: 0 when some server took the message, else 1 with one line on stderr.
-
-    MESSAGE is JSON if it parses, else a string; JSON that the wire cannot carry (NaN, Infinity,
-    integers beyond 64 bits, nesting too deep) is refused with status 2 before anything is sent.
-    """
-    try:
-        message = _message_from(text)
-    except ProtocolError as error:
-        print(f"tidings: MESSAGE cannot be sent: {error}", file=sys.stderr)
-        return 2
+def publish_message(channel: str, message: Any, url: str | None, prefix: str | None) -> int:
+    """``tidings publish``: 0 when some server took ``message`` (from :func:`_message_from`), else
+    1 with one line on stderr; 2 without a broker."""
     url = url or os.environ.get(BROKER_ENV)
     if not url:
         print(f"tidings: no broker: give --broker redis://... or set {BROKER_ENV}", file=sys.stderr)
@@ -486,13 +483,8 @@ def publish_message(channel: str, text: str, url: str | None, prefix: str | None
     return 0
 
 
-def publish_over_http(channel: str, text: str, url: str, key: str | None) -> int:
+def publish_over_http(channel: str, message: Any, url: str, key: str | None) -> int:
     """``tidings publish --url``: as :func:`publish_message`, through the server API at ``url``."""
-    try:
-        message = _message_from(text)
-    except ProtocolError as error:
-        print(f"tidings: MESSAGE cannot be sent: {error}", file=sys.stderr)
-        return 2
     key = key or os.environ.get(API_KEY_ENV)
     if not key:
         print(f"tidings: no API key: give --key or set {API_KEY_ENV}", file=sys.stderr)
@@ -521,7 +513,7 @@ def publish_over_http(channel: str, text: str, url: str, key: str | None) -> int
 
 
 def _message_from(text: str) -> Any:
-    """``text`` as JSON if Python's parser takes it, else as a string.
+    """``tidings publish``'s MESSAGE: ``text`` as JSON if Python's parser takes it, else as a string.
 
     JSON that the wire cannot carry raises :class:`ProtocolError`: what a client may not send
     (:func:`tidings.protocol.socketio.loads`), and the NaN and Infinity that Python's parser takes.
