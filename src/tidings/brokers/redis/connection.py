@@ -264,7 +264,10 @@ class RedisConnection:
                         for command, _, _ in batch:
                             pipeline.execute_command(*command)
                         results = await pipeline.execute(raise_on_error=False)
-                except (RedisError, OSError) as error:
+                # Not only RedisError and OSError: on a connection that broke under the call (Redis
+                # restarted) uvloop raises RuntimeError, redis-py AttributeError. The writer must
+                # not die of it: its callers would wait for ever.
+                except Exception as error:
                     self._in_flight = 0
                     if self._keep(batch, error):
                         wake.clear()

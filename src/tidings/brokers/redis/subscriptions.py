@@ -14,8 +14,6 @@ import logging
 from collections import deque
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from tidings.brokers.redis.connection import cancel
 from tidings.settings import REDIS_READY_TIMEOUT
 
@@ -89,9 +87,12 @@ class Subscriptions:
                         await self.pubsub.subscribe(*topics)
                     else:
                         await self.pubsub.unsubscribe(*topics)
-                except (RedisError, OSError) as error:
+                # Not only RedisError and OSError: on a connection that broke under the call (Redis
+                # restarted) uvloop raises RuntimeError, redis-py AttributeError or RuntimeError
+                # when the reader reconnects it at the same time.
+                except Exception as error:
                     # Not sent: put them back first, in order, and try again when Redis is back.
-                    logger.warning("broker: (un)subscribe failed (%s); retrying", error)
+                    logger.warning("broker: (un)subscribe failed (%r); retrying", error)
                     self._control.extendleft((subscribe, t) for t in reversed(topics))
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)
