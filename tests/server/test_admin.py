@@ -3,7 +3,9 @@ place: the login, what the UI is sent, and its join, leave and disconnect action
 
 from __future__ import annotations
 
+import contextlib
 import queue
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -215,3 +217,41 @@ async def test_the_page_is_served_from_its_folder_only(tmp_path: Path) -> None:
             assert (await http.get(outside)).status_code == 404
     with pytest.raises(ValueError, match=r"no index\.html"):
         Server(handlers=Handlers(), admin_ui=AdminUI(auth=False, ui_files=tmp_path))
+
+
+def test_password_guesses_are_limited_per_address(clients: list[Recorder]) -> None:
+    """An address that guessed too often is refused before bcrypt runs, even with the right
+    password; the UI already logged in comes back with its session id, and users go on."""
+    with serve(AdminUI(auth=("admin", HASH), login_attempts_per_minute=3)) as server:
+        ui = admin(server, clients, username="admin", password=PASSWORD)
+        (session_id,) = ui.next("session")
+        bob = user(server, clients, "lobby")
+        for _ in range(2):
+            with pytest.raises(socketio.exceptions.ConnectionError):
+                admin(server, clients, username="admin", password="wrong")
+            assert clients[-1].next("connect_error") == ({"message": "invalid credentials"},)
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            admin(server, clients, username="admin", password=PASSWORD)
+        assert clients[-1].next("connect_error") == ({"message": "too many login attempts"},)
+        admin(server, clients, sessionId=session_id).next("config")
+        assert bob.client.call("chat", "still here", timeout=TIMEOUT) == "ok"
+
+
+def test_password_checks_at_once_are_bounded(clients: list[Recorder]) -> None:
+    """Logins past ``max_login_checks`` while a password is being checked are refused as busy."""
+    with serve(AdminUI(auth=("admin", HASH), max_login_checks=1)) as server:
+        start = threading.Barrier(8)
+
+        def guess() -> None:
+            start.wait()
+            with contextlib.suppress(socketio.exceptions.ConnectionError):
+                admin(server, clients, username="admin", password="wrong")
+
+        threads = [threading.Thread(target=guess) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        refusals = [recorder.next("connect_error")[0]["message"] for recorder in clients]
+        assert "busy: too many logins at once" in refusals
+        assert set(refusals) <= {"busy: too many logins at once", "invalid credentials"}

@@ -75,7 +75,7 @@ def test_the_rate_table_stays_small_whatever_the_number_of_addresses() -> None:
         assert reason is None
         limits.release(address or "")
     # A bucket refills in 0.1 s: only the last ~100 addresses are not full; the rest were swept.
-    assert len(limits.buckets) <= 2 * 1024
+    assert len(limits.new.buckets) <= 2 * 1024
 
 
 async def test_limits_hit_are_logged_at_most_once_an_interval(

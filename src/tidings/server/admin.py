@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from tidings.api.socket import Socket
 from tidings.message import Subscriber
+from tidings.server.limits import TokenBuckets, address_key
 
 if TYPE_CHECKING:
     from tidings.server.engineio import Engine
@@ -61,6 +62,12 @@ class AdminUI:
             for the password again. Each costs ~100 bytes.
         server_id: the name the UI shows for this server (several servers: one line each); default
             the host name and the process id.
+        login_attempts_per_minute: password logins one client address may try in a minute (at
+            most that many at once, then one every ``60 / login_attempts_per_minute`` s); past it
+            the login is refused without checking the password. Each check costs bcrypt's work
+            (~0.1 s of a core).
+        max_login_checks: passwords checked at the same time, whatever the addresses; a login past
+            it is refused ("busy"): many addresses guessing at once cannot take the server's cores.
     """
 
     auth: tuple[str, str] | Literal[False]
@@ -71,6 +78,8 @@ class AdminUI:
     stats_interval: float = 2.0
     max_sessions: int = 100
     server_id: str | None = None
+    login_attempts_per_minute: int = 10
+    max_login_checks: int = 2
 
     def __post_init__(self) -> None:
         if self.auth is not False:
@@ -83,8 +92,14 @@ class AdminUI:
             raise ValueError("namespace must start with '/'")
         if not (self.ui_path.startswith("/") and self.ui_path.endswith("/")):
             raise ValueError("ui_path must start and end with '/'")
-        if self.stats_interval <= 0 or self.max_sessions < 1:
-            raise ValueError("stats_interval and max_sessions must be positive")
+        if (
+            self.stats_interval <= 0
+            or min(self.max_sessions, self.login_attempts_per_minute, self.max_login_checks) < 1
+        ):
+            raise ValueError(
+                "stats_interval, max_sessions, login_attempts_per_minute and max_login_checks "
+                "must be positive"
+            )
 
 
 def bcrypt_module() -> Any:
@@ -132,6 +147,10 @@ class Admin:
         # The dashboard's counts, by (second, type): connections and disconnections.
         self.counts: dict[tuple[int, str], int] = {}
         self._timer: asyncio.TimerHandle | None = None
+        # Password logins: a bucket of attempts per client address, and the checks running now.
+        per_minute = options.login_attempts_per_minute
+        self.login_attempts = TokenBuckets(per_minute / 60, per_minute)
+        self.login_checks = 0
 
     def owns(self, namespace: str) -> bool:
         return namespace == self.namespace
@@ -151,8 +170,17 @@ class Admin:
         username, password = given.get("username"), given.get("password")
         if not (isinstance(username, str) and isinstance(password, str)):
             return "invalid credentials"
-        loop = asyncio.get_running_loop()
-        matches = await loop.run_in_executor(None, _password_matches, password, auth[1])
+        client = socket.request.client
+        if not self.login_attempts.take(address_key(client[0] if client else "")):
+            return "too many login attempts"
+        if self.login_checks >= self.options.max_login_checks:
+            return "busy: too many logins at once"
+        self.login_checks += 1
+        try:
+            loop = asyncio.get_running_loop()
+            matches = await loop.run_in_executor(None, _password_matches, password, auth[1])
+        finally:
+            self.login_checks -= 1
         if not (hmac.compare_digest(username.encode(), auth[0].encode()) and matches):
             return "invalid credentials"
         session_id = secrets.token_hex(16)

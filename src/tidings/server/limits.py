@@ -1,4 +1,5 @@
-"""Per-address limits on new Engine.IO sessions, and a log line that an attack cannot flood.
+"""Per-address limits on new Engine.IO sessions (and on Admin UI logins), and a log line that an
+attack cannot flood.
 
 Nothing here touches a socket; the per-address limits take their clock as a parameter.
 
@@ -51,45 +52,32 @@ def uncount(counts: dict[str, int], key: str) -> None:
         counts.pop(key, None)
 
 
-class AddressLimits:
-    """How many sessions each client address holds open, and a token bucket of new sessions per address.
+class TokenBuckets:
+    """A token bucket per key: up to ``burst`` at once, then ``rate`` per second.
 
-    The rate table holds an address only while its bucket is not full: a full bucket is the same as
-    none. It is swept when it has doubled since the last sweep, so it stays at about twice the
-    addresses that opened sessions faster than ``rate`` lately, however many addresses come by.
+    The table holds a key only while its bucket is not full: a full bucket is the same as none. It
+    is swept when it has doubled since the last sweep, so it stays at about twice the keys that
+    took tokens faster than ``rate`` lately, however many keys come by.
     """
 
-    def __init__(
-        self, max_open: int, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.max_open = max_open
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
         self.burst = float(burst)
         self._clock = clock
-        self.open: dict[str, int] = {}
-        #: address -> (tokens, when counted); only addresses whose bucket is not full.
+        #: key -> (tokens, when counted); only keys whose bucket is not full.
         self.buckets: dict[str, tuple[float, float]] = {}
         self._sweep_at = _SWEEP_FLOOR
 
-    def admit(self, host: str) -> tuple[str | None, str | None]:
-        """``(key, None)``: a new session from ``host`` may open, counted under ``key`` until
-        :meth:`release`; ``(None, reason)``: refused."""
-        key = address_key(host)
-        if self.open.get(key, 0) >= self.max_open:
-            return None, TOO_MANY_OPEN
+    def take(self, key: str) -> bool:
+        """Whether ``key`` has a token left, which it then spends."""
         now = self._clock()
         tokens = self._tokens(key, now)
         if tokens < 1:
-            return None, TOO_MANY_NEW
+            return False
         self.buckets[key] = (tokens - 1, now)
         if len(self.buckets) > self._sweep_at:
             self._sweep(now)
-        self.open[key] = self.open.get(key, 0) + 1
-        return key, None
-
-    def release(self, key: str) -> None:
-        """A session counted under ``key`` closed."""
-        uncount(self.open, key)
+        return True
 
     def _tokens(self, key: str, now: float) -> float:
         bucket = self.buckets.get(key)
@@ -103,6 +91,32 @@ class AddressLimits:
         for key in full:
             del self.buckets[key]
         self._sweep_at = max(_SWEEP_FLOOR, 2 * len(self.buckets))
+
+
+class AddressLimits:
+    """How many sessions each client address holds open, and a token bucket of new sessions per address."""
+
+    def __init__(
+        self, max_open: int, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.max_open = max_open
+        self.new = TokenBuckets(rate, burst, clock)
+        self.open: dict[str, int] = {}
+
+    def admit(self, host: str) -> tuple[str | None, str | None]:
+        """``(key, None)``: a new session from ``host`` may open, counted under ``key`` until
+        :meth:`release`; ``(None, reason)``: refused."""
+        key = address_key(host)
+        if self.open.get(key, 0) >= self.max_open:
+            return None, TOO_MANY_OPEN
+        if not self.new.take(key):
+            return None, TOO_MANY_NEW
+        self.open[key] = self.open.get(key, 0) + 1
+        return key, None
+
+    def release(self, key: str) -> None:
+        """A session counted under ``key`` closed."""
+        uncount(self.open, key)
 
 
 #: Seconds between two warnings of the same kind (limits hit during an attack).
