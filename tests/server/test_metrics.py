@@ -23,6 +23,7 @@ from websockets.exceptions import ConnectionClosed
 from tests.server.apps.metrics import make_server
 from tests.serving import ThreadedServer, tidings_process
 from tidings.brokers.redis import RedisBroker
+from tidings.server import metrics
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -386,3 +387,29 @@ async def test_the_redis_brokers_publishes_and_reconnects() -> None:
                     break
                 await asyncio.sleep(0.05)
             assert series(samples, "tidings_broker_reconnects_total") == {"": 1}
+
+
+async def test_scrapes_in_a_loop_measure_the_lag_once_an_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each lag measure publishes a probe through Redis: a client scraping in a loop gets the last
+    measure until LAG_INTERVAL has passed, not a probe per scrape (seen on the probe topic in Redis)."""
+    monkeypatch.setattr(metrics, "LAG_INTERVAL", 3600.0)
+    prefix = f"tidings-metrics-{uuid.uuid4().hex[:8]}"
+    app = make_server(broker=RedisBroker("redis://127.0.0.1:6379/0", prefix))
+    with ThreadedServer(app) as server:
+        watcher = redis.asyncio.Redis.from_url("redis://127.0.0.1:6379/0")
+        pubsub = watcher.pubsub()
+        try:
+            await pubsub.subscribe(f"{prefix}probe:{app.socketio.hub.broker.node_id}")
+            lags = [
+                series(parse((await scrape(server.url)).text), "tidings_broker_lag_seconds")
+                for _ in range(20)
+            ]
+            assert all(lag == lags[0] and lag[""] >= 0 for lag in lags)
+            probes = []
+            while (message := await pubsub.get_message(timeout=1)) is not None:
+                if message["type"] == "message":
+                    probes.append(message["data"])
+            assert len(probes) == 1
+        finally:
+            await pubsub.aclose()
+            await watcher.aclose()

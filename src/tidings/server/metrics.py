@@ -19,6 +19,7 @@ import logging
 import operator
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,6 +52,8 @@ METRICS_DIR_ENV = "TIDINGS_METRICS_DIR"
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 #: How long a scrape waits for another worker's snapshot (which measures its broker's lag, up to 2 s).
 PEER_TIMEOUT = 5.0
+#: Seconds between two measures of the broker's lag (scrapes between them get the last one).
+LAG_INTERVAL = 1.0
 #: The label value of what is beyond a bound (``metrics_event_names``).
 OTHER = "other"
 
@@ -136,15 +139,6 @@ def snapshot(server: Server) -> Snapshot:
     ours["broker_backlog_bytes"] = {"": [broker.backlog]}
     if broker.publish_seconds is not None:
         ours["broker_publish_seconds"] = {"": broker.publish_seconds.values()}
-    return ours
-
-
-async def measure(server: Server) -> Snapshot:
-    """:func:`snapshot`, with the broker's lag measured now (a round trip through Redis)."""
-    ours = snapshot(server)
-    lag = await server.socketio.hub.broker.lag()
-    if lag is not None:
-        ours["broker_lag_seconds"] = {"": [lag]}
     return ours
 
 
@@ -235,6 +229,9 @@ class Metrics:
         self.directory: Path | None = None
         self._name = f"{os.getpid()}-{secrets.token_hex(4)}"
         self._peers: asyncio.AbstractServer | None = None
+        # The broker's lag, when it was last measured, and the measure.
+        self._lag_at = -LAG_INTERVAL
+        self._lag: float | None = None
 
     async def start(self) -> None:
         """Answer the other workers' scrapes, if there are workers (at lifespan startup)."""
@@ -267,10 +264,23 @@ class Metrics:
         if not allowed:
             await respond(send, 403, b"Forbidden: origin not allowed\n")
             return
-        snapshots = [await measure(self.server)]
+        snapshots = [await self.measure()]
         if self.directory is not None:
             snapshots += await self._others()
         await respond(send, 200, exposition(merge(snapshots)), CONTENT_TYPE, origins.headers(origin))
+
+    async def measure(self) -> Snapshot:
+        """:func:`snapshot`, with the broker's lag: a probe's round trip through Redis, measured at
+        most once every :data:`LAG_INTERVAL` (the scrapes meanwhile get the last one), so that a
+        client scraping in a loop cannot make the node publish in a loop."""
+        ours = snapshot(self.server)
+        now = time.monotonic()
+        if now - self._lag_at >= LAG_INTERVAL:
+            self._lag_at = now
+            self._lag = await self.server.socketio.hub.broker.lag()
+        if self._lag is not None:
+            ours["broker_lag_seconds"] = {"": [self._lag]}
+        return ours
 
     def _socket_path(self) -> str:
         assert self.directory is not None
@@ -278,7 +288,7 @@ class Metrics:
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            writer.write(orjson.dumps(await measure(self.server)))
+            writer.write(orjson.dumps(await self.measure()))
             await writer.drain()
         finally:
             writer.close()
