@@ -64,7 +64,8 @@ def _refuses_all(data: bytes) -> bool:
     ],
 )
 def test_findings(run: object, finding: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fuzzing, "SLOW_INPUT_SECONDS", 0.05)
+    if run is _hangs_on_leading_ff:  # found in 0.05 s; the others keep the limit, not to be taken
+        monkeypatch.setattr(fuzzing, "SLOW_INPUT_SECONDS", 0.05)  # for hangs on a loaded machine
     report = fuzz(Target("buggy", run, lambda: [b"seed"]), 2000)  # type: ignore[arg-type]
     assert len(report.findings) == 1  # the same bug, found many times, is one finding
     data, trace = report.findings[0]
