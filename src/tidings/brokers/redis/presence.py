@@ -18,6 +18,10 @@ is published once, by the node whose script found it first, ``presence_timeout``
 late (its loop blocked longer than ``presence_timeout``) finds the ``<prefix>reaped:<node id>`` mark
 at its next heartbeat: it enters its members again and announces them with a ``join`` (those that
 left meanwhile get a second ``leave`` instead, from the node itself).
+
+On a Redis Cluster the keys carry their channel or node as a hash tag (``<prefix>presence:{<channel>}``)
+and the reaper does not run: its script reads keys of every slot. There a dead node's members are
+left out of presence once its ``alive`` key expires, but no ``leave`` is announced for them.
 """
 
 from __future__ import annotations
@@ -28,10 +32,9 @@ import logging
 from typing import Any
 
 import orjson
-from redis.exceptions import RedisError
 
 from tidings.brokers.base import Broker
-from tidings.brokers.redis.connection import Command, RedisConnection, cancel
+from tidings.brokers.redis.connection import FAILURES, Command, RedisConnection, cancel
 from tidings.brokers.redis.scripts import REAP_PRESENCE
 from tidings.channels import presence_list
 from tidings.message import Outgoing, Subscriber, presence_event
@@ -67,7 +70,7 @@ class RedisPresence:
         """This node's entries go now (it says it is no longer alive); the heartbeat stops."""
         client = self.connection.client
         if self._heart is not None and client is not None:
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*FAILURES):
                 await client.delete(self.connection.key("alive", self.node_id))
         heart, self._heart = self._heart, None
         await cancel(heart)
@@ -112,9 +115,13 @@ class RedisPresence:
                 entries[raw_id.decode()] = (node, info)
         nodes = sorted({node for node, _ in entries.values()} - {self.node_id})
         if nodes and connection.client is not None:
+            keys = [connection.key("alive", node) for node in nodes]
             try:
-                alive = await connection.client.mget([connection.key("alive", node) for node in nodes])
-            except (RedisError, OSError) as error:
+                if connection.cluster:  # the keys are in the slots of their nodes
+                    alive = await connection.client.mget_nonatomic(keys)  # type: ignore[union-attr]
+                else:
+                    alive = await connection.client.mget(keys)
+            except FAILURES as error:
                 raise connection.failure(error) from None
             # Left out, not deleted: the node that reaps them announces their leave.
             dead = {node for node, value in zip(nodes, alive, strict=True) if value is None}
@@ -156,6 +163,13 @@ class RedisPresence:
         node took it for dead meanwhile, its members enter again."""
         key, expiry = self.connection.key, self._expiry()
         assert self.connection.client is not None
+        if self.connection.cluster:  # no reaper there: nothing to be taken for dead by
+            pipeline = self.connection.client.pipeline(transaction=False)
+            pipeline.execute_command(*self._alive_entry())
+            for channel in self.present:
+                pipeline.pexpire(key("presence", channel), expiry)
+            await pipeline.execute()
+            return
         # One transaction: a reaper runs before it (and leaves the mark) or after (and finds it alive).
         pipeline = self.connection.client.pipeline(transaction=True)
         pipeline.execute_command(*self._alive_entry())
@@ -199,6 +213,7 @@ class RedisPresence:
             await asyncio.sleep(self.broker.options.presence_timeout / 3)
             try:
                 await self._beat()
-                await self._reap()
-            except (RedisError, OSError) as error:
+                if not self.connection.cluster:  # its keys are in every slot: not on a Redis Cluster
+                    await self._reap()
+            except FAILURES as error:
                 logger.debug("broker: presence heartbeat failed: %s", error)

@@ -14,9 +14,7 @@ import logging
 from collections import deque
 from typing import Any
 
-from redis.exceptions import RedisError
-
-from tidings.brokers.redis.connection import cancel
+from tidings.brokers.redis.connection import FAILURES, cancel
 from tidings.settings import REDIS_READY_TIMEOUT
 
 logger = logging.getLogger("tidings.broker")
@@ -89,7 +87,7 @@ class Subscriptions:
                         await self.pubsub.subscribe(*topics)
                     else:
                         await self.pubsub.unsubscribe(*topics)
-                except (RedisError, OSError) as error:
+                except FAILURES as error:
                     # Not sent: put them back first, in order, and try again when Redis is back.
                     logger.warning("broker: (un)subscribe failed (%s); retrying", error)
                     self._control.extendleft((subscribe, t) for t in reversed(topics))
