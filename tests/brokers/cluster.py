@@ -193,14 +193,21 @@ class Cluster:
     def ready(self) -> bool:
         """Whether every live server says the cluster is ok, with three masters that each have a
         replica in sync."""
+        masters = self.masters()
+        return self.ok() and len(masters) == len(self.servers) // 2 and all(map(len, masters.values()))
+
+    def ok(self) -> bool:
+        """Whether every live server says the cluster is ok (every slot has a master)."""
         for server in self.live():
             with redis.Redis(port=server.port) as node:
-                if node.execute_command("CLUSTER", "INFO").decode().find("cluster_state:ok") < 0:
+                if "cluster_state:ok" not in node.execute_command("CLUSTER", "INFO").decode():
                     return False
+        return True
+
+    def taken_over(self, port: int) -> bool:
+        """Whether the master on ``port`` (killed) is replaced: every slot has a live master."""
         masters = self.masters()
-        return len(masters) == len(self.servers) // 2 and all(
-            len(replicas) == 1 for replicas in masters.values()
-        )
+        return port not in masters and len(masters) == len(self.servers) // 2 and self.ok()
 
     def live(self) -> list[OwnRedis]:
         return [server for server in self.servers if server.process is not None]

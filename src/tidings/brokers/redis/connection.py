@@ -312,10 +312,23 @@ class RedisConnection:
             while outbox and self.client is not None:
                 batch = [outbox.popleft() for _ in range(min(len(outbox), max_batch))]
                 self._in_flight = len(batch)
+                sent = clock()
+                if self.cluster:
+                    kept = await self._write_by_master(self.client, batch)  # type: ignore[arg-type]
+                    self._in_flight = 0
+                    if kept:
+                        with contextlib.suppress(asyncio.TimeoutError):
+                            await asyncio.wait_for(wake.wait(), delay)
+                        delay = min(delay * 2, 2.0)
+                        continue
+                    self.round_trips.observe(clock() - sent)
+                    delay = 0.05
+                    if self._failing:
+                        self._back()
+                    continue
                 pipeline = self.client.pipeline(transaction=False)
                 for command, _, _ in batch:
                     pipeline.execute_command(*command)
-                sent = clock()
                 try:
                     try:
                         results = await pipeline.execute(raise_on_error=False)
@@ -338,31 +351,49 @@ class RedisConnection:
                     continue
                 self.round_trips.observe(clock() - sent)
                 self._in_flight, delay = 0, 0.05
-                if self.cluster and self._settle_shards(batch, results, wake):
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(wake.wait(), delay)
-                    delay = min(delay * 2, 2.0)
-                    continue
                 if self._failing:
                     self._back()
                 self._settle(zip(batch, results, strict=True))
         finally:
             self._writer = self._wake = None
 
-    def _settle_shards(self, batch: list[Queued], results: list[Any], wake: asyncio.Event) -> bool:
-        """A cluster's pipeline goes to each master apart: the commands of a master lost meanwhile
-        (a failover) failed alone. Answer the others; keep those (in front of the buffer) for when
-        a master of their slots answers. Whether any were kept (the writer waits before it goes on)."""
-        answered: list[tuple[Queued, Any]] = []
-        lost: list[tuple[Queued, Any]] = []
-        for queued, result in zip(batch, results, strict=True):
-            failed = isinstance(result, (RedisConnectionError, RedisTimeoutError))
-            (lost if failed else answered).append((queued, result))
-        if not lost:
-            return False
-        self._settle(answered)
-        wake.clear()
-        return self._keep([queued for queued, _ in lost], lost[0][1])
+    async def _write_by_master(self, client: RedisCluster, batch: list[Queued]) -> bool:
+        """On a Redis Cluster: ``batch`` as one pipeline per master (of its commands' keys, as the
+        map of slots says), so that those of a master lost meanwhile (a failover) fail alone and are
+        kept, in front of the buffer, while the others are answered (not sent twice when the lost
+        ones are sent again). Whether any were kept (the writer waits, then tries again)."""
+        by_master: dict[str, list[Queued]] = {}
+        for queued in batch:
+            command = queued[0]
+            key = command[3] if command[0] == "EVAL" else command[1]  # every command queued names a key
+            try:
+                master = client.get_node_from_key(key)
+            except FAILURES:  # no master owns its slot now: its own pipeline, which redis-py routes
+                master = None
+            by_master.setdefault(master.name if master is not None else "", []).append(queued)
+        kept = False
+        # One after the other: redis-py's retries of a failing pipeline close every connection of
+        # the client, and would cut the others' answers short (their commands then sent twice).
+        for group in by_master.values():
+            pipeline = client.pipeline(transaction=False)
+            for command, _, _ in group:
+                pipeline.execute_command(*command)
+            try:
+                results = await pipeline.execute(raise_on_error=False)
+            except FAILURES as error:
+                kept = self._keep(group, error) or kept
+            else:
+                answered: list[tuple[Queued, Any]] = []
+                lost: list[tuple[Queued, Any]] = []
+                for queued, result in zip(group, results, strict=True):
+                    failed = isinstance(result, (RedisConnectionError, RedisTimeoutError))
+                    (lost if failed else answered).append((queued, result))
+                self._settle(answered)
+                if lost:  # read from a master that failed in the middle of its pipeline
+                    kept = self._keep([queued for queued, _ in lost], lost[0][1]) or kept
+        if kept and self._wake is not None:
+            self._wake.clear()
+        return kept
 
     def _settle(self, answered: Iterable[tuple[Queued, Any]]) -> None:
         """Hand each command's future Redis's answer (or the error it refused it with)."""
