@@ -194,6 +194,35 @@ async def test_sends_follow_their_topics_to_the_new_master(cluster: Cluster) -> 
         await second.close()
 
 
+async def test_a_manual_failover_moves_the_subscriptions_without_a_loss(cluster: Cluster) -> None:
+    """``CLUSTER FAILOVER`` on a channel's replica: the old master stays up, and unsubscribes the
+    shard channels of the slots it gave away itself; the nodes subscribe them on the new master.
+    Messages published before and after reach both clients, the history in a new epoch after."""
+    channel = f"hist-{uuid.uuid4().hex[:6]}"
+    master = cluster.owner(topic("channel", channel))
+    [replica] = cluster.masters()[master]
+    with running_nodes(PREFIX, 2, cluster.url, APP) as nodes:
+        first, second = [await Client.connect(node.url) for node in nodes]
+        for client in (first, second):
+            await client.subscribe(channel)
+        assert await first.call("publish", channel, "before") == {"reached": 2}
+        with redis.Redis(port=replica) as promoted:
+            promoted.execute_command("CLUSTER", "FAILOVER")
+        await until(lambda: cluster.owner(topic("channel", channel)) == replica, 60, "the replica took over")
+
+        async def reached() -> bool:
+            return bool(await first.call("publish", channel, "after") == {"reached": 2})
+
+        await until(reached, 60, "both nodes subscribed on the new master")
+        for client in (first, second):
+            got = await client.messages(2)
+            assert [message[0] for message in got[:1]] == ["before"]
+            assert {message[0] for message in got[1:]} == {"after"}
+            assert got[0][2]["epoch"] != got[1][2]["epoch"]
+        await first.close()
+        await second.close()
+
+
 async def test_refusals() -> None:
     for bad in ("redis+cluster://h1:x", "redis+cluster://h1:7000/2", "redis+cluster://:7000"):
         with pytest.raises(ValueError, match=r"no cluster node|only database 0"):
@@ -206,6 +235,10 @@ async def test_refusals() -> None:
         "s@cret",
     )
     assert isinstance(broker_from("redis+cluster://127.0.0.1:7000"), RedisBroker)
+    assert (
+        run(APP, "redis+cluster://h1:x")
+        == "tidings: redis+cluster://h1:x: 'h1:x' is no cluster node host[:port]\n"
+    )
     url = f"redis+cluster://127.0.0.1:{free_port()}"  # nothing listens there
     assert run(APP, url).startswith(f"tidings: cannot reach the Redis broker at {url}: ")
     # Connection state recovery keeps one log of every channel: refused before Redis is asked.

@@ -386,8 +386,8 @@ class RedisBroker(Broker):
         if topics is not None:
             self.reconnects += 1
             logger.warning(
-                "broker: %d topic(s) of a lost master are subscribed on the master of their slots now; "
-                "messages published meanwhile are lost, but for channels with history",
+                "broker: %d topic(s) whose master was lost or gave their slot away are subscribed on "
+                "its new master; messages published meanwhile are lost, but for channels with history",
                 len(topics),
             )
 
