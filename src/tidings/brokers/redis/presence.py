@@ -19,9 +19,13 @@ late (its loop blocked longer than ``presence_timeout``) finds the ``<prefix>rea
 at its next heartbeat: it enters its members again and announces them with a ``join`` (those that
 left meanwhile get a second ``leave`` instead, from the node itself).
 
-On a Redis Cluster the keys carry their channel or node as a hash tag (``<prefix>presence:{<channel>}``)
-and the reaper does not run: its script reads keys of every slot. There a dead node's members are
-left out of presence once its ``alive`` key expires, but no ``leave`` is announced for them.
+On a Redis Cluster the keys carry their channel or node as a hash tag (``<prefix>presence:{<channel>}``,
+``<prefix>alive:{<node id>}``), and the reaper goes slot by slot: a script in the dead node's slot
+claims it (sets its mark, takes its set of channels), one per channel takes its entries out of that
+channel's hash. One node claims each dead node, so each ``leave`` is still published once. Not one
+atomic step, though: a node that was only late, and enters its members again in the moment between
+the two, loses those entries to the second (announced as gone after their ``join``, left out of
+presence until it reconnects).
 """
 
 from __future__ import annotations
@@ -32,10 +36,11 @@ import logging
 from typing import Any
 
 import orjson
+from redis.asyncio.cluster import RedisCluster
 
 from tidings.brokers.base import Broker
 from tidings.brokers.redis.connection import FAILURES, Command, RedisConnection, cancel
-from tidings.brokers.redis.scripts import REAP_PRESENCE
+from tidings.brokers.redis.scripts import CLAIM_NODE, REAP_PRESENCE, TAKE_ENTRIES
 from tidings.channels import presence_list
 from tidings.message import Outgoing, Subscriber, presence_event
 
@@ -163,23 +168,31 @@ class RedisPresence:
         node took it for dead meanwhile, its members enter again."""
         key, expiry = self.connection.key, self._expiry()
         assert self.connection.client is not None
-        if self.connection.cluster:  # no reaper there: nothing to be taken for dead by
-            pipeline = self.connection.client.pipeline(transaction=False)
+        client = self.connection.client
+        if self.connection.cluster:
+            # This node's keys are in its own slot: one transaction there, as below; the others apart.
+            own = client.pipeline(transaction=True)
+            own.execute_command(*self._alive_entry())
+            own.getdel(key("reaped", self.node_id))
+            own.pexpire(self._channels_key, expiry)
+            _, reaped, _ = await own.execute()
+            shared = client.pipeline(transaction=False)
+            shared.sadd(key("nodes"), self.node_id)
+            shared.pexpire(key("nodes"), expiry)
+            for channel in self.present:
+                shared.pexpire(key("presence", channel), expiry)
+            await shared.execute()
+        else:
+            # One transaction: a reaper runs before it (and leaves the mark) or after (and finds it alive).
+            pipeline = client.pipeline(transaction=True)
             pipeline.execute_command(*self._alive_entry())
+            pipeline.getdel(key("reaped", self.node_id))
+            pipeline.sadd(key("nodes"), self.node_id)
+            pipeline.pexpire(key("nodes"), expiry)
+            pipeline.pexpire(self._channels_key, expiry)
             for channel in self.present:
                 pipeline.pexpire(key("presence", channel), expiry)
-            await pipeline.execute()
-            return
-        # One transaction: a reaper runs before it (and leaves the mark) or after (and finds it alive).
-        pipeline = self.connection.client.pipeline(transaction=True)
-        pipeline.execute_command(*self._alive_entry())
-        pipeline.getdel(key("reaped", self.node_id))
-        pipeline.sadd(key("nodes"), self.node_id)
-        pipeline.pexpire(key("nodes"), expiry)
-        pipeline.pexpire(self._channels_key, expiry)
-        for channel in self.present:
-            pipeline.pexpire(key("presence", channel), expiry)
-        _, reaped, *_ = await pipeline.execute()
+            _, reaped, *_ = await pipeline.execute()
         if reaped is not None:
             logger.warning(
                 "broker: this node was taken for dead (no presence heartbeat for presence_timeout, "
@@ -193,9 +206,12 @@ class RedisPresence:
         members of their channels that they left."""
         connection = self.connection
         assert connection.client is not None
-        taken = await connection.client.eval(
-            REAP_PRESENCE, 1, connection.key("nodes"), connection.prefix, REAPED_MARK_TTL
-        )
+        if connection.cluster:
+            taken = await self._reap_by_slot(connection.client)  # type: ignore[arg-type]
+        else:
+            taken = await connection.client.eval(
+                REAP_PRESENCE, 1, connection.key("nodes"), connection.prefix, REAPED_MARK_TTL
+            )
         for index in range(0, len(taken), 3):
             channel, session_id, entry = taken[index : index + 3]
             try:
@@ -203,6 +219,26 @@ class RedisPresence:
             except (ValueError, TypeError):
                 info = {}
             self._publish(presence_event("leave", channel.decode(), session_id.decode(), info))
+
+    async def _reap_by_slot(self, client: RedisCluster) -> list[bytes]:
+        """:data:`REAP_PRESENCE` on a Redis Cluster, in steps of one slot each: each dead node is
+        claimed (its mark set, its set of channels taken) by one script in its slot, then its entries
+        are taken out of each channel's hash. Of several nodes reaping, one claims each dead node."""
+        key = self.connection.key
+        taken: list[bytes] = []
+        for raw in await client.execute_command("SMEMBERS", key("nodes")):
+            node = raw.decode()
+            if node == self.node_id:
+                continue
+            keys = (key("alive", node), key("reaped", node), key("channels-of", node))
+            channels = await client.eval(CLAIM_NODE, 3, *keys, REAPED_MARK_TTL)
+            if channels is None:  # alive
+                continue
+            await client.srem(key("nodes"), node)
+            for channel in channels:
+                name = channel.decode()
+                taken += await client.eval(TAKE_ENTRIES, 1, key("presence", name), node, name)
+        return taken
 
     def _publish(self, announcement: Outgoing, sender: Subscriber | None = None) -> None:
         self.broker.prepare(announcement)
@@ -213,7 +249,6 @@ class RedisPresence:
             await asyncio.sleep(self.broker.options.presence_timeout / 3)
             try:
                 await self._beat()
-                if not self.connection.cluster:  # its keys are in every slot: not on a Redis Cluster
-                    await self._reap()
+                await self._reap()
             except FAILURES as error:
                 logger.debug("broker: presence heartbeat failed: %s", error)

@@ -129,34 +129,69 @@ end
 return session
 """
 
+# Takes the entries of ``node`` out of the presence hash ``key`` of ``channel``: appends ``channel,
+# session id, entry`` to ``taken`` for each.
+_TAKE_ENTRIES = """
+local function take_entries(key, node, channel, taken)
+  local mark = '["' .. node .. '",'
+  local entries = redis.call('HGETALL', key)
+  for i = 1, #entries, 2 do
+    if string.sub(entries[i + 1], 1, #mark) == mark then
+      redis.call('HDEL', key, entries[i])
+      taken[#taken + 1] = channel
+      taken[#taken + 1] = entries[i]
+      taken[#taken + 1] = entries[i + 1]
+    end
+  end
+end
+"""
+
 #: KEYS: the set of nodes with presence. ARGV: the name prefix, how long (ms) a reaped node's mark
 #: stays. Takes the nodes of the set whose ``alive`` key is gone out of it, with their presence
 #: entries (found through each node's set of channels), and marks each as reaped for its own next
 #: heartbeat, should it be alive after all. Returns the entries taken, ``{channel, session id, entry,
 #: ...}``: one script, so of several nodes running it, one takes each entry, once. Its other keys
-#: are named by the nodes' ids: it is not run on a Redis Cluster.
-REAP_PRESENCE = """
+#: are named by the nodes' ids: on a Redis Cluster, :data:`CLAIM_NODE` and :data:`TAKE_ENTRIES` do
+#: it slot by slot.
+REAP_PRESENCE = (
+    _TAKE_ENTRIES
+    + """
 local taken = {}
 for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if redis.call('EXISTS', ARGV[1] .. 'alive:' .. node) == 0 then
     redis.call('SREM', KEYS[1], node)
     redis.call('SET', ARGV[1] .. 'reaped:' .. node, 1, 'PX', ARGV[2])
     local index = ARGV[1] .. 'channels-of:' .. node
-    local mark = '["' .. node .. '",'
     for _, channel in ipairs(redis.call('SMEMBERS', index)) do
-      local key = ARGV[1] .. 'presence:' .. channel
-      local entries = redis.call('HGETALL', key)
-      for i = 1, #entries, 2 do
-        if string.sub(entries[i + 1], 1, #mark) == mark then
-          redis.call('HDEL', key, entries[i])
-          taken[#taken + 1] = channel
-          taken[#taken + 1] = entries[i]
-          taken[#taken + 1] = entries[i + 1]
-        end
-      end
+      take_entries(ARGV[1] .. 'presence:' .. channel, node, channel, taken)
     end
     redis.call('DEL', index)
   end
 end
 return taken
 """
+)
+
+#: On a Redis Cluster. KEYS: a node's ``alive`` key, its ``reaped`` mark, its set of channels (one
+#: slot, the node's). ARGV: how long (ms) the mark stays. False if the node is alive; else marks it
+#: reaped and takes its set of channels: of several nodes running it, one gets them.
+CLAIM_NODE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return false
+end
+redis.call('SET', KEYS[2], 1, 'PX', ARGV[1])
+local channels = redis.call('SMEMBERS', KEYS[3])
+redis.call('DEL', KEYS[3])
+return channels
+"""
+
+#: On a Redis Cluster. KEYS: a channel's presence hash. ARGV: a node claimed by :data:`CLAIM_NODE`,
+#: the channel. Takes the node's entries out of the hash: ``{channel, session id, entry, ...}``.
+TAKE_ENTRIES = (
+    _TAKE_ENTRIES
+    + """
+local taken = {}
+take_entries(KEYS[1], ARGV[1], ARGV[2], taken)
+return taken
+"""
+)
