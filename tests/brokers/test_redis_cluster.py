@@ -251,6 +251,43 @@ async def test_presence_and_the_leave_of_a_killed_node(cluster: Cluster) -> None
         await asyncio.gather(ada.close(), bob.close(), cat.close())
 
 
+async def test_a_blocked_node_sheds_the_backlog_of_its_connection_to_a_master(cluster: Cluster) -> None:
+    """The backlog watch on a cluster: a node whose loop is blocked while a publisher floods a
+    channel drops its connection to that channel's master past ``redis_max_backlog`` (256 KiB in
+    tests/brokers/lagging_app.py); its history channel there catches up, the other one lags."""
+    history = f"hist-{uuid.uuid4().hex[:8]}"
+    master = cluster.owner(topic("channel", history))
+    plain = next(
+        name
+        for name in (f"room-{uuid.uuid4().hex[:8]}" for _ in range(1000))
+        if cluster.owner(topic("channel", name)) == master
+    )
+    with running_nodes(PREFIX, 1, cluster.url, "tests/brokers/lagging_app.py:app") as [node]:
+        client = await Client.connect(node.url)
+        await client.subscribe(history)
+        await client.subscribe(plain)
+        async with tidings.Publisher(cluster.url, PREFIX) as publisher:
+            await client.emit("block", 4)
+            for n in range(1200):  # 19 MB: less than Redis' own limit (32 MB)
+                with contextlib.suppress(tidings.NoSocket):
+                    await publisher.abroadcast_channel([n, "x" * 16_000], plain)
+                if n % 40 == 0:
+                    with contextlib.suppress(tidings.NoSocket):
+                        await publisher.abroadcast_channel(n // 40, history)
+        got: dict[str, list[object]] = {history: [], plain: [], "lagging": []}
+        while not got["lagging"] or len(got[history]) < 30:
+            event = await client.event()
+            if event[0] == "lagging":
+                got["lagging"].append(event[1:])
+            else:
+                got[event[2]].append(event[1])
+        assert got[history] == list(range(30))  # caught up: in order, none lost, none twice
+        assert got["lagging"] == [[plain]]
+        assert len(got[plain]) < 1200  # the backlog was dropped
+        assert await client.call("counts") == [1, 1]
+        await client.close()
+
+
 async def test_refusals() -> None:
     for bad in ("redis+cluster://h1:x", "redis+cluster://h1:7000/2", "redis+cluster://:7000"):
         with pytest.raises(ValueError, match=r"no cluster node|only database 0"):

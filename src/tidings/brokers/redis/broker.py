@@ -258,8 +258,7 @@ class RedisBroker(Broker):
             await self.stop()
             raise self._connection.failure(error) from None
         subscriptions.kick()
-        if not cluster:  # its subscriber connections are spread over the masters: not watched
-            self._backlog.start()
+        self._backlog.start()
         logger.info("broker: %r", self)
 
     async def stop(self) -> None:

@@ -36,7 +36,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -193,7 +195,9 @@ class RedisConnection:
 
     def node_client(self, node: ClusterNode, name: str) -> aioredis.Redis:
         """A client of one master of the cluster, with the URL's user and password: for the
-        subscriber connection to its shard channels."""
+        subscriber connection to its shard channels. It does not reconnect by itself: redis-py's
+        PubSub would subscribe every shard channel again in one SSUBSCRIBE, which a master with
+        several slots refuses (CROSSSLOT); :mod:`~tidings.brokers.redis.shards` does it, slot by slot."""
         _, username, password = parse_cluster_url(self.url)
         timeout = self.connect_timeout
         return aioredis.Redis(
@@ -204,6 +208,7 @@ class RedisConnection:
             client_name=name,
             socket_connect_timeout=timeout,
             socket_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
         )
 
     async def _note_master(self, connection: AbstractConnection) -> None:

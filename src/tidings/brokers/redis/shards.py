@@ -12,8 +12,12 @@ manual ``CLUSTER FAILOVER``, a resharding), Redis unsubscribes its channels ther
 ``sunsubscribe`` the node did not ask for). Either way their topics wait for a new master: the map of
 slots is read again until one owns them, they are subscribed there, and the broker is told which
 (it catches their histories up and tells the members of its other channels they may have missed
-messages, as after any reconnection). redis-py's ``ClusterPubSub`` does not serve here: its reader
-asks each master in turn for a message with a timeout, so no one read waits on every connection.
+messages, as after any reconnection). A connection that fails for another reason (the network, the
+node's backlog shed) goes the same way: it is not reconnected by redis-py, whose PubSub would
+subscribe all its shard channels in one SSUBSCRIBE, which a master of several slots refuses.
+
+redis-py's ``ClusterPubSub`` does not serve here: its reader asks each master in turn for a message
+with a timeout, so no one read waits on every connection.
 """
 
 from __future__ import annotations
