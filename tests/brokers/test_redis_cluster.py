@@ -23,6 +23,7 @@ from redis.cluster import key_slot
 import tidings
 from tests.brokers.clients import Client
 from tests.brokers.cluster import APP, Cluster, broker_args, running_nodes, until
+from tests.brokers.test_http_api import KEY, api
 from tests.brokers.test_outage import clients, messages, subscribe
 from tests.brokers.test_presence_leave import events, in_order, joined, member
 from tests.brokers.test_recovery import process
@@ -286,6 +287,33 @@ async def test_a_blocked_node_sheds_the_backlog_of_its_connection_to_a_master(cl
         assert len(got[plain]) < 1200  # the backlog was dropped
         assert await client.call("counts") == [1, 1]
         await client.close()
+
+
+async def test_the_http_api_of_one_node_counts_and_disconnects_on_the_other(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The HTTP server API's questions to every node travel on one shard (``all:{nodes}``): SPUBLISH
+    counts the nodes there, as PUBLISH does on one Redis."""
+    monkeypatch.setenv("TIDINGS_API_KEY", KEY)  # the nodes take their api_key from it
+    with running_nodes(PREFIX, 2, cluster.url, APP) as (a, b):
+        on_b, on_a = await Client.connect(b.url), await Client.connect(a.url)
+        for client in (on_b, on_a):
+            await client.subscribe("api-room")
+        await on_b.subscribe("api-b-only")
+        channels = await api(a, "channels", {"prefix": "api-"})
+        assert channels == {
+            "channels": [
+                {"channel": "api-b-only", "subscribers": 1},
+                {"channel": "api-room", "subscribers": 2},
+            ]
+        }
+        assert await api(a, "disconnect", {"session_id": on_b.session_id}) == {"disconnected": 1}
+        assert await on_b.raw.receive() == "41"
+        assert await api(b, "channels", {"prefix": "api-"}) == {
+            "channels": [{"channel": "api-room", "subscribers": 1}]
+        }
+        await on_a.close()
+        await on_b.close()
 
 
 async def test_refusals() -> None:
