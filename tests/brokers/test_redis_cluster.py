@@ -149,7 +149,7 @@ async def test_a_master_killed_mid_stream(cluster: Cluster) -> None:
                     with contextlib.suppress(tidings.NoSocket):  # before the nodes subscribed there
                         await publisher.abroadcast_channel(number, channel)
                     await asyncio.sleep(0.02)
-            assert cluster.taken_over(victim)
+            await until(lambda: cluster.taken_over(victim), 60, "a replica took over")
             for client in (first, second):
                 got = await messages(client, total)
                 for index, channel in enumerate(channels):
