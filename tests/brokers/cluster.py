@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import shutil
+import socket
 import subprocess
 import time
 import uuid
@@ -52,10 +54,10 @@ class OwnRedis:
 
     ``extra`` are more of its options (``"--replicaof", "127.0.0.1", "6380"``)."""
 
-    def __init__(self, directory: Path, *extra: str) -> None:
+    def __init__(self, directory: Path, *extra: str, port: int | None = None) -> None:
         if shutil.which("redis-server") is None:
             missing("redis-server", "no `redis-server` on PATH for a Redis of the test's own")
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.command = ["redis-server", "--port", str(self.port), "--save", "", "--appendonly", "no"]
         self.command += ["--dir", str(directory), *extra]
@@ -141,3 +143,99 @@ async def until(check: Callable[[], Any], timeout: float = 10.0, what: str = "co
             return result
         assert time.monotonic() < deadline, f"{what} not met within {timeout}s"
         await asyncio.sleep(0.05)
+
+
+def bus_port_pair() -> int:
+    """A free port whose cluster bus port (10000 above it) is free too."""
+    while True:
+        port = random.randrange(20000, 50000)
+        with contextlib.ExitStack() as stack:
+            try:
+                for candidate in (port, port + 10000):
+                    sock = stack.enter_context(socket.socket())
+                    sock.bind(("", candidate))
+            except OSError:
+                continue
+            return port
+
+
+class Cluster:
+    """A Redis Cluster of three masters and a replica of each: redis-servers of the test's own on
+    loopback ports (``redis-cli --cluster create``); a replica takes over a second after its master
+    stops answering (``--cluster-node-timeout 1000``)."""
+
+    def __init__(self, directory: Path, masters: int = 3) -> None:
+        self.servers = [
+            OwnRedis(
+                directory,
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", f"nodes-{index}.conf",
+                "--cluster-node-timeout", "1000",
+                port=bus_port_pair(),
+            )
+            for index in range(masters * 2)
+        ]  # fmt: skip
+        self.url = "redis+cluster://" + ",".join(f"127.0.0.1:{server.port}" for server in self.servers[:2])
+
+    def start(self) -> None:
+        if shutil.which("redis-cli") is None:
+            missing("redis-cli", "no `redis-cli` on PATH to create a Redis Cluster")
+        for server in self.servers:
+            server.start()
+        addresses = [f"127.0.0.1:{server.port}" for server in self.servers]
+        create = ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes"]
+        subprocess.run(create, check=True, stdout=subprocess.DEVNULL, timeout=60)
+
+    def client(self) -> redis.RedisCluster:
+        """A blocking client of the cluster (the caller closes it)."""
+        return redis.RedisCluster(host="127.0.0.1", port=self.servers[0].port)
+
+    def ready(self) -> bool:
+        """Whether every live server says the cluster is ok, with three masters that each have a
+        replica in sync."""
+        masters = self.masters()
+        return self.ok() and len(masters) == len(self.servers) // 2 and all(map(len, masters.values()))
+
+    def ok(self) -> bool:
+        """Whether every live server says the cluster is ok (every slot has a master)."""
+        for server in self.live():
+            with redis.Redis(port=server.port) as node:
+                if "cluster_state:ok" not in node.execute_command("CLUSTER", "INFO").decode():
+                    return False
+        return True
+
+    def taken_over(self, port: int) -> bool:
+        """Whether the master on ``port`` (killed) is replaced: every slot has a live master."""
+        masters = self.masters()
+        return port not in masters and len(masters) == len(self.servers) // 2 and self.ok()
+
+    def live(self) -> list[OwnRedis]:
+        return [server for server in self.servers if server.process is not None]
+
+    def masters(self) -> dict[int, list[int]]:
+        """The port of each live master, with those of its replicas whose link to it is up."""
+        masters: dict[int, list[int]] = {}
+        for server in self.live():
+            with redis.Redis(port=server.port) as node:
+                replication = node.info("replication")
+            if replication["role"] == "master":
+                masters.setdefault(server.port, [])
+            elif replication.get("master_link_status") == "up":
+                masters.setdefault(int(replication["master_port"]), []).append(server.port)
+        return masters
+
+    def owner(self, key: str | bytes) -> int:
+        """The port of the master that owns ``key``'s slot, as a live master says."""
+        with redis.Redis(port=next(iter(self.masters()))) as node:
+            slot = node.execute_command("CLUSTER", "KEYSLOT", key)
+            for start, end, master, *_ in node.execute_command("CLUSTER", "SLOTS"):
+                if start <= slot <= end:
+                    return int(master[1])
+        raise AssertionError(f"no master owns slot {slot}")
+
+    def server(self, port: int) -> OwnRedis:
+        return next(server for server in self.servers if server.port == port)
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()

@@ -3,7 +3,8 @@
 - ``memory`` (the default): one process; messages stay Python objects, counts are sockets.
 - ``redis``: any number of processes and machines through Redis pub/sub
   (:class:`~tidings.brokers.redis.RedisBroker`), or a Redis that Sentinel fails over
-  (``redis+sentinel://``); counts are server processes.
+  (``redis+sentinel://``), or a Redis Cluster with sharded pub/sub (``redis+cluster://``); counts are
+  server processes.
 
 ``Server(broker=...)`` takes a URL (``"memory"``, ``"redis://127.0.0.1:6379/0"``) or a
 :class:`Broker`; without one, the environment variable ``TIDINGS_BROKER`` decides, else ``memory``.
@@ -21,7 +22,7 @@ from tidings.errors import BrokerError
 BROKER_ENV = "TIDINGS_BROKER"
 #: The environment variable that sets the Redis name prefix when the code does not.
 PREFIX_ENV = "TIDINGS_BROKER_PREFIX"
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "redis+cluster://")
 
 
 def broker_from(spec: str | Broker | None = None, prefix: str | None = None) -> Broker:
@@ -40,7 +41,8 @@ def broker_from(spec: str | Broker | None = None, prefix: str | None = None) -> 
 
         return RedisBroker(url, prefix)
     raise ValueError(
-        f"unknown broker {url!r}: use 'memory' or a redis://, rediss://, unix:// or redis+sentinel:// URL"
+        f"unknown broker {url!r}: use 'memory' or a redis://, rediss://, unix://, redis+sentinel:// or "
+        "redis+cluster:// URL"
     )
 
 

@@ -184,6 +184,7 @@ def check_broker(app: Server) -> None:
 
     async def probe() -> None:
         probe = RedisBroker(broker.url, broker.prefix, broker.connect_timeout)
+        probe.options = broker.options  # settings a Redis Cluster refuses are refused here
         try:
             await probe.connect()
         finally:

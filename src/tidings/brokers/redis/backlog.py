@@ -10,7 +10,8 @@ by its name), and past ``redis_max_backlog`` bytes closes the connection itself 
 backlog is dropped sooner, and counted. Either way, once the node reads again it finds the
 connection gone, subscribes again, catches its history channels up and tells the members of its
 other channels that they may have missed messages (the ``lagging`` event:
-:mod:`~tidings.brokers.redis.broker`).
+:mod:`~tidings.brokers.redis.broker`). On a Redis Cluster a node has a subscriber connection on each
+master it has topics on, all with that name: each is watched, and shed, apart; the backlog is their sum.
 """
 
 from __future__ import annotations
@@ -19,10 +20,17 @@ import logging
 import threading
 
 import redis
-from redis.exceptions import RedisError
+from redis.cluster import ClusterNode
 from redis.sentinel import Sentinel
 
-from tidings.brokers.redis.connection import SENTINEL_SCHEME, parse_sentinel_url, safe_url
+from tidings.brokers.redis.connection import (
+    CLUSTER_SCHEME,
+    FAILURES,
+    SENTINEL_SCHEME,
+    parse_cluster_url,
+    parse_sentinel_url,
+    safe_url,
+)
 
 logger = logging.getLogger("tidings.broker")
 
@@ -55,10 +63,21 @@ class BacklogWatch:
         thread, self._thread = self._thread, None
         return thread
 
-    def _client(self) -> redis.Redis:
-        """A blocking client of the URL, or of the master the sentinels name (``redis+sentinel://``):
-        the server that holds the subscriber connection."""
+    def _client(self) -> redis.Redis | redis.RedisCluster:
+        """A blocking client of the URL, of the master the sentinels name (``redis+sentinel://``),
+        or of the cluster (``redis+cluster://``): the servers that hold the subscriber connections."""
         timeouts = {"socket_connect_timeout": self.connect_timeout, "socket_timeout": self.connect_timeout}
+        if self.url.startswith(CLUSTER_SCHEME):
+            seeds, username, password = parse_cluster_url(self.url)
+            nodes = [ClusterNode(host, port) for host, port in seeds]  # type: ignore[no-untyped-call]
+            timeout = self.connect_timeout
+            return redis.RedisCluster(
+                startup_nodes=nodes,
+                username=username,
+                password=password,
+                socket_connect_timeout=timeout,
+                socket_timeout=timeout,
+            )
         if not self.url.startswith(SENTINEL_SCHEME):
             return redis.Redis.from_url(self.url, **timeouts)
         sentinels, service, db, username, password = parse_sentinel_url(self.url)
@@ -69,30 +88,50 @@ class BacklogWatch:
         return client
 
     def _watch(self) -> None:
-        client = self._client()
+        client = None
         try:
             while not self._stopping.wait(self.interval):
                 try:
+                    client = client or self._client()
                     self._look(client)
-                except (RedisError, OSError, ValueError) as error:
+                except (*FAILURES, ValueError) as error:
                     logger.debug("broker: cannot read the subscriber backlog: %s", error)
+                    if isinstance(client, redis.RedisCluster):  # a master may have changed
+                        client.close()
+                        client = None
         finally:
-            client.close()
+            if client is not None:
+                client.close()
 
-    def _look(self, client: redis.Redis) -> None:
-        for connection in client.client_list(_type="pubsub"):
+    def _look(self, client: redis.Redis | redis.RedisCluster) -> None:
+        """Read the backlog of each subscriber connection (one, or one per master of a cluster),
+        and shed one past the limit."""
+        if isinstance(client, redis.RedisCluster):
+            servers = [node.redis_connection for node in client.get_primaries()]  # type: ignore[no-untyped-call]
+        else:
+            servers = [client]
+        backlog = 0
+        for server in servers:
+            if server is not None:
+                backlog += self._shed(server)
+        self.backlog = backlog
+
+    def _shed(self, server: redis.Redis) -> int:
+        """The backlog of the subscriber connection on ``server``, closed past the limit."""
+        for connection in server.client_list(_type="pubsub"):
             if connection.get("name") != self.name:
                 continue
-            self.backlog = int(connection["omem"])
-            if self.backlog > self.limit:
-                client.client_kill_filter(_id=connection["id"])
+            backlog = int(connection["omem"])
+            if backlog > self.limit:
+                server.client_kill_filter(_id=connection["id"])
                 self.sheds += 1
                 logger.warning(
                     "broker: this node is %d bytes behind on Redis at %s (redis_max_backlog: %d); "
                     "dropped its subscriber connection: history channels catch up, the members of "
                     "the others get 'lagging'",
-                    self.backlog,
+                    backlog,
                     safe_url(self.url),
                     self.limit,
                 )
-            return
+            return backlog
+        return 0

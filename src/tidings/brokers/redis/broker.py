@@ -44,18 +44,20 @@ from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from tidings.brokers import PREFIX_ENV, envelope
 from tidings.brokers.base import Broker, Kind, Missed
 from tidings.brokers.envelope import EnvelopeError, open_envelope, seal
 from tidings.brokers.redis.backlog import BacklogWatch
 from tidings.brokers.redis.connection import (
+    CLUSTER_SCHEME,
+    FAILURES,
     SENTINEL_SCHEME,
+    Client,
     RedisConnection,
     cancel,
     describe,
+    parse_cluster_url,
     parse_sentinel_url,
     safe_url,
 )
@@ -63,6 +65,7 @@ from tidings.brokers.redis.history import RedisHistory
 from tidings.brokers.redis.presence import RedisPresence
 from tidings.brokers.redis.scripts import PUBLISH_LOGGED
 from tidings.brokers.redis.sessions import RedisSessions, newer
+from tidings.brokers.redis.shards import Shards
 from tidings.brokers.redis.subscriptions import Subscriptions
 from tidings.brokers.redis.survey import ANSWER, QUESTION, Survey
 from tidings.channels import ChannelOptions, HistoryRule, KeptSession, Target, check_session_id, require
@@ -90,7 +93,10 @@ class RedisBroker(Broker):
         url: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS), ``unix://``, or
             ``redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db]``: the
             master Redis Sentinel names for ``service``, asked of the sentinels at each connection
-            (port 26379 by default; the password is the master's).
+            (port 26379 by default; the password is the master's), or
+            ``redis+cluster://[[user]:password@]host[:port][,host[:port]...]``: a Redis Cluster (7 or
+            later), from any of its nodes (port 6379 by default), with sharded pub/sub
+            (:mod:`~tidings.brokers.redis.shards`); there, connection state recovery is refused.
         prefix: prefix of every Redis name tidings uses; nodes with the same URL and prefix share
             channels. Defaults to the environment variable ``TIDINGS_BROKER_PREFIX``, else
             ``"tidings:"``.
@@ -108,6 +114,13 @@ class RedisBroker(Broker):
             parse_sentinel_url(url)  # a URL that names no sentinel or service: ValueError now
         self.url = url
         self.prefix = prefix if prefix is not None else os.environ.get(PREFIX_ENV) or DEFAULT_PREFIX
+        if url.startswith(CLUSTER_SCHEME):
+            parse_cluster_url(url)
+            if "{" in self.prefix or "}" in self.prefix:
+                raise ValueError(
+                    f"broker prefix {self.prefix!r}: on a Redis Cluster names carry their channel as a "
+                    "hash tag in braces; a prefix cannot have braces of its own"
+                )
         self.connect_timeout = connect_timeout
         # The publishing connection and its queue, the subscriber connection's (un)subscribes, the
         # channels with history, this node's presence entries.
@@ -118,7 +131,7 @@ class RedisBroker(Broker):
         self._presence = RedisPresence(self, self._connection, self.node_id)
         self._sessions = RedisSessions(self._connection)
         # The subscriber connection's client (named, so that its backlog can be found) and its watch.
-        self._subscriber: aioredis.Redis | None = None
+        self._subscriber: Client | None = None
         name = f"tidings-subscriber-{self.node_id}"
         self._backlog = BacklogWatch(url, name, REDIS_MAX_BACKLOG, REDIS_BACKLOG_INTERVAL, connect_timeout)
         # Recovered sockets with another node's session id: their nodes, and how many each has here.
@@ -131,8 +144,13 @@ class RedisBroker(Broker):
         # Probes of lag(): this node's own topic for them, and those on their way, by token.
         self._probe_topic = self._connection.name("probe", self.node_id)
         self._probes: dict[bytes, asyncio.Future[None]] = {}
+        self._publish_command = self._connection.publish  # PUBLISH, or SPUBLISH on a Redis Cluster
         self._survey = Survey(
-            self._queue, self._all_topic, lambda node: self._name("node", node), self.node_id
+            self._queue,
+            self._publish_command,
+            self._all_topic,
+            lambda node: self._name("node", node),
+            self.node_id,
         )
         # What each subscribed topic routes to; written when the hub's membership changes.
         self._routes: dict[bytes, Route] = {}
@@ -179,11 +197,18 @@ class RedisBroker(Broker):
         """Open the publishing connection pool and check Redis answers (what a publisher needs).
 
         A publisher (a broker without a hub) also reads the servers' history and presence settings,
-        here and, for as long as it finds none, each time it is called again.
+        here and, for as long as it finds none, each time it is called again. On a Redis Cluster,
+        settings with connection state recovery are refused (:class:`BrokerError`).
         """
+        if self._connection.cluster and self.options.recovery is not None:
+            raise BrokerError(
+                "connection state recovery is not available on a Redis Cluster (redis+cluster://): "
+                "its packet log is one stream for every channel, which a cluster cannot keep in one "
+                "slot; leave connection_state_recovery unset, or use one Redis (or Sentinel)"
+            )
         client = await self._connection.open()
         if self.hub is None and not self._options_found:
-            with contextlib.suppress(RedisError, OSError, ValueError, TypeError, AttributeError):
+            with contextlib.suppress(*FAILURES, ValueError, TypeError, AttributeError):
                 stored = await client.get(self._connection.key("options"))
                 if stored:
                     self.options = ChannelOptions.from_json(orjson.loads(stored))
@@ -200,15 +225,27 @@ class RedisBroker(Broker):
         self._routes[self._probe_topic] = ("probe", self.node_id)
         topics = (self._node_topic, self._all_topic, self._probe_topic)
         confirmed = asyncio.gather(*map(subscriptions.expect_confirmation, topics))
-        self._subscriber = self._connection.new_client(self._backlog.name)
-        subscriptions.pubsub = self._subscriber.pubsub()
+        cluster = self._connection.cluster
+        if cluster:
+            subscriptions.pubsub = Shards(
+                client,  # type: ignore[arg-type]  # a RedisCluster, as the URL says
+                lambda node: self._connection.node_client(node, self._backlog.name),
+                self._receive,
+                subscriptions.confirmed,
+                self._lost_master,
+                self._reconnected,
+            )
+        else:
+            self._subscriber = self._connection.new_client(self._backlog.name)
+            subscriptions.pubsub = self._subscriber.pubsub()
         try:
             await subscriptions.pubsub.subscribe(*topics)
-        except (RedisError, OSError) as error:
+        except FAILURES as error:
             await self.stop()
             message = f"cannot subscribe on the Redis broker at {safe_url(self.url)}: {error}"
             raise BrokerError(message) from None
-        self._reader = asyncio.get_running_loop().create_task(self._read(), name="tidings-redis-reader")
+        if not cluster:  # on a cluster, each master's connection has a reader of its own
+            self._reader = asyncio.get_running_loop().create_task(self._read(), name="tidings-redis-reader")
         try:
             await asyncio.wait_for(asyncio.shield(confirmed), self.connect_timeout)
             await client.set(*self._options())
@@ -217,7 +254,7 @@ class RedisBroker(Broker):
             await self.stop()
             message = f"the Redis broker at {safe_url(self.url)} did not confirm a subscription"
             raise BrokerError(message) from None
-        except (RedisError, OSError) as error:
+        except FAILURES as error:
             await self.stop()
             raise self._connection.failure(error) from None
         subscriptions.kick()
@@ -243,7 +280,7 @@ class RedisBroker(Broker):
             if subscriber is not None:
                 await subscriber.aclose()
             await self._connection.close()
-        except (RedisError, OSError):
+        except FAILURES:
             logger.debug("broker: closing the Redis connections failed", exc_info=True)
         if watch is not None:
             await asyncio.to_thread(watch.join)
@@ -277,7 +314,7 @@ class RedisBroker(Broker):
         back = self._probes[token] = loop.create_future()
         sent = loop.time()
         try:
-            self._queue(("PUBLISH", self._probe_topic, token))
+            self._queue((self._publish_command, self._probe_topic, token))
             await asyncio.wait_for(back, LAG_TIMEOUT)
         except asyncio.TimeoutError:
             return None
@@ -297,7 +334,7 @@ class RedisBroker(Broker):
                 message = await pubsub.get_message(timeout=None)
             except Exception as error:  # RedisError, OSError; anything else is logged with its traceback
                 if not lost:
-                    known = isinstance(error, (RedisError, OSError))
+                    known = isinstance(error, FAILURES)
                     logger.warning(
                         "broker: lost Redis at %s (%s); reconnecting",
                         safe_url(self.url),
@@ -326,22 +363,38 @@ class RedisBroker(Broker):
             elif kind == "subscribe":
                 self._subscriptions.confirmed(message["channel"])
 
-    def _reconnected(self) -> None:
+    def _reconnected(self, topics: list[bytes] | None = None) -> None:
         """The subscriber connection is back (Redis restarted, the network came back, a Sentinel
-        failover, or the node had fallen too far behind): what waits in the buffer goes out now; write
-        the options again, say this node is alive and enter its members in presence again, deliver
-        what its history channels missed, then go on live; the members of its other channels are
-        told they may have missed messages (``lagging``)."""
+        failover, or the node had fallen too far behind), or, on a Redis Cluster, ``topics`` of a lost
+        master are subscribed on its successor: what waits in the buffer goes out now; write the
+        options again, say this node is alive and enter its members in presence again, deliver what
+        its history channels (of ``topics``) missed, then go on live; the members of its other
+        channels are told they may have missed messages (``lagging``)."""
         self._connection.reachable()
         self._queue(("SET", *self._options()))
         self._presence.enter_again()
-        channels = [name for kind, name in list(self._routes.values()) if kind == "channel"]
+        routes = self._routes
+        affected = list(routes.values()) if topics is None else [routes[t] for t in topics if t in routes]
+        channels = [name for kind, name in affected if kind == "channel"]
         self._history.catch_up(channels)
         hub = self.hub
         if hub is not None:
             for channel in channels:
                 if self.options.history(channel) is None:
                     hub.publish(Outgoing([channel], channel, "lagging"))
+        if topics is not None:
+            self.reconnects += 1
+            logger.warning(
+                "broker: %d topic(s) whose master was lost or gave their slot away are subscribed on "
+                "its new master; messages published meanwhile are lost, but for channels with history",
+                len(topics),
+            )
+
+    def _lost_master(self, error: BaseException) -> None:
+        """A master of the Redis Cluster was lost (its topics wait for the new master of their slots)."""
+        logger.warning(
+            "broker: lost Redis at %s (%s); its topics wait for a new master", safe_url(self.url), error
+        )
 
     def _receive(self, topic: bytes, data: bytes) -> None:
         route = self._routes.get(topic)
@@ -477,7 +530,7 @@ class RedisBroker(Broker):
         """PUBLISH ``envelope``; with connection state recovery, log it as sent to ``target`` too."""
         recovery = self.options.recovery
         if recovery is None:
-            return self._queue(("PUBLISH", topic, envelope))
+            return self._queue((self._publish_command, topic, envelope))
         log, *args = self._sessions.log_args(recovery, target, name)
         return self._queue(("EVAL", PUBLISH_LOGGED, 2, log, topic, *args, envelope))
 

@@ -15,22 +15,33 @@ With ``redis+sentinel://`` the client is redis-py's Sentinel ``master_for``: eac
 the sentinels where the master is. Every new connection first notes the master's replication id in
 ``<prefix>master`` (:data:`~tidings.brokers.redis.scripts.NOTE_MASTER`): a history written on another
 master (before a failover) starts a new epoch.
+
+With ``redis+cluster://`` the client is redis-py's ``RedisCluster``, which sends each command to the
+master of its key's slot (one pipeline per master for a batch), and every topic is a shard channel
+(``SPUBLISH``). Names carry their channel, namespace or node as a hash tag (:meth:`RedisConnection.name`),
+so that a channel's topic and keys live in one slot: :mod:`~tidings.brokers.redis.shards`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import urllib.parse
 from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tidings.brokers.base import Broker, Buffered
 from tidings.brokers.redis.scripts import NOTE_MASTER
@@ -43,12 +54,21 @@ logger = logging.getLogger("tidings.broker")
 #: through the pipeline (history, presence, recovery); more wait for a free one.
 POOL_CONNECTIONS = 100
 
+#: What a failing Redis raises: redis-py's errors, the socket's, and a Redis Cluster client's own
+#: (``RedisClusterException``: no node of the cluster could be reached, no master owns a slot).
+FAILURES = (RedisError, OSError, RedisClusterException)
+
 Command = tuple[Any, ...]
 #: A queued command, the future of its answer, and whether it waits through an outage (a write).
 Queued = tuple[Command, asyncio.Future[Any], bool]
 
 SENTINEL_SCHEME = "redis+sentinel://"
 SENTINEL_PORT = 26379
+CLUSTER_SCHEME = "redis+cluster://"
+CLUSTER_PORT = 6379
+
+#: A client of a Redis server (or of the master Sentinel names), or of a Redis Cluster.
+Client = aioredis.Redis | RedisCluster
 
 
 class RedisConnection:
@@ -67,7 +87,14 @@ class RedisConnection:
         #: wait: ``broker_buffer`` and ``broker_buffer_policy``.
         self.buffer = BROKER_BUFFER
         self.buffer_policy = BROKER_BUFFER_POLICY
-        self.client: aioredis.Redis | None = None
+        #: Whether Redis is a Redis Cluster (``redis+cluster://``): topics are shard channels, names
+        #: carry hash tags.
+        self.cluster = url.startswith(CLUSTER_SCHEME)
+        #: The command that publishes to a topic: ``PUBLISH``, or ``SPUBLISH`` on a Redis Cluster.
+        self.publish = "SPUBLISH" if self.cluster else "PUBLISH"
+        #: A pub/sub topic: ``<prefix><kind>:<name>``; on a Redis Cluster ``<prefix><kind>:{<name>}``.
+        self.name = self._tagged_name if self.cluster else self._plain_name
+        self.client: Client | None = None
         self._sentinel: Sentinel | None = None
         self._outbox: deque[Queued] = deque()
         self._writer: asyncio.Task[None] | None = None
@@ -82,13 +109,25 @@ class RedisConnection:
 
     # -- names -------------------------------------------------------------------------------------
 
-    def name(self, kind: str, name: str) -> bytes:
-        """A pub/sub topic: ``<prefix><kind>:<name>``."""
+    def _plain_name(self, kind: str, name: str) -> bytes:
         return f"{self.prefix}{kind}:{name}".encode()
 
+    def _tagged_name(self, kind: str, name: str) -> bytes:
+        return self.key(kind, name).encode()
+
     def key(self, kind: str, name: str | None = None) -> str:
-        """A key: ``<prefix><kind>``, or ``<prefix><kind>:<name>``."""
-        return f"{self.prefix}{kind}" if name is None else f"{self.prefix}{kind}:{name}"
+        """A key: ``<prefix><kind>``, or ``<prefix><kind>:<name>``; on a Redis Cluster the name is a
+        hash tag, ``<prefix><kind>:{<name>}``, so that the keys and topic of one channel (namespace,
+        node) are in one slot (a name with a ``}``, which would end the tag early, is tagged by its
+        digest: ``<prefix><kind>:{#<digest>}<name>``)."""
+        if name is None:
+            return f"{self.prefix}{kind}"
+        if not self.cluster:
+            return f"{self.prefix}{kind}:{name}"
+        if "}" not in name:
+            return f"{self.prefix}{kind}:{{{name}}}"
+        digest = hashlib.blake2b(name.encode(), digest_size=8).hexdigest()
+        return f"{self.prefix}{kind}:{{#{digest}}}{name}"
 
     def failure(self, error: BaseException | str) -> BrokerError:
         """The error that says Redis failed, naming it (its password hidden)."""
@@ -99,23 +138,35 @@ class RedisConnection:
 
     # -- open and close ------------------------------------------------------------------------------
 
-    async def open(self) -> aioredis.Redis:
+    async def open(self) -> Client:
         """The client, connected and answering (once; :class:`BrokerError` if Redis cannot be reached)."""
         if self.client is None:
             client = self.new_client()
             try:
                 await client.ping()
-            except (RedisError, OSError) as error:
+            except FAILURES as error:
                 await self._close(client)
                 where = safe_url(self.url)
                 raise BrokerError(f"cannot reach the Redis broker at {where}: {describe(error)}") from None
             self.client = client
         return self.client
 
-    def new_client(self, name: str | None = None) -> aioredis.Redis:
-        """A client of its own (not connected yet) of the URL, or of the master the sentinels name
-        for ``redis+sentinel://``; ``name``: its connections' ``CLIENT SETNAME``."""
+    def new_client(self, name: str | None = None) -> Client:
+        """A client of its own (not connected yet) of the URL, of the master the sentinels name for
+        ``redis+sentinel://``, or of the cluster for ``redis+cluster://``; ``name``: its connections'
+        ``CLIENT SETNAME``."""
         timeout = self.connect_timeout
+        if self.cluster:
+            seeds, username, password = parse_cluster_url(self.url)
+            return RedisCluster(
+                startup_nodes=[ClusterNode(host, port) for host, port in seeds],
+                username=username,
+                password=password,
+                client_name=name,
+                max_connections=POOL_CONNECTIONS,
+                socket_connect_timeout=timeout,
+                socket_timeout=timeout,
+            )
         if not self.url.startswith(SENTINEL_SCHEME):
             # Reads past the pool's connections (thousands of clients recovering their history at
             # once) wait for one, instead of failing with "Too many connections".
@@ -142,13 +193,31 @@ class RedisConnection:
         )
         return client
 
+    def node_client(self, node: ClusterNode, name: str) -> aioredis.Redis:
+        """A client of one master of the cluster, with the URL's user and password: for the
+        subscriber connection to its shard channels. It does not reconnect by itself: redis-py's
+        PubSub would subscribe every shard channel again in one SSUBSCRIBE, which a master with
+        several slots refuses (CROSSSLOT); :mod:`~tidings.brokers.redis.shards` does it, slot by slot."""
+        _, username, password = parse_cluster_url(self.url)
+        timeout = self.connect_timeout
+        return aioredis.Redis(
+            host=node.host,
+            port=int(node.port),
+            username=username,
+            password=password,
+            client_name=name,
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
+
     async def _note_master(self, connection: AbstractConnection) -> None:
         """A new connection: set it up as redis-py does, then note the master's replication id."""
         await connection.on_connect()
         await connection.send_command("EVAL", NOTE_MASTER, 1, self.key("master"))
         await connection.read_response()
 
-    async def _close(self, client: aioredis.Redis) -> None:
+    async def _close(self, client: Client) -> None:
         sentinel, self._sentinel = self._sentinel, None
         await client.aclose()
         if sentinel is not None:
@@ -248,10 +317,23 @@ class RedisConnection:
             while outbox and self.client is not None:
                 batch = [outbox.popleft() for _ in range(min(len(outbox), max_batch))]
                 self._in_flight = len(batch)
+                sent = clock()
+                if self.cluster:
+                    kept = await self._write_by_master(self.client, batch)  # type: ignore[arg-type]
+                    self._in_flight = 0
+                    if kept:
+                        with contextlib.suppress(asyncio.TimeoutError):
+                            await asyncio.wait_for(wake.wait(), delay)
+                        delay = min(delay * 2, 2.0)
+                        continue
+                    self.round_trips.observe(clock() - sent)
+                    delay = 0.05
+                    if self._failing:
+                        self._back()
+                    continue
                 pipeline = self.client.pipeline(transaction=False)
                 for command, _, _ in batch:
                     pipeline.execute_command(*command)
-                sent = clock()
                 try:
                     try:
                         results = await pipeline.execute(raise_on_error=False)
@@ -279,14 +361,56 @@ class RedisConnection:
                 self._in_flight, delay = 0, 0.05
                 if self._failing:
                     self._back()
-                for (command, future, _), result in zip(batch, results, strict=True):
-                    if isinstance(result, Exception):
-                        logger.error("broker: Redis refused %s: %s", command[0], result)
-                        fail(future, BrokerError(f"Redis refused {command[0]}: {result}"))
-                    elif not future.done():
-                        future.set_result(result)
+                self._settle(zip(batch, results, strict=True))
         finally:
             self._writer = self._wake = None
+
+    async def _write_by_master(self, client: RedisCluster, batch: list[Queued]) -> bool:
+        """On a Redis Cluster: ``batch`` as one pipeline per master (of its commands' keys, as the
+        map of slots says), so that those of a master lost meanwhile (a failover) fail alone and are
+        kept, in front of the buffer, while the others are answered (not sent twice when the lost
+        ones are sent again). Whether any were kept (the writer waits, then tries again)."""
+        by_master: dict[str, list[Queued]] = {}
+        for queued in batch:
+            command = queued[0]
+            key = command[3] if command[0] == "EVAL" else command[1]  # every command queued names a key
+            try:
+                master = client.get_node_from_key(key)
+            except FAILURES:  # no master owns its slot now: its own pipeline, which redis-py routes
+                master = None
+            by_master.setdefault(master.name if master is not None else "", []).append(queued)
+        kept = False
+        # One after the other: redis-py's retries of a failing pipeline close every connection of
+        # the client, and would cut the others' answers short (their commands then sent twice).
+        for group in by_master.values():
+            pipeline = client.pipeline(transaction=False)
+            for command, _, _ in group:
+                pipeline.execute_command(*command)
+            try:
+                results = await pipeline.execute(raise_on_error=False)
+            except FAILURES as error:
+                kept = self._keep(group, error) or kept
+            else:
+                answered: list[tuple[Queued, Any]] = []
+                lost: list[tuple[Queued, Any]] = []
+                for queued, result in zip(group, results, strict=True):
+                    failed = isinstance(result, (RedisConnectionError, RedisTimeoutError))
+                    (lost if failed else answered).append((queued, result))
+                self._settle(answered)
+                if lost:  # read from a master that failed in the middle of its pipeline
+                    kept = self._keep([queued for queued, _ in lost], lost[0][1]) or kept
+        if kept and self._wake is not None:
+            self._wake.clear()
+        return kept
+
+    def _settle(self, answered: Iterable[tuple[Queued, Any]]) -> None:
+        """Hand each command's future Redis's answer (or the error it refused it with)."""
+        for (command, future, _), result in answered:
+            if isinstance(result, Exception):
+                logger.error("broker: Redis refused %s: %s", command[0], result)
+                fail(future, BrokerError(f"Redis refused {command[0]}: {result}"))
+            elif not future.done():
+                future.set_result(result)
 
     def _keep(self, batch: list[Queued], error: BaseException) -> bool:
         """Redis failed ``batch``: put its writes back in front of the buffer, tell their callers and
@@ -366,18 +490,37 @@ def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, str |
     sentinels' addresses (port 26379 unless given), the service (master) name, the database, and
     the master's user and password. ``ValueError`` for a URL that names no sentinel or service."""
     parts = urllib.parse.urlsplit(url)
-    userinfo, at, hosts = parts.netloc.rpartition("@")
-    user, _, password = userinfo.partition(":")
-    sentinels = []
-    for address in hosts.split(","):
-        host, colon, port = address.rpartition(":")
-        if not colon or "]" in port:  # no port (an IPv6 address has colons of its own, in brackets)
-            host, port = address, str(SENTINEL_PORT)
-        if not host or not port.isdigit():
-            raise ValueError(f"{safe_url(url)}: {address!r} is no sentinel host[:port]")
-        sentinels.append((host.strip("[]"), int(port)))
+    sentinels, username, password = _hosts(url, parts, SENTINEL_PORT, "sentinel")
     service, _, db = parts.path.strip("/").partition("/")
     if not service or (db and not db.isdigit()):
         raise ValueError(f"{safe_url(url)}: give the service name and database: .../mymaster/0")
+    return sentinels, service, int(db or 0), username, password
+
+
+def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], str | None, str | None]:
+    """``redis+cluster://[[user]:password@]host[:port][,host[:port]...][/0]``: the addresses of some
+    of the cluster's nodes to start from (port 6379 unless given), and the user and password.
+    ``ValueError`` for a URL that names no node, or a database but 0 (a cluster has only that one)."""
+    parts = urllib.parse.urlsplit(url)
+    seeds, username, password = _hosts(url, parts, CLUSTER_PORT, "cluster node")
+    if parts.path.strip("/") not in ("", "0"):
+        raise ValueError(f"{safe_url(url)}: a Redis Cluster has only database 0")
+    return seeds, username, password
+
+
+def _hosts(
+    url: str, parts: urllib.parse.SplitResult, default_port: int, what: str
+) -> tuple[list[tuple[str, int]], str | None, str | None]:
+    """The ``host[:port]`` list of a URL's netloc, and its user and password."""
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    addresses = []
+    for address in hosts.split(","):
+        host, colon, port = address.rpartition(":")
+        if not colon or "]" in port:  # no port (an IPv6 address has colons of its own, in brackets)
+            host, port = address, str(default_port)
+        if not host or not port.isdigit():
+            raise ValueError(f"{safe_url(url)}: {address!r} is no {what} host[:port]")
+        addresses.append((host.strip("[]"), int(port)))
     unquote = urllib.parse.unquote
-    return sentinels, service, int(db or 0), unquote(user) or None, unquote(password) if at else None
+    return addresses, unquote(user) or None, unquote(password) if at else None

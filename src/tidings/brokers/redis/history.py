@@ -10,7 +10,9 @@ Under the name prefix:
 One script (:data:`~tidings.brokers.redis.scripts.PUBLISH_HISTORY`) gives the offset, appends and
 PUBLISHes, so the order of offsets is the order of delivery. When the meta hash is gone (expired, or
 Redis lost it), or was written on another master (a Sentinel failover: its ``master`` field is not
-the replication id in ``<prefix>master``), the next message starts a new epoch at offset 1.
+the replication id in ``<prefix>master``; on a Redis Cluster, not the replication id of the master the
+script runs on), the next message starts a new epoch at offset 1. On a Redis Cluster both keys and the
+channel's topic carry the channel as a hash tag: one slot, so one script.
 
 A subscriber recovers what it missed from the stream (:meth:`RedisHistory.recover`); a node whose
 connection to Redis came back reads what its channels missed meanwhile and delivers it before the
@@ -24,12 +26,15 @@ import logging
 import secrets
 from collections.abc import Iterable
 
-from redis.exceptions import RedisError
-
 from tidings.brokers.base import Broker
 from tidings.brokers.envelope import EnvelopeError, open_envelope
-from tidings.brokers.redis.connection import RedisConnection
-from tidings.brokers.redis.scripts import PUBLISH_HISTORY, READ_HISTORY
+from tidings.brokers.redis.connection import FAILURES, RedisConnection
+from tidings.brokers.redis.scripts import (
+    CLUSTER_PUBLISH_HISTORY,
+    CLUSTER_READ_HISTORY,
+    PUBLISH_HISTORY,
+    READ_HISTORY,
+)
 from tidings.channels import HistoryRule, recovery_from
 from tidings.errors import BrokerError
 from tidings.message import Outgoing, Position, Recovery
@@ -51,6 +56,17 @@ class RedisHistory:
         #: While the node catches up after Redis came back: the live messages held meanwhile.
         self.held: dict[str, list[tuple[str | None, Outgoing]]] = {}
         self._catching_up: set[asyncio.Task[None]] = set()
+        # On a Redis Cluster the scripts SPUBLISH, and read the master's id where they run instead of
+        # the ``master`` key (which is in a slot of its own).
+        cluster = connection.cluster
+        self._publish_script = CLUSTER_PUBLISH_HISTORY if cluster else PUBLISH_HISTORY
+        self._read_script = CLUSTER_READ_HISTORY if cluster else READ_HISTORY
+
+    def _keys(self, channel: str) -> tuple[str, str, str]:
+        """The keys of ``channel``'s history scripts: stream, meta, master (a cluster: meta again)."""
+        key = self.connection.key
+        meta = key("meta", channel)
+        return key("history", channel), meta, meta if self.connection.cluster else key("master")
 
     def append(
         self,
@@ -62,14 +78,13 @@ class RedisHistory:
     ) -> asyncio.Future[int]:
         """Queue the script that appends ``envelope`` to ``channel``'s history and publishes it (and
         appends it to the packet log of connection state recovery: ``log``, its key and arguments)."""
-        key = self.connection.key
-        keys = (key("history", channel), key("meta", channel), key("master"), topic)
+        keys = (*self._keys(channel), topic)
         ttl = max(1, int(rule.ttl * 1000))
         args = (rule.size, ttl, secrets.token_urlsafe(6), envelope)
         if log is None:
-            return self.connection.queue(("EVAL", PUBLISH_HISTORY, 4, *keys, *args))
+            return self.connection.queue(("EVAL", self._publish_script, 4, *keys, *args))
         log_key, *log_args = log
-        command = ("EVAL", PUBLISH_HISTORY, 5, *keys, log_key, *args, *log_args)
+        command = ("EVAL", self._publish_script, 5, *keys, log_key, *args, *log_args)
         return self.connection.queue(command)
 
     async def recover(self, channel: str, rule: HistoryRule, since: Position | None) -> Recovery:
@@ -92,12 +107,12 @@ class RedisHistory:
         connection = self.connection
         if connection.client is None:
             raise connection.not_connected()
-        keys = (connection.key("history", channel), connection.key("meta", channel), connection.key("master"))
+        keys = self._keys(channel)
         since_args = (since.offset, since.epoch) if since is not None else (-1, "")
         args = (secrets.token_urlsafe(6), max(1, int(rule.ttl * 1000)), *since_args)
         try:
-            epoch, offset, raw = await connection.client.eval(READ_HISTORY, 3, *keys, *args)
-        except (RedisError, OSError) as error:
+            epoch, offset, raw = await connection.client.eval(self._read_script, 3, *keys, *args)
+        except FAILURES as error:
             raise connection.failure(error) from None
         entries = []
         for entry_id, fields in raw:

@@ -18,6 +18,14 @@ is published once, by the node whose script found it first, ``presence_timeout``
 late (its loop blocked longer than ``presence_timeout``) finds the ``<prefix>reaped:<node id>`` mark
 at its next heartbeat: it enters its members again and announces them with a ``join`` (those that
 left meanwhile get a second ``leave`` instead, from the node itself).
+
+On a Redis Cluster the keys carry their channel or node as a hash tag (``<prefix>presence:{<channel>}``,
+``<prefix>alive:{<node id>}``), and the reaper goes slot by slot: a script in the dead node's slot
+claims it (sets its mark, takes its set of channels), one per channel takes its entries out of that
+channel's hash. One node claims each dead node, so each ``leave`` is still published once. Not one
+atomic step, though: a node that was only late, and enters its members again in the moment between
+the two, loses those entries to the second (announced as gone after their ``join``, left out of
+presence until it reconnects).
 """
 
 from __future__ import annotations
@@ -28,11 +36,11 @@ import logging
 from typing import Any
 
 import orjson
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
 
 from tidings.brokers.base import Broker
-from tidings.brokers.redis.connection import Command, RedisConnection, cancel
-from tidings.brokers.redis.scripts import REAP_PRESENCE
+from tidings.brokers.redis.connection import FAILURES, Command, RedisConnection, cancel
+from tidings.brokers.redis.scripts import CLAIM_NODE, REAP_PRESENCE, TAKE_ENTRIES
 from tidings.channels import presence_list
 from tidings.message import Outgoing, Subscriber, presence_event
 
@@ -67,7 +75,7 @@ class RedisPresence:
         """This node's entries go now (it says it is no longer alive); the heartbeat stops."""
         client = self.connection.client
         if self._heart is not None and client is not None:
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*FAILURES):
                 await client.delete(self.connection.key("alive", self.node_id))
         heart, self._heart = self._heart, None
         await cancel(heart)
@@ -112,9 +120,13 @@ class RedisPresence:
                 entries[raw_id.decode()] = (node, info)
         nodes = sorted({node for node, _ in entries.values()} - {self.node_id})
         if nodes and connection.client is not None:
+            keys = [connection.key("alive", node) for node in nodes]
             try:
-                alive = await connection.client.mget([connection.key("alive", node) for node in nodes])
-            except (RedisError, OSError) as error:
+                if connection.cluster:  # the keys are in the slots of their nodes
+                    alive = await connection.client.mget_nonatomic(keys)  # type: ignore[union-attr]
+                else:
+                    alive = await connection.client.mget(keys)
+            except FAILURES as error:
                 raise connection.failure(error) from None
             # Left out, not deleted: the node that reaps them announces their leave.
             dead = {node for node, value in zip(nodes, alive, strict=True) if value is None}
@@ -156,16 +168,31 @@ class RedisPresence:
         node took it for dead meanwhile, its members enter again."""
         key, expiry = self.connection.key, self._expiry()
         assert self.connection.client is not None
-        # One transaction: a reaper runs before it (and leaves the mark) or after (and finds it alive).
-        pipeline = self.connection.client.pipeline(transaction=True)
-        pipeline.execute_command(*self._alive_entry())
-        pipeline.getdel(key("reaped", self.node_id))
-        pipeline.sadd(key("nodes"), self.node_id)
-        pipeline.pexpire(key("nodes"), expiry)
-        pipeline.pexpire(self._channels_key, expiry)
-        for channel in self.present:
-            pipeline.pexpire(key("presence", channel), expiry)
-        _, reaped, *_ = await pipeline.execute()
+        client = self.connection.client
+        if self.connection.cluster:
+            # This node's keys are in its own slot: one transaction there, as below; the others apart.
+            own = client.pipeline(transaction=True)
+            own.execute_command(*self._alive_entry())
+            own.getdel(key("reaped", self.node_id))
+            own.pexpire(self._channels_key, expiry)
+            _, reaped, _ = await own.execute()
+            shared = client.pipeline(transaction=False)
+            shared.sadd(key("nodes"), self.node_id)
+            shared.pexpire(key("nodes"), expiry)
+            for channel in self.present:
+                shared.pexpire(key("presence", channel), expiry)
+            await shared.execute()
+        else:
+            # One transaction: a reaper runs before it (and leaves the mark) or after (and finds it alive).
+            pipeline = client.pipeline(transaction=True)
+            pipeline.execute_command(*self._alive_entry())
+            pipeline.getdel(key("reaped", self.node_id))
+            pipeline.sadd(key("nodes"), self.node_id)
+            pipeline.pexpire(key("nodes"), expiry)
+            pipeline.pexpire(self._channels_key, expiry)
+            for channel in self.present:
+                pipeline.pexpire(key("presence", channel), expiry)
+            _, reaped, *_ = await pipeline.execute()
         if reaped is not None:
             logger.warning(
                 "broker: this node was taken for dead (no presence heartbeat for presence_timeout, "
@@ -179,9 +206,12 @@ class RedisPresence:
         members of their channels that they left."""
         connection = self.connection
         assert connection.client is not None
-        taken = await connection.client.eval(
-            REAP_PRESENCE, 1, connection.key("nodes"), connection.prefix, REAPED_MARK_TTL
-        )
+        if connection.cluster:
+            taken = await self._reap_by_slot(connection.client)  # type: ignore[arg-type]
+        else:
+            taken = await connection.client.eval(
+                REAP_PRESENCE, 1, connection.key("nodes"), connection.prefix, REAPED_MARK_TTL
+            )
         for index in range(0, len(taken), 3):
             channel, session_id, entry = taken[index : index + 3]
             try:
@@ -189,6 +219,26 @@ class RedisPresence:
             except (ValueError, TypeError):
                 info = {}
             self._publish(presence_event("leave", channel.decode(), session_id.decode(), info))
+
+    async def _reap_by_slot(self, client: RedisCluster) -> list[bytes]:
+        """:data:`REAP_PRESENCE` on a Redis Cluster, in steps of one slot each: each dead node is
+        claimed (its mark set, its set of channels taken) by one script in its slot, then its entries
+        are taken out of each channel's hash. Of several nodes reaping, one claims each dead node."""
+        key = self.connection.key
+        taken: list[bytes] = []
+        for raw in await client.execute_command("SMEMBERS", key("nodes")):
+            node = raw.decode()
+            if node == self.node_id:
+                continue
+            keys = (key("alive", node), key("reaped", node), key("channels-of", node))
+            channels = await client.eval(CLAIM_NODE, 3, *keys, REAPED_MARK_TTL)
+            if channels is None:  # alive
+                continue
+            await client.srem(key("nodes"), node)
+            for channel in channels:
+                name = channel.decode()
+                taken += await client.eval(TAKE_ENTRIES, 1, key("presence", name), node, name)
+        return taken
 
     def _publish(self, announcement: Outgoing, sender: Subscriber | None = None) -> None:
         self.broker.prepare(announcement)
@@ -200,5 +250,5 @@ class RedisPresence:
             try:
                 await self._beat()
                 await self._reap()
-            except (RedisError, OSError) as error:
+            except FAILURES as error:
                 logger.debug("broker: presence heartbeat failed: %s", error)

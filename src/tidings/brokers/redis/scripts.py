@@ -42,11 +42,11 @@ end
 # The epoch of a history (stream, meta), a new one (``new``, offset 0, the stream emptied) if it has
 # none or was written on another master than the one ``master`` names: Redis replicates
 # asynchronously, so a replica promoted by a failover may lack messages that clients already got,
-# and would give their offsets again.
+# and would give their offsets again. ``MASTER_ID`` is how the script finds the master's id.
 _EPOCH = """
 local function epoch_of(stream, meta, master, new)
   local found = redis.call('HMGET', meta, 'epoch', 'master')
-  local id = redis.call('GET', master)
+  local id = MASTER_ID
   if found[1] and found[2] == id then
     return found[1]
   end
@@ -58,14 +58,21 @@ local function epoch_of(stream, meta, master, new)
   return new
 end
 """
+# The master's id as each new connection noted it in the ``master`` key (one Redis, or Sentinel's).
+_NOTED_MASTER = "redis.call('GET', master)"
+# The replication id of the master the script runs on (a Redis Cluster, where one key cannot serve
+# the scripts of every slot: they read it themselves; ``master`` is the meta key again, unused).
+_OWN_MASTER = "string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)')"
 
-#: KEYS: stream, meta, master, channel topic[, log]. ARGV: size, ttl (ms), an epoch for a new history, the
-#: envelope[, log size, log ttl (ms), route]. Gives the message the next offset, appends it to the
-#: stream and publishes it with its position (and, given a log, its log offset).
-PUBLISH_HISTORY = (
-    _LOG
-    + _EPOCH
-    + """
+
+def _history_scripts(master_id: str, publish: str) -> tuple[str, str]:
+    """The scripts that publish to a history and read it, finding the master's id with
+    ``master_id`` and publishing with ``publish``."""
+    epoch = _EPOCH.replace("MASTER_ID", master_id)
+    publish_history = (
+        _LOG
+        + epoch
+        + """
 local epoch = epoch_of(KEYS[1], KEYS[2], KEYS[3], ARGV[3])
 local offset = redis.call('HINCRBY', KEYS[2], 'offset', 1)
 local data = '@' .. offset .. ':' .. epoch .. '\\n' .. ARGV[4]
@@ -76,14 +83,11 @@ if KEYS[5] then
   data = logged(KEYS[5], ARGV[5], ARGV[6], ARGV[7], data)
 end
 return redis.call('PUBLISH', KEYS[4], data)
-"""
-)
-
-#: KEYS: stream, meta, master. ARGV: an epoch for a new history, ttl (ms), the offset since (-1: none),
-#: its epoch. Returns {epoch, last offset, entries after the offset (if the epoch is the same)}.
-READ_HISTORY = (
-    _EPOCH
-    + """
+""".replace("'PUBLISH'", f"'{publish}'")
+    )
+    read_history = (
+        epoch
+        + """
 local epoch = epoch_of(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
 if epoch == ARGV[1] then
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
@@ -96,7 +100,20 @@ if since >= 0 and epoch == ARGV[4] and since < tonumber(offset) then
 end
 return {epoch, offset, entries}
 """
-)
+    )
+    return publish_history, read_history
+
+
+#: PUBLISH_HISTORY: KEYS: stream, meta, master, channel topic[, log]. ARGV: size, ttl (ms), an epoch
+#: for a new history, the envelope[, log size, log ttl (ms), route]. Gives the message the next
+#: offset, appends it to the stream and publishes it with its position (and, given a log, its log
+#: offset). READ_HISTORY: KEYS: stream, meta, master. ARGV: an epoch for a new history, ttl (ms), the
+#: offset since (-1: none), its epoch. Returns {epoch, last offset, entries after the offset (if the
+#: epoch is the same)}.
+PUBLISH_HISTORY, READ_HISTORY = _history_scripts(_NOTED_MASTER, "PUBLISH")
+#: The same on a Redis Cluster: SPUBLISH, the master's id from the node the script runs on; the
+#: ``master`` key is the meta key again (every key of a script in one slot).
+CLUSTER_PUBLISH_HISTORY, CLUSTER_READ_HISTORY = _history_scripts(_OWN_MASTER, "SPUBLISH")
 
 #: KEYS: the kept session, log. ARGV: the offset its client had. The session (kept no longer), if the
 #: log still holds the offset; else nothing.
@@ -112,34 +129,69 @@ end
 return session
 """
 
+# Takes the entries of ``node`` out of the presence hash ``key`` of ``channel``: appends ``channel,
+# session id, entry`` to ``taken`` for each.
+_TAKE_ENTRIES = """
+local function take_entries(key, node, channel, taken)
+  local mark = '["' .. node .. '",'
+  local entries = redis.call('HGETALL', key)
+  for i = 1, #entries, 2 do
+    if string.sub(entries[i + 1], 1, #mark) == mark then
+      redis.call('HDEL', key, entries[i])
+      taken[#taken + 1] = channel
+      taken[#taken + 1] = entries[i]
+      taken[#taken + 1] = entries[i + 1]
+    end
+  end
+end
+"""
+
 #: KEYS: the set of nodes with presence. ARGV: the name prefix, how long (ms) a reaped node's mark
 #: stays. Takes the nodes of the set whose ``alive`` key is gone out of it, with their presence
 #: entries (found through each node's set of channels), and marks each as reaped for its own next
 #: heartbeat, should it be alive after all. Returns the entries taken, ``{channel, session id, entry,
 #: ...}``: one script, so of several nodes running it, one takes each entry, once. Its other keys
-#: are named by the nodes' ids (tidings does not run on Redis Cluster).
-REAP_PRESENCE = """
+#: are named by the nodes' ids: on a Redis Cluster, :data:`CLAIM_NODE` and :data:`TAKE_ENTRIES` do
+#: it slot by slot.
+REAP_PRESENCE = (
+    _TAKE_ENTRIES
+    + """
 local taken = {}
 for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if redis.call('EXISTS', ARGV[1] .. 'alive:' .. node) == 0 then
     redis.call('SREM', KEYS[1], node)
     redis.call('SET', ARGV[1] .. 'reaped:' .. node, 1, 'PX', ARGV[2])
     local index = ARGV[1] .. 'channels-of:' .. node
-    local mark = '["' .. node .. '",'
     for _, channel in ipairs(redis.call('SMEMBERS', index)) do
-      local key = ARGV[1] .. 'presence:' .. channel
-      local entries = redis.call('HGETALL', key)
-      for i = 1, #entries, 2 do
-        if string.sub(entries[i + 1], 1, #mark) == mark then
-          redis.call('HDEL', key, entries[i])
-          taken[#taken + 1] = channel
-          taken[#taken + 1] = entries[i]
-          taken[#taken + 1] = entries[i + 1]
-        end
-      end
+      take_entries(ARGV[1] .. 'presence:' .. channel, node, channel, taken)
     end
     redis.call('DEL', index)
   end
 end
 return taken
 """
+)
+
+#: On a Redis Cluster. KEYS: a node's ``alive`` key, its ``reaped`` mark, its set of channels (one
+#: slot, the node's). ARGV: how long (ms) the mark stays. False if the node is alive; else marks it
+#: reaped and takes its set of channels: of several nodes running it, one gets them.
+CLAIM_NODE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return false
+end
+redis.call('SET', KEYS[2], 1, 'PX', ARGV[1])
+local channels = redis.call('SMEMBERS', KEYS[3])
+redis.call('DEL', KEYS[3])
+return channels
+"""
+
+#: On a Redis Cluster. KEYS: a channel's presence hash. ARGV: a node claimed by :data:`CLAIM_NODE`,
+#: the channel. Takes the node's entries out of the hash: ``{channel, session id, entry, ...}``.
+TAKE_ENTRIES = (
+    _TAKE_ENTRIES
+    + """
+local taken = {}
+take_entries(KEYS[1], ARGV[1], ARGV[2], taken)
+return taken
+"""
+)

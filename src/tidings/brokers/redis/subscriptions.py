@@ -24,7 +24,7 @@ class Subscriptions:
     """What the subscriber connection should subscribe to, sent in order, and what Redis confirmed."""
 
     def __init__(self) -> None:
-        self.pubsub: Any = None  # redis.asyncio.client.PubSub, once the broker started
+        self.pubsub: Any = None  # redis.asyncio.client.PubSub (Shards on a Redis Cluster), once started
         # SUBSCRIBE (True) / UNSUBSCRIBE (False) requests in the order the hub made them.
         self._control: deque[tuple[bool, bytes]] = deque()
         # Per topic, the subscribes Redis has not confirmed yet (see ready()).

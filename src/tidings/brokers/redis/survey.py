@@ -44,8 +44,11 @@ class Asked:
 class Survey:
     """The questions this node has asked and waits for answers to."""
 
-    def __init__(self, queue: Queue, all_topic: bytes, node_topic: Callable[[str], bytes], node_id: str):
+    def __init__(
+        self, queue: Queue, publish: str, all_topic: bytes, node_topic: Callable[[str], bytes], node_id: str
+    ):
         self._queue = queue
+        self._publish = publish  # PUBLISH, or SPUBLISH on a Redis Cluster
         self._all_topic = all_topic
         self._node_topic = node_topic
         self._node_id = node_id
@@ -58,7 +61,7 @@ class Survey:
         try:
             message = QUESTION + orjson.dumps([ask_id, self._node_id, question, argument])
             asked.expected = await asyncio.wait_for(
-                self._queue(("PUBLISH", self._all_topic, message)), timeout
+                self._queue((self._publish, self._all_topic, message)), timeout
             )
             asked.check()
             await asyncio.wait_for(asked.done, timeout)
@@ -83,7 +86,7 @@ class Survey:
         except (orjson.JSONDecodeError, ValueError, TypeError) as error:
             logger.error("broker: dropped a malformed question: %s", error)
             return
-        self._queue(("PUBLISH", self._node_topic(node), ANSWER + answer))
+        self._queue((self._publish, self._node_topic(node), ANSWER + answer))
 
     def answered(self, data: bytes) -> None:
         """An answer to one of this node's questions (an unknown or late one is dropped)."""
