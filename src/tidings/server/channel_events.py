@@ -9,7 +9,7 @@ goes to the handlers bound to no channel, as sent), and the ``message`` event wi
 ``(message[, channel])`` to receive; a message of a channel with history has a third argument, its
 position ``{"offset": n, "epoch": e}``, and ``emit("subscribe", channel, {"since": position})``
 recovers what followed it. ``emit("presence", channel)`` asks who is in a channel with presence;
-``join`` and ``leave`` events tell its members.
+``presence`` events tell its members who came and went.
 """
 
 from __future__ import annotations
@@ -173,7 +173,8 @@ class ChannelEvents:
         self.recoveries[outcome] = self.recoveries.get(outcome, 0) + 1
 
     async def presence(self, socket: Socket, args: list[Any]) -> dict[str, Any]:
-        """``emit("presence", channel)``: who is in a channel with presence the socket is in."""
+        """``emit("presence", channel)``: who is in a channel with presence the socket is in (the
+        first ``presence_max_list``), and how many."""
         channel = args[0] if args else None
         refusal = check_channel_name(channel, self.settings.max_channel_length)
         if refusal is not None:
@@ -187,7 +188,8 @@ class ChannelEvents:
             members = await self.hub.broker.presence(channel)
         except BrokerError as error:
             return answer(str(error))
-        return {"ok": True, "presence": members}
+        # Bounded: an answer the size of a channel of 100,000, asked for in a loop, would be too much.
+        return {"ok": True, "presence": members[: self.settings.presence_max_list], "count": len(members)}
 
     async def unsubscribe_request(self, socket: Socket, args: list[Any]) -> dict[str, Any]:
         """The client leaves a channel; the ``unsubscribe`` handlers run once it is out."""

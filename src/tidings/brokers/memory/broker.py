@@ -95,6 +95,9 @@ class MemoryBroker(Broker):
             if not members:
                 del self._presence[channel]
 
+    def presence_count(self, channel: str) -> int:
+        return len(self._presence.get(channel, ()))
+
     async def presence(self, channel: str) -> list[dict[str, Any]]:
         return presence_list(self._presence.get(channel, {}))
 

@@ -492,6 +492,9 @@ class RedisBroker(Broker):
     def presence_leave(self, channel: str, session_id: str) -> None:
         self._presence.leave(channel, session_id)
 
+    def presence_count(self, channel: str) -> asyncio.Future[int]:
+        return self._presence.count(channel)
+
     async def presence(self, channel: str) -> list[dict[str, Any]]:
         return await self._presence.members(channel)
 

@@ -12,12 +12,13 @@ Under the name prefix:
 
 After each heartbeat a node runs :data:`~tidings.brokers.redis.scripts.REAP_PRESENCE`: it takes the
 nodes whose ``alive`` key is gone out of ``nodes``, with their entries, in one atomic step, and
-publishes a ``leave`` for each entry it took. However many nodes run it, each dead member's ``leave``
-is published once, by the node whose script found it first, ``presence_timeout`` to
-``4/3 presence_timeout`` after its node's last heartbeat. A node that was taken for dead but was only
-late (its loop blocked longer than ``presence_timeout``) finds the ``<prefix>reaped:<node id>`` mark
-at its next heartbeat: it enters its members again and announces them with a ``join`` (those that
-left meanwhile get a second ``leave`` instead, from the node itself).
+announces the leave of each entry it took (in the ``presence`` notices of their channels,
+:mod:`~tidings.brokers.notices`). However many nodes run it, each dead member's leave is announced
+once, by the node whose script found it first, ``presence_timeout`` to ``4/3 presence_timeout`` after
+its node's last heartbeat. A node that was taken for dead but was only late (its loop blocked longer
+than ``presence_timeout``) finds the ``<prefix>reaped:<node id>`` mark at its next heartbeat: it
+enters its members again and announces them as joined (those that left meanwhile are announced as
+gone a second time instead, by the node itself).
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from tidings.brokers.base import Broker
 from tidings.brokers.redis.connection import Command, RedisConnection, cancel
 from tidings.brokers.redis.scripts import REAP_PRESENCE
 from tidings.channels import presence_list
-from tidings.message import Outgoing, Subscriber, presence_event
 
 logger = logging.getLogger("tidings.broker")
 
@@ -74,18 +74,14 @@ class RedisPresence:
         self.present.clear()
 
     def join(self, channel: str, session_id: str, info: Any) -> None:
+        """Enter ``session_id`` (``info``: JSON-able, the hub checked) in ``channel``'s hash."""
         key = self.connection.key("presence", channel)
-        try:
-            entry = orjson.dumps([self.node_id, info])
-        except TypeError as error:
-            logger.error("presence info of %s cannot be stored: %s", session_id, error)
-            entry = orjson.dumps([self.node_id, {}])
         count = self.present.get(channel, 0)
         self.present[channel] = count + 1
         queue = self.connection.queue
-        queue(("HSET", key, session_id, entry))
-        queue(("PEXPIRE", key, self._expiry()))
-        if not count:
+        queue(("HSET", key, session_id, orjson.dumps([self.node_id, info])))
+        if not count:  # the first here: from now on the heartbeat keeps the hash
+            queue(("PEXPIRE", key, self._expiry()))
             queue(("SADD", self._channels_key, channel))
             queue(("PEXPIRE", self._channels_key, self._expiry()))
 
@@ -98,6 +94,11 @@ class RedisPresence:
         self.connection.queue(("HDEL", self.connection.key("presence", channel), session_id))
         if count <= 0:
             self.connection.queue(("SREM", self._channels_key, channel))
+
+    def count(self, channel: str) -> asyncio.Future[int]:
+        """How many entries ``channel``'s hash has, after this node's own changes (those of nodes
+        that died and have not been reaped yet included)."""
+        return self.connection.queue(("HLEN", self.connection.key("presence", channel)), write=False)
 
     async def members(self, channel: str) -> list[dict[str, Any]]:
         """Who is in ``channel``, on every node whose heartbeat is alive."""
@@ -139,7 +140,7 @@ class RedisPresence:
                     entry = orjson.dumps([self.node_id, info])
                     queue(("HSET", self.connection.key("presence", channel), member.session_id, entry))
                     if announce:
-                        self._publish(presence_event("join", channel, member.session_id, info), member)
+                        self.broker.notices.joined(channel, member.session_id, info)
         queue(("PEXPIRE", self._channels_key, self._expiry()))
 
     def _alive_entry(self) -> Command:
@@ -176,7 +177,7 @@ class RedisPresence:
 
     async def _reap(self) -> None:
         """Take the presence entries of dead nodes (those no other node took first) and tell the
-        members of their channels that they left."""
+        members of their channels that they left (a notice per channel)."""
         connection = self.connection
         assert connection.client is not None
         taken = await connection.client.eval(
@@ -188,11 +189,7 @@ class RedisPresence:
                 _, info = orjson.loads(entry)
             except (ValueError, TypeError):
                 info = {}
-            self._publish(presence_event("leave", channel.decode(), session_id.decode(), info))
-
-    def _publish(self, announcement: Outgoing, sender: Subscriber | None = None) -> None:
-        self.broker.prepare(announcement)
-        self.broker.publish(announcement, sender)
+            self.broker.notices.left(channel.decode(), session_id.decode(), info)
 
     async def _heartbeat(self) -> None:
         while True:
