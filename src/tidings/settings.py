@@ -103,8 +103,8 @@ class Settings:
             channel per ``presence_batch_interval`` at most (docs/channels.md). Costs one entry per
             member (a Redis hash entry with the Redis broker). Off by default.
         presence_timeout: seconds after which the presence entries of a server process that
-            stopped (was killed, lost its network) are gone, with a ``leave`` for each to the
-            members of its channels (Redis broker); each process renews its entries every third of it.
+            stopped (was killed, lost its network) are gone, announced as left to the members of
+            their channels (Redis broker); each process renews its entries every third of it.
         presence_batch_interval: seconds the joins and leaves of a channel with presence are
             gathered for before its members get them, in one ``presence`` notice: the shortest
             wait (see ``presence_fanout_rate``).

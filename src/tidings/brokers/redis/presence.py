@@ -124,8 +124,8 @@ class RedisPresence:
 
     def enter_again(self, announce: bool = False) -> None:
         """Redis came back, and may have lost everything (a restart), or another node took this one
-        for dead: say this node is alive and enter its members again (``announce``: with a ``join``
-        to the others, who were told they left)."""
+        for dead: say this node is alive and enter its members again (``announce``: announced as
+        joined to the others, who were told they left)."""
         queue = self.connection.queue
         if self._heart is not None:
             queue(self._alive_entry())
