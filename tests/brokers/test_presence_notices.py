@@ -1,14 +1,16 @@
 """Presence notices over real sockets, memory broker: the joins and leaves of a window reach each
-member in one ``presence`` notice; past ``presence_max_diff`` the notice gives the count alone; the
-answer to ``emit("presence")`` stops at ``presence_max_list``. Windows of 1 s here, so that the
-sockets a test moves at once land in one."""
+member in one ``presence`` notice (a plain WebSocket as JSON text); past ``presence_max_diff`` the
+notice gives the count alone; the answer to ``emit("presence")`` stops at ``presence_max_list``.
+Windows of 1 s here, so that the sockets a test moves at once land in one."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 
 import pytest
+from websockets.asyncio.client import connect
 
 import tidings
 from tests.brokers.clients import Client, notice, told
@@ -21,6 +23,15 @@ handlers = tidings.Handlers()
 @handlers.on("iam")
 def iam(request, socket, context, info):  # type: ignore[no-untyped-def]
     socket.presence_info = info
+
+
+@handlers.websocket("/room")
+def room(ws):  # type: ignore[no-untyped-def]
+    """A plain WebSocket member of ?channel=...: it says its session id, then stays."""
+    ws.subscribe(ws.request.query["channel"])
+    ws.send(ws.session_id)
+    while ws.receive() is not None:
+        pass
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +120,18 @@ async def test_a_mass_disconnect_reaches_a_bystander_in_one_notice(server: Threa
     assert names(gone["left"]) == [f"leaver{n}" for n in range(8)]
     await bystander.nothing(1.5)
     await bystander.close()
+
+
+async def test_a_plain_websocket_member_gets_the_notice_as_json_text(server: ThreadedServer) -> None:
+    channel = "pres-plain"
+    async with connect(f"ws://127.0.0.1:{server.port}/room?channel={channel}") as plain:
+        session_id = await asyncio.wait_for(plain.recv(), 10)
+        own = {"count": 1, "joined": [{"session_id": session_id, "info": {}}], "left": []}
+        assert json.loads(await asyncio.wait_for(plain.recv(), 10)) == [channel, own]
+        (ada,) = await named(server, 1, "ada")
+        await ada.subscribe(channel)
+        came = {"count": 2, "joined": [{"session_id": ada.session_id, "info": {"name": "ada0"}}], "left": []}
+        assert json.loads(await asyncio.wait_for(plain.recv(), 10)) == [channel, came]
+        await ada.close()
+        went = {"count": 1, "joined": [], "left": [{"session_id": ada.session_id, "info": {"name": "ada0"}}]}
+        assert json.loads(await asyncio.wait_for(plain.recv(), 10)) == [channel, went]
