@@ -46,6 +46,9 @@ async def test_the_joins_and_leaves_on_one_node_reach_another_s_members_in_one_n
         assert came["count"] == 7 and came["left"] == []
         assert names(came["joined"]) == [f"comer{n}" for n in range(6)]
         await watcher.nothing(1)
+        answer = await watcher.call("presence", room)  # presence_max_list of them, and the count
+        assert answer["ok"] is True and len(answer["presence"]) == 3 and answer["count"] == 7
+        assert len(await watcher.call("whois", room)) == 7  # the server's own read has no limit
 
         await asyncio.gather(*(comer.close() for comer in comers))  # all at once
         went = await notice(watcher, room)

@@ -190,8 +190,9 @@ class Broker(abc.ABC):
         """How many are in ``channel``, on every node (a future: raises :class:`BrokerError`)."""
         return 0
 
-    async def presence(self, channel: str) -> list[dict[str, Any]]:
-        """Who is in ``channel``, on every node: ``[{"session_id": ..., "info": {...}}, ...]``."""
+    async def presence(self, channel: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """Who is in ``channel``, on every node: ``[{"session_id": ..., "info": {...}}, ...]``; the
+        first ``limit`` only (None: all), read at a cost that grows with ``limit``, not the channel."""
         return []
 
     async def history(self, channel: str, rule: HistoryRule) -> tuple[Position, list[tuple[int, Outgoing]]]:

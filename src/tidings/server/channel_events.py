@@ -14,6 +14,7 @@ recovers what followed it. ``emit("presence", channel)`` asks who is in a channe
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 from collections.abc import Collection
@@ -21,6 +22,7 @@ from typing import Any
 
 from tidings.api.handlers import MESSAGE, SUBSCRIBE, UNSUBSCRIBE, Handlers, Refuse
 from tidings.api.socket import Socket
+from tidings.brokers import Count
 from tidings.channels import NO_HISTORY, HistoryRule, check_channel_name, check_subscription
 from tidings.errors import BrokerError
 from tidings.hub import Hub
@@ -184,12 +186,17 @@ class ChannelEvents:
             return answer(f"no presence for channel {channel!r}")
         if channel not in socket.subscriptions:
             return answer(f"not subscribed to {channel!r}")
+        # Bounded, and read at a cost that does not grow with the channel: a client asking in a loop
+        # for the list of a channel of 100,000 would take the event loop from everyone else.
+        broker = self.hub.broker
         try:
-            members = await self.hub.broker.presence(channel)
+            members, count = await asyncio.gather(
+                broker.presence(channel, self.settings.presence_max_list),
+                _value(broker.presence_count(channel)),
+            )
         except BrokerError as error:
             return answer(str(error))
-        # Bounded: an answer the size of a channel of 100,000, asked for in a loop, would be too much.
-        return {"ok": True, "presence": members[: self.settings.presence_max_list], "count": len(members)}
+        return {"ok": True, "presence": members, "count": count}
 
     async def unsubscribe_request(self, socket: Socket, args: list[Any]) -> dict[str, Any]:
         """The client leaves a channel; the ``unsubscribe`` handlers run once it is out."""
@@ -226,3 +233,8 @@ class ChannelEvents:
         message_logger.info(
             line, extra=context(socket.session_id, socket.namespace, (channel,) if channel else ())
         )
+
+
+async def _value(count: Count) -> int:
+    """A broker's count, once it is known."""
+    return await count if isinstance(count, asyncio.Future) else count

@@ -100,12 +100,17 @@ class RedisPresence:
         that died and have not been reaped yet included)."""
         return self.connection.queue(("HLEN", self.connection.key("presence", channel)), write=False)
 
-    async def members(self, channel: str) -> list[dict[str, Any]]:
-        """Who is in ``channel``, on every node whose heartbeat is alive."""
+    async def members(self, channel: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """Who is in ``channel``, on every node whose heartbeat is alive (about the first ``limit``
+        entries of the hash, those of dead nodes left out: ``limit`` at most)."""
         connection = self.connection
         key = connection.key("presence", channel)
         # After this node's own changes.
-        raw: dict[bytes, bytes] = await connection.queue(("HGETALL", key), write=False)
+        raw: dict[bytes, bytes]
+        if limit is None:
+            raw = await connection.queue(("HGETALL", key), write=False)
+        else:  # HSCAN's COUNT is a hint: it reads about that many, all of a small hash
+            _, raw = await connection.queue(("HSCAN", key, 0, "COUNT", limit), write=False)
         entries: dict[str, tuple[str, Any]] = {}
         for raw_id, value in raw.items():
             with contextlib.suppress(ValueError, TypeError):
@@ -120,7 +125,8 @@ class RedisPresence:
             # Left out, not deleted: the node that reaps them announces their leave.
             dead = {node for node, value in zip(nodes, alive, strict=True) if value is None}
             entries = {session_id: entry for session_id, entry in entries.items() if entry[0] not in dead}
-        return presence_list({session_id: info for session_id, (_, info) in entries.items()})
+        members = presence_list({session_id: info for session_id, (_, info) in entries.items()})
+        return members if limit is None else members[:limit]
 
     def enter_again(self, announce: bool = False) -> None:
         """Redis came back, and may have lost everything (a restart), or another node took this one
