@@ -223,6 +223,23 @@ class KeptSession:
         return name in self.channels if target == "channel" else name == self.namespace
 
 
+class PresenceBatching(NamedTuple):
+    """How the joins and leaves of a channel with presence reach its members (the settings of the
+    same names): gathered ``interval`` seconds at least, and ``members / fanout_rate`` seconds for a
+    big channel, into one notice that names ``max_diff`` members at most (else it gives the count)."""
+
+    interval: float = 0.05
+    fanout_rate: int = 20_000
+    max_diff: int = 100
+
+    def window(self, members: int) -> float:
+        """Seconds a channel of ``members`` gathers its changes for before they go out."""
+        return max(self.interval, members / self.fanout_rate)
+
+
+DEFAULT_BATCHING = PresenceBatching()
+
+
 class ChannelOptions:
     """Which channels have history (and how much) and presence: the ``history`` and ``presence``
     settings, first matching regex wins (``re.match``, as for handlers). Answers are cached.
@@ -237,9 +254,11 @@ class ChannelOptions:
         presence: Iterable[str] = (),
         presence_timeout: float = 30.0,
         recovery: RecoveryRule | None = None,
+        presence_batching: PresenceBatching = DEFAULT_BATCHING,
     ) -> None:
         #: Seconds after which the presence entries of a node that stopped answering are gone.
         self.presence_timeout = presence_timeout
+        self.presence_batching = presence_batching
         self.recovery = recovery
         self.history_rules = [(re.compile(pattern), HistoryRule(size, ttl)) for pattern, size, ttl in history]
         self.presence_rules = [re.compile(pattern) for pattern in presence]

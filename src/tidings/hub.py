@@ -23,11 +23,13 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol, TypeVar
 
+import orjson
+
 from tidings.brokers.base import Broker
 from tidings.brokers.memory import MemoryBroker
-from tidings.channels import MAX_CHANNEL_LENGTH, ChannelOptions, newer
+from tidings.channels import MAX_CHANNEL_LENGTH, ChannelOptions, PresenceBatching, newer
 from tidings.errors import NoSocket
-from tidings.message import Outgoing, Position, Recovery, Subscriber, presence_event
+from tidings.message import Outgoing, Position, Recovery, Subscriber
 from tidings.settings import LOOP_CALL_TIMEOUT, Settings
 
 T = TypeVar("T")
@@ -125,8 +127,11 @@ class Hub:
         """Take the server's ``settings`` (before the hub starts): which channels have history and
         presence, connection state recovery, the longest channel name, how long calls from other
         threads wait, and what the broker takes of them (:meth:`Broker.configure`)."""
+        batching = PresenceBatching(
+            settings.presence_batch_interval, settings.presence_fanout_rate, settings.presence_max_diff
+        )
         options = ChannelOptions(
-            settings.history, settings.presence, settings.presence_timeout, settings.recovery
+            settings.history, settings.presence, settings.presence_timeout, settings.recovery, batching
         )
         self.options = self.broker.options = options
         self.max_channel_length = settings.max_channel_length
@@ -168,6 +173,7 @@ class Hub:
             starting.cancel()
         if self.started or starting is not None:
             self.started = False
+            await self.broker.notices.flush()  # the last leaves reach the other nodes' members
             await self.broker.stop()
 
     # -- the event loop and other threads -------------------------------------------------------
@@ -285,20 +291,16 @@ class Hub:
     # -- presence (event loop thread) ---------------------------------------------------------------
 
     def _announce(self, subscriber: Subscriber, channel: str, joined: bool) -> None:
-        """Enter or leave ``channel``'s presence, and tell its other members (``join``/``leave``)."""
-        info = getattr(subscriber, "presence_info", None) or {}
+        """Enter or leave ``channel``'s presence; its members are told in the next notice."""
         session_id = subscriber.session_id
+        info = _json_able_info(subscriber)
         broker = self.broker
         if joined:
             broker.presence_join(channel, session_id, info)
+            broker.notices.joined(channel, session_id, info)
         else:
             broker.presence_leave(channel, session_id)
-        announcement = presence_event("join" if joined else "leave", channel, session_id, info)
-        try:
-            broker.prepare(announcement)
-            broker.publish(announcement, subscriber)
-        except TypeError as error:
-            logger.error("presence info of %s cannot be sent: %s", session_id, error)
+            broker.notices.left(channel, session_id, info)
 
     # -- recovery (event loop thread) --------------------------------------------------------------
 
@@ -414,6 +416,17 @@ class Hub:
             member.deliver(outgoing)
         self.deliveries += len(recipients)
         return len(recipients)
+
+
+def _json_able_info(subscriber: Subscriber) -> Any:
+    """The subscriber's ``presence_info``, or ``{}`` if JSON cannot hold it (it goes to every member)."""
+    info = getattr(subscriber, "presence_info", None) or {}
+    try:
+        orjson.dumps(info)
+    except TypeError as error:
+        logger.error("presence info of %s cannot be sent: %s", subscriber.session_id, error)
+        return {}
+    return info
 
 
 def _copy_outcome(source: asyncio.Future[Any], target: concurrent.futures.Future[Any]) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import orjson
 
@@ -107,10 +107,18 @@ class Outgoing:
         return value
 
 
-def presence_event(event: Literal["join", "leave"], channel: str, session_id: str, info: Any) -> Outgoing:
-    """What the members of a channel with presence get when a member comes (``join``) or goes
-    (``leave``): ``(channel, {"session_id", "info"})``."""
-    return Outgoing([channel, {"session_id": session_id, "info": info}], channel, event)
+def presence_notice(
+    channel: str, joined: dict[str, Any], left: dict[str, Any], count: int | None, max_diff: int
+) -> Outgoing:
+    """What the members of a channel with presence are told of its joins and leaves of a moment (a
+    ``presence`` event): ``(channel, {"joined": [...], "left": [...], "count": n})``, each member
+    ``{"session_id", "info"}``; with more than ``max_diff`` of them, ``(channel, {"count": n})``.
+    ``count`` is how many are in the channel after them (left out if it could not be read)."""
+    notice: dict[str, Any] = {} if count is None else {"count": count}
+    if len(joined) + len(left) <= max_diff:
+        notice["joined"] = [{"session_id": session_id, "info": info} for session_id, info in joined.items()]
+        notice["left"] = [{"session_id": session_id, "info": info} for session_id, info in left.items()]
+    return Outgoing([channel, notice], channel, "presence")
 
 
 class Subscriber(Protocol):

@@ -99,12 +99,23 @@ class Settings:
             ``size`` messages of memory per channel (in Redis with the Redis broker, which also
             runs a script per message instead of a PUBLISH). Off by default.
         presence: regexes of channels whose members are tracked (who is in, with their
-            ``socket.presence_info``) and told of each other's ``join`` and ``leave``. Costs one
-            entry per member (a Redis hash entry with the Redis broker) and one message to the
-            channel per join and leave. Off by default.
+            ``socket.presence_info``) and told who came and went by ``presence`` notices, one per
+            channel per ``presence_batch_interval`` at most (docs/channels.md). Costs one entry per
+            member (a Redis hash entry with the Redis broker). Off by default.
         presence_timeout: seconds after which the presence entries of a server process that
-            stopped (was killed, lost its network) are gone, with a ``leave`` for each to the
-            members of its channels (Redis broker); each process renews its entries every third of it.
+            stopped (was killed, lost its network) are gone, announced as left to the members of
+            their channels (Redis broker); each process renews its entries every third of it.
+        presence_batch_interval: seconds the joins and leaves of a channel with presence are
+            gathered for before its members get them, in one ``presence`` notice: the shortest
+            wait (see ``presence_fanout_rate``).
+        presence_fanout_rate: notices a channel's presence may hand its members per second, in
+            all: a channel with ``N`` members gets a notice every ``N / presence_fanout_rate``
+            seconds at most (when more than ``presence_batch_interval``), so the work of a join or
+            a leave stays flat however big the channel.
+        presence_max_diff: members a ``presence`` notice names at most; a notice for more joins
+            and leaves than that gives the count alone.
+        presence_max_list: members a client's ``emit("presence", channel)`` is answered with at
+            most (with the count of all of them); ``tidings.presence`` has no limit.
         max_sessions_per_address: Engine.IO sessions one client address may hold open at once (an
             IPv6 client: its /64 network). A handshake beyond it gets HTTP 429 ``{"code": 3,
             "message": "Too many sessions from this address"}``; its other sessions go on. The
@@ -274,6 +285,10 @@ class Settings:
     history: Sequence[tuple[str, int, float]] = ()
     presence: Sequence[str] = ()
     presence_timeout: float = 30.0
+    presence_batch_interval: float = 0.05
+    presence_fanout_rate: int = 20_000
+    presence_max_diff: int = 100
+    presence_max_list: int = 1000
     # -- sessions per client address --
     max_sessions_per_address: int = 1000
     session_rate_per_address: float = 20.0
@@ -339,6 +354,7 @@ class Settings:
             "upgrade_timeout",
             "connect_timeout",
             "presence_timeout",
+            "presence_batch_interval",
             "session_rate_per_address",
             "close_timeout",
             "header_timeout",
@@ -362,6 +378,9 @@ class Settings:
             "max_channel_length",
             "max_sync_websockets",
             "websocket_max_queue",
+            "presence_fanout_rate",
+            "presence_max_diff",
+            "presence_max_list",
             "max_sessions_per_address",
             "session_burst_per_address",
             "max_request_head",

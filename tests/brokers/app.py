@@ -2,7 +2,8 @@
 
 Events let a test client make its server publish in each way there is; a WSGI view does it out of band,
 and a plain WebSocket endpoint joins channels beside the Socket.IO clients. Channels ``hist-*`` keep a
-history (50 messages), ``pres-*`` have presence, with a short presence timeout for the fault tests.
+history (50 messages), ``pres-*`` have presence, with a short presence timeout for the fault tests
+(and their notices gathered for 0.5 s, a client's presence list stopping at 3).
 """
 
 from __future__ import annotations
@@ -112,4 +113,7 @@ app = tidings.Server(
     history=[("^hist-", 50, 60)],
     presence=["^pres-"],
     presence_timeout=1.5,
+    # Long enough for the sockets a test moves at once to be told of in one notice.
+    presence_batch_interval=0.5,
+    presence_max_list=3,
 )

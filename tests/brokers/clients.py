@@ -76,3 +76,34 @@ class Client:
 
     async def close(self) -> None:
         await self.raw.close()
+
+
+async def notice(client: Client, channel: str, timeout: float = 10) -> dict[str, Any]:
+    """The next event, checked to be a ``presence`` notice of ``channel``: its notice."""
+    event = await client.event(timeout)
+    assert event[:2] == ["presence", channel] and len(event) == 3, event
+    notice: dict[str, Any] = event[2]
+    return notice
+
+
+async def told(
+    client: Client, channel: str, expected: dict[str, Any], seen: dict[str, Any] | None = None
+) -> int:
+    """Read ``client``'s presence notices of ``channel`` into ``seen`` (session id: info; empty at
+    first) until it is ``expected``, and each notice's count says so too; how many notices it took.
+    The other events that came meanwhile are left for the next reads, in order."""
+    seen = {} if seen is None else seen
+    notices, count, others = 0, len(seen), []
+    while seen != expected or count != len(expected):
+        event = await client.event()
+        if event[:2] != ["presence", channel]:
+            others.append(event)
+            continue
+        notices += 1
+        for member in event[2]["joined"]:
+            seen[member["session_id"]] = member["info"]
+        for member in event[2]["left"]:
+            seen.pop(member["session_id"], None)
+        count = event[2]["count"]
+    client.backlog.extendleft(reversed(others))
+    return notices

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 import tidings
-from tests.brokers.clients import Client
+from tests.brokers.clients import Client, notice, told
 from tests.serving import ThreadedServer
 from tidings.brokers.memory.history import MemoryHistory
 from tidings.channels import EPOCH_CHANGED, TRIMMED, ChannelOptions, HistoryRule
@@ -124,15 +124,22 @@ async def test_presence_join_and_leave(server: ThreadedServer) -> None:
     await bob.call("iam", {"name": "bob"})
     await ada.subscribe(channel)
     await bob.subscribe(channel)
-    assert await ada.event() == ["join", channel, {"session_id": bob.session_id, "info": {"name": "bob"}}]
+    both = {ada.session_id: {"name": "ada"}, bob.session_id: {"name": "bob"}}
+    await told(ada, channel, both)
     answer = await bob.call("presence", channel)
     assert answer["ok"] and sorted(m["info"]["name"] for m in answer["presence"]) == ["ada", "bob"]
+    assert answer["count"] == 2
     assert len(await tidings.apresence(channel)) == 2
     assert await asyncio.to_thread(tidings.presence, channel) == answer["presence"]
     with pytest.raises(ValueError):
         await tidings.apresence("no-presence")
     assert (await ada.call("presence", "pres-other"))["error"] == "not subscribed to 'pres-other'"
     await bob.close()
-    assert await ada.event() == ["leave", channel, {"session_id": bob.session_id, "info": {"name": "bob"}}]
+    left = await notice(ada, channel)
+    assert left == {
+        "count": 1,
+        "joined": [],
+        "left": [{"session_id": bob.session_id, "info": {"name": "bob"}}],
+    }
     assert [m["session_id"] for m in (await ada.call("presence", channel))["presence"]] == [ada.session_id]
     await ada.close()

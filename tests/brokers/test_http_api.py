@@ -56,6 +56,7 @@ async def test_the_api_of_one_node_reaches_the_sockets_of_the_other(nodes: list[
             ]
         }
         assert (await on_b.call("subscribe", "pres-api"))[0]["ok"] is True
+        assert (await on_b.event())[:2] == ["presence", "pres-api"]  # its own join
         presence = await api(a, "presence", {"channel": "pres-api"})
         assert [member["session_id"] for member in presence["members"]] == [on_b.session_id]  # type: ignore[index]
         for number in range(3):

@@ -23,7 +23,7 @@ import redis
 import redis.asyncio
 
 import tidings
-from tests.brokers.clients import Client
+from tests.brokers.clients import Client, notice, told
 from tests.brokers.cluster import APP, REDIS_URL, OwnRedis, broker_args, new_prefix, running_nodes, until
 from tests.serving import TidingsProcess
 
@@ -95,8 +95,8 @@ async def test_presence_across_nodes(nodes: list[TidingsProcess], prefix: str) -
     await bob.call("iam", {"name": "bob"})
     await ada.subscribe(channel)
     await bob.subscribe(channel)
-    assert await ada.event() == ["join", channel, {"session_id": bob.session_id, "info": {"name": "bob"}}]
     expected = {ada.session_id: {"name": "ada"}, bob.session_id: {"name": "bob"}}
+    await told(ada, channel, expected)
     for client in (ada, bob):
         answer = await client.call("presence", channel)
         assert {m["session_id"]: m["info"] for m in answer["presence"]} == expected
@@ -104,11 +104,11 @@ async def test_presence_across_nodes(nodes: list[TidingsProcess], prefix: str) -
     async with tidings.Publisher(REDIS_URL, prefix) as publisher:
         assert len(await publisher.apresence(channel)) == 2
         await bob.call("unsubscribe", channel)
-        assert await ada.event() == [
-            "leave",
-            channel,
-            {"session_id": bob.session_id, "info": {"name": "bob"}},
-        ]
+        assert await notice(ada, channel) == {
+            "count": 1,
+            "joined": [],
+            "left": [{"session_id": bob.session_id, "info": {"name": "bob"}}],
+        }
         assert [m["session_id"] for m in await publisher.apresence(channel)] == [ada.session_id]
     await asyncio.gather(ada.close(), bob.close())
 
@@ -150,6 +150,7 @@ async def test_after_a_redis_restart_a_new_publisher_knows_the_history_channels(
         for client in (watcher, dropping):
             await client.subscribe(history)
         await watcher.subscribe(here)
+        await told(watcher, here, {watcher.session_id: {}})
         own_redis.stop()
         own_redis.start()  # empty: no options key, no presence, no alive key
         # The node enters its members again once it is back (it wrote its options before them).
@@ -206,7 +207,7 @@ async def test_a_killed_worker_s_clients_recover_elsewhere_and_its_presence_goes
         for client in (victim, witness):
             await client.subscribe(history)
             await client.subscribe(here)
-        assert (await victim.event())[0] == "join"
+        await told(victim, here, {victim.session_id: {}, witness.session_id: {}})
         async with tidings.Publisher(own_redis.url, "kill:") as publisher:
             await publisher.abroadcast_channel("before", history)
             [[_, _, position]] = await victim.messages(1)

@@ -95,7 +95,7 @@ class Socket(BaseSocket):
         self.context: dict[str, Any] = {}
         self.disconnect_reason: str | None = None
         #: What others see of this socket in the presence of a channel (``tidings.presence``, the
-        #: ``presence`` event, ``join``/``leave``): set it in ``on_connect`` or ``on_subscribe``.
+        #: ``presence`` event and notices): set it in ``on_connect`` or ``on_subscribe``.
         self.presence_info: dict[str, Any] = {}
         #: Written by the hub only (see :attr:`channels`).
         self.subscriptions: dict[str, None] = {}

@@ -18,6 +18,7 @@ import secrets
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, TypeAlias
 
+from tidings.brokers.notices import PresenceNotices
 from tidings.channels import NO_HISTORY, ChannelOptions, HistoryRule, KeptSession
 from tidings.message import Outgoing, Position, Recovery, Subscriber
 from tidings.stats import Histogram
@@ -99,6 +100,8 @@ class Broker(abc.ABC):
         self.node_id = secrets.token_urlsafe(6)
         #: Which channels have history and presence: the hub's (its server's settings).
         self.options = ChannelOptions()
+        #: The joins and leaves of presence channels on their way to the members, a window at a time.
+        self.notices = PresenceNotices(self)
 
     def attach(self, hub: LocalHub) -> None:
         """Deliver to ``hub``; a broker serves one hub (one server) of its process."""
@@ -178,13 +181,18 @@ class Broker(abc.ABC):
         return Recovery(Position(0, ""), reason=NO_HISTORY)
 
     def presence_join(self, channel: str, session_id: str, info: Any) -> None:  # noqa: B027 - optional hook
-        """``session_id`` entered ``channel`` (a channel with presence), with ``info``."""
+        """``session_id`` entered ``channel`` (a channel with presence), with ``info`` (JSON-able)."""
 
     def presence_leave(self, channel: str, session_id: str) -> None:  # noqa: B027 - optional hook
         """``session_id`` left ``channel``."""
 
-    async def presence(self, channel: str) -> list[dict[str, Any]]:
-        """Who is in ``channel``, on every node: ``[{"session_id": ..., "info": {...}}, ...]``."""
+    def presence_count(self, channel: str) -> Count:
+        """How many are in ``channel``, on every node (a future: raises :class:`BrokerError`)."""
+        return 0
+
+    async def presence(self, channel: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """Who is in ``channel``, on every node: ``[{"session_id": ..., "info": {...}}, ...]``; the
+        first ``limit`` only (None: all), read at a cost that grows with ``limit``, not the channel."""
         return []
 
     async def history(self, channel: str, rule: HistoryRule) -> tuple[Position, list[tuple[int, Outgoing]]]:

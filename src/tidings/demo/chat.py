@@ -12,8 +12,8 @@ What a page (``static/room.js``) does, and what the server answers:
   (a nickname taken in the room is refused);
 - leaving (unsubscribing, closing the page) tells the others ``{"action": "leave", "name": ...}``.
 
-Who is in a room is tidings' presence of its channel (``emit("presence", channel)``, ``join`` and
-``leave`` events); the room list counts the presence of :data:`DIRECTORY`, a channel every chatting
+Who is in a room is tidings' presence of its channel (``emit("presence", channel)``, ``presence``
+notices); the room list counts the presence of :data:`DIRECTORY`, a channel every chatting
 socket is put in by the server, which works the same across processes sharing a Redis broker.
 A nickname is checked against the room's presence and taken under a claim
 (:mod:`tidings.demo.claims`), so that two sockets taking one name at once cannot both have it.
@@ -38,8 +38,8 @@ handlers = tidings.Handlers()
 
 ROOM_PREFIX = "room-"
 #: Every socket in a room is in this channel too, with ``{"name", "room"}`` as its presence info:
-#: its presence is the list of rooms and who is in them. Its ``join`` and ``leave`` events reach
-#: every chatting page (one small event per arrival anywhere), which ignores them.
+#: its presence is the list of rooms and who is in them. Its ``presence`` notices reach every
+#: chatting page (one per window with arrivals anywhere), which ignores them.
 DIRECTORY = "directory"
 #: Listed on the room list even while nobody is in it.
 LOBBY = "lobby"

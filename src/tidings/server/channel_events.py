@@ -9,11 +9,12 @@ goes to the handlers bound to no channel, as sent), and the ``message`` event wi
 ``(message[, channel])`` to receive; a message of a channel with history has a third argument, its
 position ``{"offset": n, "epoch": e}``, and ``emit("subscribe", channel, {"since": position})``
 recovers what followed it. ``emit("presence", channel)`` asks who is in a channel with presence;
-``join`` and ``leave`` events tell its members.
+``presence`` events tell its members who came and went.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 from collections.abc import Collection
@@ -21,6 +22,7 @@ from typing import Any
 
 from tidings.api.handlers import MESSAGE, SUBSCRIBE, UNSUBSCRIBE, Handlers, Refuse
 from tidings.api.socket import Socket
+from tidings.brokers import Count
 from tidings.channels import NO_HISTORY, HistoryRule, check_channel_name, check_subscription
 from tidings.errors import BrokerError
 from tidings.hub import Hub
@@ -173,7 +175,8 @@ class ChannelEvents:
         self.recoveries[outcome] = self.recoveries.get(outcome, 0) + 1
 
     async def presence(self, socket: Socket, args: list[Any]) -> dict[str, Any]:
-        """``emit("presence", channel)``: who is in a channel with presence the socket is in."""
+        """``emit("presence", channel)``: who is in a channel with presence the socket is in (the
+        first ``presence_max_list``), and how many."""
         channel = args[0] if args else None
         refusal = check_channel_name(channel, self.settings.max_channel_length)
         if refusal is not None:
@@ -183,11 +186,17 @@ class ChannelEvents:
             return answer(f"no presence for channel {channel!r}")
         if channel not in socket.subscriptions:
             return answer(f"not subscribed to {channel!r}")
+        # Bounded, and read at a cost that does not grow with the channel: a client asking in a loop
+        # for the list of a channel of 100,000 would take the event loop from everyone else.
+        broker = self.hub.broker
         try:
-            members = await self.hub.broker.presence(channel)
+            members, count = await asyncio.gather(
+                broker.presence(channel, self.settings.presence_max_list),
+                _value(broker.presence_count(channel)),
+            )
         except BrokerError as error:
             return answer(str(error))
-        return {"ok": True, "presence": members}
+        return {"ok": True, "presence": members, "count": count}
 
     async def unsubscribe_request(self, socket: Socket, args: list[Any]) -> dict[str, Any]:
         """The client leaves a channel; the ``unsubscribe`` handlers run once it is out."""
@@ -224,3 +233,8 @@ class ChannelEvents:
         message_logger.info(
             line, extra=context(socket.session_id, socket.namespace, (channel,) if channel else ())
         )
+
+
+async def _value(count: Count) -> int:
+    """A broker's count, once it is known."""
+    return await count if isinstance(count, asyncio.Future) else count

@@ -6,6 +6,7 @@ fan-out costs; the counts are exact and immediate: how many sockets a message wa
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING, Any
 
 from tidings.brokers.base import Broker, LocalHub, Missed
@@ -95,8 +96,12 @@ class MemoryBroker(Broker):
             if not members:
                 del self._presence[channel]
 
-    async def presence(self, channel: str) -> list[dict[str, Any]]:
-        return presence_list(self._presence.get(channel, {}))
+    def presence_count(self, channel: str) -> int:
+        return len(self._presence.get(channel, ()))
+
+    async def presence(self, channel: str, limit: int | None = None) -> list[dict[str, Any]]:
+        members = self._presence.get(channel, {})
+        return presence_list(members if limit is None else dict(itertools.islice(members.items(), limit)))
 
     def keep_session(self, pid: str, session: bytes) -> None:
         if self._sessions is not None:

@@ -545,8 +545,11 @@ class RedisBroker(Broker):
     def presence_leave(self, channel: str, session_id: str) -> None:
         self._presence.leave(channel, session_id)
 
-    async def presence(self, channel: str) -> list[dict[str, Any]]:
-        return await self._presence.members(channel)
+    def presence_count(self, channel: str) -> asyncio.Future[int]:
+        return self._presence.count(channel)
+
+    async def presence(self, channel: str, limit: int | None = None) -> list[dict[str, Any]]:
+        return await self._presence.members(channel, limit)
 
     async def history(self, channel: str, rule: HistoryRule) -> tuple[Position, list[tuple[int, Outgoing]]]:
         return await self._history.contents(channel, rule)

@@ -12,20 +12,21 @@ Under the name prefix:
 
 After each heartbeat a node runs :data:`~tidings.brokers.redis.scripts.REAP_PRESENCE`: it takes the
 nodes whose ``alive`` key is gone out of ``nodes``, with their entries, in one atomic step, and
-publishes a ``leave`` for each entry it took. However many nodes run it, each dead member's ``leave``
-is published once, by the node whose script found it first, ``presence_timeout`` to
-``4/3 presence_timeout`` after its node's last heartbeat. A node that was taken for dead but was only
-late (its loop blocked longer than ``presence_timeout``) finds the ``<prefix>reaped:<node id>`` mark
-at its next heartbeat: it enters its members again and announces them with a ``join`` (those that
-left meanwhile get a second ``leave`` instead, from the node itself).
+announces the leave of each entry it took (in the ``presence`` notices of their channels,
+:mod:`~tidings.brokers.notices`). However many nodes run it, each dead member's leave is announced
+once, by the node whose script found it first, ``presence_timeout`` to ``4/3 presence_timeout`` after
+its node's last heartbeat. A node that was taken for dead but was only late (its loop blocked longer
+than ``presence_timeout``) finds the ``<prefix>reaped:<node id>`` mark at its next heartbeat: it
+enters its members again and announces them as joined (those that left meanwhile are announced as
+gone a second time instead, by the node itself).
 
 On a Redis Cluster the keys carry their channel or node as a hash tag (``<prefix>presence:{<channel>}``,
 ``<prefix>alive:{<node id>}``), and the reaper goes slot by slot: a script in the dead node's slot
 claims it (sets its mark, takes its set of channels), one per channel takes its entries out of that
-channel's hash. One node claims each dead node, so each ``leave`` is still published once. Not one
+channel's hash. One node claims each dead node, so each leave is still announced once. Not one
 atomic step, though: a node that was only late, and enters its members again in the moment between
-the two, loses those entries to the second (announced as gone after their ``join``, left out of
-presence until it reconnects).
+the two, loses those entries to the second (announced as gone after they were announced as joined, left
+out of presence until it reconnects).
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ from tidings.brokers.base import Broker
 from tidings.brokers.redis.connection import FAILURES, Command, RedisConnection, cancel
 from tidings.brokers.redis.scripts import CLAIM_NODE, REAP_PRESENCE, TAKE_ENTRIES
 from tidings.channels import presence_list
-from tidings.message import Outgoing, Subscriber, presence_event
 
 logger = logging.getLogger("tidings.broker")
 
@@ -82,18 +82,14 @@ class RedisPresence:
         self.present.clear()
 
     def join(self, channel: str, session_id: str, info: Any) -> None:
+        """Enter ``session_id`` (``info``: JSON-able, the hub checked) in ``channel``'s hash."""
         key = self.connection.key("presence", channel)
-        try:
-            entry = orjson.dumps([self.node_id, info])
-        except TypeError as error:
-            logger.error("presence info of %s cannot be stored: %s", session_id, error)
-            entry = orjson.dumps([self.node_id, {}])
         count = self.present.get(channel, 0)
         self.present[channel] = count + 1
         queue = self.connection.queue
-        queue(("HSET", key, session_id, entry))
-        queue(("PEXPIRE", key, self._expiry()))
-        if not count:
+        queue(("HSET", key, session_id, orjson.dumps([self.node_id, info])))
+        if not count:  # the first here: from now on the heartbeat keeps the hash
+            queue(("PEXPIRE", key, self._expiry()))
             queue(("SADD", self._channels_key, channel))
             queue(("PEXPIRE", self._channels_key, self._expiry()))
 
@@ -107,12 +103,22 @@ class RedisPresence:
         if count <= 0:
             self.connection.queue(("SREM", self._channels_key, channel))
 
-    async def members(self, channel: str) -> list[dict[str, Any]]:
-        """Who is in ``channel``, on every node whose heartbeat is alive."""
+    def count(self, channel: str) -> asyncio.Future[int]:
+        """How many entries ``channel``'s hash has, after this node's own changes (those of nodes
+        that died and have not been reaped yet included)."""
+        return self.connection.queue(("HLEN", self.connection.key("presence", channel)), write=False)
+
+    async def members(self, channel: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """Who is in ``channel``, on every node whose heartbeat is alive (about the first ``limit``
+        entries of the hash, those of dead nodes left out: ``limit`` at most)."""
         connection = self.connection
         key = connection.key("presence", channel)
         # After this node's own changes.
-        raw: dict[bytes, bytes] = await connection.queue(("HGETALL", key), write=False)
+        raw: dict[bytes, bytes]
+        if limit is None:
+            raw = await connection.queue(("HGETALL", key), write=False)
+        else:  # HSCAN's COUNT is a hint: it reads about that many, all of a small hash
+            _, raw = await connection.queue(("HSCAN", key, 0, "COUNT", limit), write=False)
         entries: dict[str, tuple[str, Any]] = {}
         for raw_id, value in raw.items():
             with contextlib.suppress(ValueError, TypeError):
@@ -131,12 +137,13 @@ class RedisPresence:
             # Left out, not deleted: the node that reaps them announces their leave.
             dead = {node for node, value in zip(nodes, alive, strict=True) if value is None}
             entries = {session_id: entry for session_id, entry in entries.items() if entry[0] not in dead}
-        return presence_list({session_id: info for session_id, (_, info) in entries.items()})
+        members = presence_list({session_id: info for session_id, (_, info) in entries.items()})
+        return members if limit is None else members[:limit]
 
     def enter_again(self, announce: bool = False) -> None:
         """Redis came back, and may have lost everything (a restart), or another node took this one
-        for dead: say this node is alive and enter its members again (``announce``: with a ``join``
-        to the others, who were told they left)."""
+        for dead: say this node is alive and enter its members again (``announce``: announced as
+        joined to the others, who were told they left)."""
         queue = self.connection.queue
         if self._heart is not None:
             queue(self._alive_entry())
@@ -151,7 +158,7 @@ class RedisPresence:
                     entry = orjson.dumps([self.node_id, info])
                     queue(("HSET", self.connection.key("presence", channel), member.session_id, entry))
                     if announce:
-                        self._publish(presence_event("join", channel, member.session_id, info), member)
+                        self.broker.notices.joined(channel, member.session_id, info)
         queue(("PEXPIRE", self._channels_key, self._expiry()))
 
     def _alive_entry(self) -> Command:
@@ -203,7 +210,7 @@ class RedisPresence:
 
     async def _reap(self) -> None:
         """Take the presence entries of dead nodes (those no other node took first) and tell the
-        members of their channels that they left."""
+        members of their channels that they left (a notice per channel)."""
         connection = self.connection
         assert connection.client is not None
         if connection.cluster:
@@ -218,7 +225,7 @@ class RedisPresence:
                 _, info = orjson.loads(entry)
             except (ValueError, TypeError):
                 info = {}
-            self._publish(presence_event("leave", channel.decode(), session_id.decode(), info))
+            self.broker.notices.left(channel.decode(), session_id.decode(), info)
 
     async def _reap_by_slot(self, client: RedisCluster) -> list[bytes]:
         """:data:`REAP_PRESENCE` on a Redis Cluster, in steps of one slot each: each dead node is
@@ -239,10 +246,6 @@ class RedisPresence:
                 name = channel.decode()
                 taken += await client.eval(TAKE_ENTRIES, 1, key("presence", name), node, name)
         return taken
-
-    def _publish(self, announcement: Outgoing, sender: Subscriber | None = None) -> None:
-        self.broker.prepare(announcement)
-        self.broker.publish(announcement, sender)
 
     async def _heartbeat(self) -> None:
         while True:

@@ -132,13 +132,15 @@
     showMembers();
   }
 
-  function presenceChange(joined) {
-    return (from, member) => {
-      if (from !== channel) return; // the directory's events: other rooms
-      if (joined) members.set(member.session_id, member.info.name);
-      else members.delete(member.session_id);
-      showMembers();
-    };
+  // Who came and went since the last notice. A notice of too many changes to name (more than the
+  // server's presence_max_diff in one window) has the count alone: the list is asked for again,
+  // fine for the demo's rooms; a page for rooms of thousands would show the count instead.
+  function presenceChanged(from, notice) {
+    if (from !== channel) return; // the directory's notices: other rooms
+    if (!notice.joined) return socket.emit("presence", channel, present);
+    for (const member of notice.left) members.delete(member.session_id);
+    for (const member of notice.joined) members.set(member.session_id, member.info.name);
+    showMembers();
   }
 
   function start() {
@@ -160,8 +162,7 @@
       if (error.type === "server") refused(error.message); // final: a new nickname, a new connection
     });
     socket.on("message", received);
-    socket.on("join", presenceChange(true));
-    socket.on("leave", presenceChange(false));
+    socket.on("presence", presenceChanged);
     showState();
   }
 
