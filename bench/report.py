@@ -58,7 +58,9 @@ def rows(document: dict[str, Any]) -> list[tuple[str, list[str]]]:
     table: list[tuple[str, list[str]]] = []
 
     def add(label: str, pick: Any, render: Any) -> None:
-        table.append((label, [_cell(pick(server), render) for server in servers.values()]))
+        cells = [_cell(pick(server), render) for server in servers.values()]
+        if any(cell != "-" for cell in cells):  # else not measured in this run (--measures)
+            table.append((label, cells))
 
     for size in settings["sizes"]:
         key = str(size)
@@ -94,7 +96,14 @@ def rows(document: dict[str, Any]) -> list[tuple[str, list[str]]]:
     echo = f"echo, {settings['echo_clients']} clients:"
     add(f"{echo} p50 / p99 ms", lambda server: server["echo"], lambda r: _pair(r["p50_ms"], r["p99_ms"]))
     add(f"{echo} round trips/s", lambda server: server["echo"], lambda r: _count(r["round_trips_per_s"]))
+    echo_def = f"echo, def handler, {settings['echo_clients']} clients:"
+    add(f"{echo_def} p50 / p99 ms", _echo_def, lambda r: _pair(r["p50_ms"], r["p99_ms"]))
+    add(f"{echo_def} round trips/s", _echo_def, lambda r: _count(r["round_trips_per_s"]))
     return table
+
+
+def _echo_def(server: dict[str, Any]) -> dict[str, Any] | None:
+    return server.get("echo_def")  # absent from the documents of runs before it was measured
 
 
 def table(document: dict[str, Any]) -> str:
@@ -122,7 +131,11 @@ def notes(document: dict[str, Any]) -> str:
     )
     suspect = []
     for key, server in document["servers"].items():
-        measured = [("connection rate", server["connection_rate"]), ("echo", server["echo"])]
+        measured = [
+            ("connection rate", server["connection_rate"]),
+            ("echo", server["echo"]),
+            ("echo, def handler", _echo_def(server)),
+        ]
         for size, result in server["fanout"].items():
             measured += [
                 (f"fan-out to {size}", result.get("peak")),
@@ -171,9 +184,11 @@ def chart(document: dict[str, Any], path: Path) -> str | None:
 
     def grouped(axis: Any, title: str, groups: list[str], pick: Any, log: bool = False) -> None:
         """Bars per group and server; `pick(server, group)` gives the measured dict and its value."""
+        measured_any = False
         for index, key in enumerate(keys):
             picked = [pick(servers[key], group) for group in groups]
             heights = [float(value or 0) for _, value in picked]
+            measured_any = measured_any or any(heights)
             positions = [g + (index - (len(keys) - 1) / 2) * width for g in range(len(groups))]
             bars = axis.bar(positions, heights, width, label=SHORT.get(key, key), color=COLORS.get(key))
             for bar, (measured, _) in zip(bars, picked, strict=True):
@@ -183,7 +198,7 @@ def chart(document: dict[str, Any], path: Path) -> str | None:
             axis.bar_label(bars, labels=[_short(h) if h else "" for h in heights], fontsize=7, padding=2)
         axis.set_xticks(range(len(groups)), groups)
         axis.set_title(title, fontsize=10)
-        if log:
+        if log and measured_any:  # a panel of a measure not taken (--measures) stays linear, empty
             axis.set_yscale("log")
             axis.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
             axis.yaxis.set_major_formatter(FuncFormatter(lambda value, _: _short(value)))
@@ -225,11 +240,18 @@ def chart(document: dict[str, Any], path: Path) -> str | None:
         ["new connections/s"],
         lambda s, g: (s["connection_rate"], part(s["connection_rate"], "connections_per_s")),
     )
+    echoes = {"async def": "echo", "def": "echo_def"}  # the handler, and its measure
+
+    def echo(server: dict[str, Any], group: str) -> tuple[Any, Any]:
+        handler, which = group.rsplit(" ", 1)
+        result = server.get(echoes[handler])
+        return result, part(result, f"{which}_ms")
+
     grouped(
         axes[1][2],
         f"echo: emit-with-ack round trip ms, {settings['echo_clients']} clients (log scale)",
-        ["p50", "p99"],
-        lambda s, g: (s["echo"], part(s["echo"], f"{g}_ms")),
+        [f"{handler} {which}" for handler in echoes for which in ("p50", "p99")],
+        echo,
         log=True,
     )
     handles = [Patch(facecolor=COLORS.get(key)) for key in keys]
