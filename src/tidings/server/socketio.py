@@ -7,7 +7,9 @@ timeout, attachment deadline) and runs handlers (:mod:`tidings.server.running`) 
 seeds gave them.
 
 Handlers of one connection run one after another, in the order their packets arrived, from the
-connection's job queue (:mod:`tidings.server.jobs`). The channel events (``message``, ``subscribe``,
+connection's job queue (:mod:`tidings.server.jobs`). A client event whose handlers are all ``def``
+is one job in a handler thread (:class:`EventInThread`): the handlers and the ack's encoding run
+there, and the loop only sends the ack. The channel events (``message``, ``subscribe``,
 ``unsubscribe``, ``presence``) are :mod:`tidings.server.channel_events`'.
 """
 
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from tidings.api.handlers import (
@@ -44,9 +46,10 @@ from tidings.protocol.websocket import PROTOCOL_ERROR
 from tidings.server import recovery
 from tidings.server.channel_events import PRESENCE, ChannelEvents
 from tidings.server.engineio import Session
-from tidings.server.jobs import JobQueue
+from tidings.server.jobs import JobQueue, Running, ThreadJob
 from tidings.server.logs import context
-from tidings.server.running import HandlerRunner, answer
+from tidings.server.running import Answered, HandlerRunner, answer
+from tidings.server.threads import HandlerThreads
 from tidings.settings import Settings
 
 if TYPE_CHECKING:
@@ -66,8 +69,14 @@ class Connection(JobQueue):
 
     session: Session
 
-    def __init__(self, session: Session, settings: Settings, running: set[asyncio.Task[None]]) -> None:
-        super().__init__(session, settings, running)
+    def __init__(
+        self,
+        session: Session,
+        settings: Settings,
+        running: set[Running],
+        threads: Callable[[], HandlerThreads],
+    ) -> None:
+        super().__init__(session, settings, running, threads)
         self.request = Request(session.scope)
         self.protocol: sio.Connection[Socket] = sio.Connection(
             settings.max_namespaces,
@@ -131,8 +140,9 @@ class SocketIO:
         #: Events received, by name: the first ``metrics_event_names`` names, then all as "other"
         #: (a client makes names up); read by the metrics at a scrape.
         self.events: dict[str, int] = {}
-        #: The job queues' worker tasks: handlers running or waiting to run, each connection's in order.
-        self.running: set[asyncio.Task[None]] = set()
+        #: The job queues' work in progress (worker tasks, jobs in handler threads): handlers running
+        #: or waiting to run, each connection's in order.
+        self.running: set[Running] = set()
 
     async def run_handler(
         self, socket: Socket, handler: Handler, args: Iterable[Any], channels: Collection[str]
@@ -165,11 +175,14 @@ class SocketIO:
         self.hub.bind_loop()
         if self.admin is not None:
             self.admin.session_opened()
-        connection = Connection(session, self.settings, self.running)
+        connection = Connection(session, self.settings, self.running, self._threads)
         session.data = connection
         connection._connect_timer = asyncio.get_running_loop().call_later(
             self.settings.connect_timeout, self._connect_timed_out, connection
         )
+
+    def _threads(self) -> HandlerThreads:
+        return self.runner.threads
 
     def _connect_timed_out(self, connection: Connection) -> None:
         if not connection.protocol.sockets:
@@ -195,7 +208,11 @@ class SocketIO:
         if type(received) is sio.Packet:  # an EVENT of a connected socket
             packet: sio.Packet = received
             socket = protocol.sockets[packet.namespace]
-            connection.schedule(lambda: self._run_event(socket, packet), size)
+            calls = self._threaded_calls(socket, packet)
+            if calls is not None:
+                connection.schedule(EventInThread(self, socket, packet, calls), size)
+            else:
+                connection.schedule(lambda: self._run_event(socket, packet), size)
         elif isinstance(received, sio.ConnectRequest):
             self._connect(connection, received)
         elif isinstance(received, sio.AckReceived):
@@ -370,16 +387,42 @@ class SocketIO:
 
     # -- events ----------------------------------------------------------------------------------
 
-    async def _run_event(self, socket: Socket, packet: sio.Packet) -> None:
+    def _threaded_calls(
+        self, socket: Socket, packet: sio.Packet
+    ) -> Sequence[tuple[Handler, Sequence[Any]]] | None:
+        """The handler calls of a client event that can run whole in a handler thread: one of the
+        app's own events (not a channel event, not the Admin UI's) whose handlers, and the
+        namespace's error handlers, are all ``def``; None for the others."""
+        if self.admin is not None and self.admin.owns(socket.namespace):
+            return None
+        event = packet.data[0]
+        if event in (MESSAGE, SUBSCRIBE, UNSUBSCRIBE) or (event == PRESENCE and self.settings.presence):
+            return None
+        calls = self._calls(socket.namespace, event, packet.data[1:])
+        return calls if calls and self.runner.in_thread(socket, calls) else None
+
+    def _calls(self, namespace: str, event: str, args: list[Any]) -> Sequence[tuple[Handler, Sequence[Any]]]:
+        """The handlers of one of the app's own events with their arguments, or the catch-all's."""
+        handlers = [] if event in LIFECYCLE or event == ANY else self.handlers.get(namespace, event)
+        if handlers:
+            return [(handler, args) for handler in handlers]
+        return self.handlers.catch_all(namespace, event, args)
+
+    def _event_received(self, socket: Socket, packet: sio.Packet) -> None:
+        """Count a client event as it is run (the metrics, the Admin UI)."""
         if self.admin is not None:
-            if self.admin.owns(socket.namespace):
-                self.admin.act(packet.data)
-                return
             self.admin.event_received(socket, packet.data)
-        event, *args = packet.data
+        event = packet.data[0]
         events = self.events
         counted = event if event in events or len(events) < self.settings.metrics_event_names else OTHER
         events[counted] = events.get(counted, 0) + 1
+
+    async def _run_event(self, socket: Socket, packet: sio.Packet) -> None:
+        if self.admin is not None and self.admin.owns(socket.namespace):
+            self.admin.act(packet.data)
+            return
+        self._event_received(socket, packet)
+        event, *args = packet.data
         if event == MESSAGE:
             result = await self.channels.message(socket, args)
         elif event == SUBSCRIBE:
@@ -389,13 +432,9 @@ class SocketIO:
         elif event == PRESENCE and self.settings.presence:
             result = await self.channels.presence(socket, args)
         else:
-            namespace = socket.namespace
-            handlers = [] if event in LIFECYCLE or event == ANY else self.handlers.get(namespace, event)
-            calls = [(handler, args) for handler in handlers]
+            calls = self._calls(socket.namespace, event, args)
             if not calls:
-                calls = self.handlers.catch_all(namespace, event, args)
-            if not calls:
-                logger.debug("no handler for event %r in %s", event, namespace)
+                logger.debug("no handler for event %r in %s", event, socket.namespace)
                 return
             result = await self.runner.run_answering(socket, calls, socket.channels)
         if packet.id is not None and socket._state is SocketState.CONNECTED:
@@ -418,6 +457,41 @@ class SocketIO:
         """
         send = emit(event, args, to, namespace, exclude, self.settings.max_channel_length)
         route(send, self.hub.broker, self.hub.post)
+
+
+class EventInThread(ThreadJob):
+    """A client event whose handlers are all ``def``, run whole in a handler thread: the handlers
+    (:meth:`HandlerRunner.answer_in_thread`) and the encoding of the ack there, the sending of the
+    ack on the loop. No task, coroutine or future is made for it."""
+
+    __slots__ = ("calls", "channels", "io", "packet", "socket")
+
+    def __init__(
+        self, io: SocketIO, socket: Socket, packet: sio.Packet, calls: Sequence[tuple[Handler, Sequence[Any]]]
+    ) -> None:
+        self.io = io
+        self.socket = socket
+        self.packet = packet
+        self.calls = calls
+        self.channels: frozenset[str] = frozenset()
+
+    def start(self) -> None:
+        self.io._event_received(self.socket, self.packet)
+        self.channels = self.socket.channels  # as the job starts, as _run_event takes them
+
+    def run(self) -> tuple[Answered, list[str | bytes] | None]:
+        socket, packet = self.socket, self.packet
+        answered = self.io.runner.answer_in_thread(socket, self.calls, self.channels)
+        if packet.id is None:
+            return answered, None
+        return answered, _ack_packets(socket.namespace, packet.id, answered.result, packet.data[0])
+
+    def finish(self, result: tuple[Answered, list[str | bytes] | None]) -> None:
+        answered, packets = result
+        self.io.runner.count(answered)
+        socket = self.socket
+        if packets is not None and socket._state is SocketState.CONNECTED:
+            socket.connection.session.send_many(packets)
 
 
 def _ack_args(result: Any) -> list[Any]:
