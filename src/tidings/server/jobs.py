@@ -16,7 +16,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from tidings.server.threads import HandlerThreads
 from tidings.settings import Settings
@@ -40,7 +40,8 @@ class ThreadJob:
         """On the event loop, with what :meth:`run` returned; not called if ``run`` raised."""
 
 
-Job = Callable[[], Awaitable[None]] | ThreadJob
+AsyncJob = Callable[[], Awaitable[None]]
+Job = AsyncJob | ThreadJob
 #: Jobs a connection's worker runs before it lets the event loop serve the others: a client whose
 #: events are handled without waiting (refused, or by async handlers that do not await) must not
 #: hold the loop for a whole read's worth of them.
@@ -182,8 +183,7 @@ class JobQueue:
         ran = 0
         try:
             while jobs and not isinstance(jobs[0][0], ThreadJob):
-                job = self._take(jobs)
-                assert not isinstance(job, ThreadJob)
+                job = cast(AsyncJob, self._take(jobs))
                 try:
                     await job()
                 except Exception:  # handlers' own errors are caught inside jobs; this is a bug
@@ -196,4 +196,7 @@ class JobQueue:
                 self._running.discard(self._worker)
             self._worker = None
         # No await since the loop's test: nothing was added meanwhile. Next: a ThreadJob, or none.
-        self._next()
+        if jobs:
+            self._next()
+        else:
+            self._jobs = None  # see __init__

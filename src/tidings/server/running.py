@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from tidings.api.handlers import ERROR, Handler, Handlers, Refuse
@@ -116,13 +116,6 @@ class HandlerRunner:
             if result is None:
                 result = value
         return result
-
-    def in_thread(self, socket: Socket, calls: Sequence[tuple[Handler, Iterable[Any]]]) -> bool:
-        """Whether :meth:`answer_in_thread` can run these calls: they and the namespace's error
-        handlers are all ``def``, so that no coroutine has to run on the way."""
-        return all(not handler.is_async for handler, _ in calls) and all(
-            not handler.is_async for handler in self.handlers.get(socket.namespace, ERROR)
-        )
 
     def answer_in_thread(
         self, socket: Socket, calls: Iterable[tuple[Handler, Iterable[Any]]], channels: Collection[str]

@@ -24,6 +24,7 @@ from tidings.api.handlers import (
     ANY,
     CONNECT,
     DISCONNECT,
+    ERROR,
     FINISH,
     LIFECYCLE,
     MESSAGE,
@@ -59,6 +60,8 @@ logger = logging.getLogger("tidings.socketio")
 
 #: The name the metrics count events under once ``metrics_event_names`` names are counted.
 OTHER = "other"
+#: The client's requests to tidings' channels (with ``presence``, when it is on): not the app's own events.
+CHANNEL_EVENTS = frozenset({MESSAGE, SUBSCRIBE, UNSUBSCRIBE})
 
 
 class Connection(JobQueue):
@@ -208,7 +211,14 @@ class SocketIO:
         if type(received) is sio.Packet:  # an EVENT of a connected socket
             packet: sio.Packet = received
             socket = protocol.sockets[packet.namespace]
-            calls = self._threaded_calls(socket, packet)
+            event = packet.data[0]
+            # An event whose own handlers include an async one does not go to a thread: no more
+            # look-up than this on the async def handlers' path.
+            calls = (
+                None
+                if (socket.namespace, event) in self.handlers.has_async
+                else self._threaded_calls(socket, packet)
+            )
             if calls is not None:
                 connection.schedule(EventInThread(self, socket, packet, calls), size)
             else:
@@ -393,13 +403,20 @@ class SocketIO:
         """The handler calls of a client event that can run whole in a handler thread: one of the
         app's own events (not a channel event, not the Admin UI's) whose handlers, and the
         namespace's error handlers, are all ``def``; None for the others."""
-        if self.admin is not None and self.admin.owns(socket.namespace):
+        namespace, data = socket.namespace, packet.data
+        event = data[0]
+        handlers = self.handlers
+        if (
+            event in CHANNEL_EVENTS
+            or (event == PRESENCE and self.settings.presence)
+            or (self.admin is not None and self.admin.owns(namespace))
+            or not handlers.all_def(namespace, ERROR)
+        ):
             return None
-        event = packet.data[0]
-        if event in (MESSAGE, SUBSCRIBE, UNSUBSCRIBE) or (event == PRESENCE and self.settings.presence):
+        own = event not in LIFECYCLE and event != ANY and handlers.get(namespace, event)
+        if not handlers.all_def(namespace, event if own else ANY):  # else the catch-all's
             return None
-        calls = self._calls(socket.namespace, event, packet.data[1:])
-        return calls if calls and self.runner.in_thread(socket, calls) else None
+        return self._calls(namespace, event, data[1:]) or None
 
     def _calls(self, namespace: str, event: str, args: list[Any]) -> Sequence[tuple[Handler, Sequence[Any]]]:
         """The handlers of one of the app's own events with their arguments, or the catch-all's."""
