@@ -63,6 +63,8 @@ class Handler:
     takes_channel: bool = False
     #: A ``message`` handler fires for messages addressed to a channel only if the socket is in it.
     members_only: bool = True
+    #: What logs and metrics call it: the function's qualified name.
+    name: str = ""
 
     @classmethod
     def of(cls, func: Callable[..., Any], channel: str | None = None, members_only: bool = True) -> Handler:
@@ -72,6 +74,7 @@ class Handler:
             re.compile(channel) if channel is not None else None,
             _takes_fifth_argument(func),
             members_only,
+            getattr(func, "__qualname__", repr(func)),
         )
 
     def matches(self, channels: Collection[str]) -> bool:

@@ -71,11 +71,13 @@ class HandlerRunner:
         """
         started = time.perf_counter()
         try:
-            return await self.invoke(handler, socket.request, socket, socket.context, *args)
+            if handler.is_async:  # invoke's, without a coroutine of its own
+                return await handler.func(socket.request, socket, socket.context, *args)
+            return await self.threads.call(handler.func, socket.request, socket, socket.context, *args)
         except Exception as error:
             if refusable and isinstance(error, Refuse):
                 raise
-            name = handler_name(handler)
+            name = handler.name
             logger.exception("handler %s raised", name, extra=_context(socket, channels))
             self.errors[name] = self.errors.get(name, 0) + 1
             await self.run_error_handlers(socket, error, channels)
@@ -85,7 +87,7 @@ class HandlerRunner:
 
     def took(self, handler: Handler, seconds: float) -> None:
         """Count a handler's run in its duration histogram (event loop thread)."""
-        name = handler_name(handler)
+        name = handler.name
         durations = self.durations.get(name)
         if durations is None:
             durations = self.durations[name] = Histogram()
@@ -98,7 +100,7 @@ class HandlerRunner:
                     await self.invoke(handler, socket.request, socket, socket.context, error)
                 except Exception:  # not handed to error handlers again: that could loop
                     logger.exception(
-                        "error handler %s raised", handler_name(handler), extra=_context(socket, channels)
+                        "error handler %s raised", handler.name, extra=_context(socket, channels)
                     )
 
     async def run_answering(
@@ -133,7 +135,7 @@ class HandlerRunner:
                 answered.durations.append((handler, time.perf_counter() - started))
                 return answered
             except Exception as error:
-                name = handler_name(handler)
+                name = handler.name
                 logger.exception("handler %s raised", name, extra=_context(socket, channels))
                 answered.errors.append(name)
                 for error_handler in self.handlers.get(socket.namespace, ERROR):
@@ -143,7 +145,7 @@ class HandlerRunner:
                         except Exception:  # not handed to error handlers again: that could loop
                             logger.exception(
                                 "error handler %s raised",
-                                handler_name(error_handler),
+                                error_handler.name,
                                 extra=_context(socket, channels),
                             )
                 value = None
@@ -188,7 +190,3 @@ class Answered:
 
 def _context(socket: Socket, channels: Collection[str]) -> dict[str, str]:
     return context(socket.session_id, socket.namespace, channels)
-
-
-def handler_name(handler: Handler) -> str:
-    return getattr(handler.func, "__qualname__", repr(handler.func))
