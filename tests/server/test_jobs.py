@@ -142,7 +142,26 @@ async def test_handler_threads_answer_in_the_callers_context_and_pass_exceptions
         await threads.call(lambda: 1 / 0)
     results = await asyncio.gather(*(threads.call(lambda n=n: n * n) for n in range(50)))
     assert results == [n * n for n in range(50)]
-    assert len(threads._threads) <= 2
+    assert threads._started <= 2
+    threads.shutdown()
+
+
+async def test_calls_behind_a_blocked_one_run_in_another_thread() -> None:
+    threads = HandlerThreads(4, asyncio.get_running_loop())
+    release = threading.Event()
+    blocked = asyncio.ensure_future(threads.call(release.wait, 5))
+    quick = [asyncio.ensure_future(threads.call(threading.current_thread)) for _ in range(20)]
+    done, _ = await asyncio.wait(quick, timeout=2)
+    assert len(done) == 20, "the calls waited for the blocked one"
+    release.set()
+    assert await blocked is True
+    threads.shutdown()
+
+
+async def test_calls_that_come_together_wake_one_or_two_threads_not_one_each() -> None:
+    threads = HandlerThreads(32, asyncio.get_running_loop())
+    names = await asyncio.gather(*(threads.call(lambda: threading.current_thread().name) for _ in range(200)))
+    assert len(set(names)) <= 2, set(names)
     threads.shutdown()
 
 

@@ -1,13 +1,19 @@
-"""The threads ``def`` handlers run in: a pool fed by one queue, that answers the event loop in
-batches.
+"""The threads ``def`` handlers run in: a pool that wakes as few threads as it can, and answers the
+event loop in batches.
 
-A call costs a put on a :class:`queue.SimpleQueue` and, on the way back, an append to a deque: the
-loop is woken once (one ``call_soon_threadsafe``) for every result that came back while it was not
-looking, not once per call. ``concurrent.futures.ThreadPoolExecutor`` under ``run_in_executor``
-cost two futures, their callbacks and a wake-up of the loop per call: most of an echo by a ``def``
-handler.
+``concurrent.futures.ThreadPoolExecutor`` under ``run_in_executor`` cost two futures, their
+callbacks, a wake-up of a thread and one of the loop per call: most of an echo by a ``def``
+handler. Here:
 
-Threads are started as calls come, up to ``size``, when no thread is idle (as the executor did),
+- A call is appended to a deque. A sleeping thread is woken only when no thread is awake to look
+  for it; a thread that takes a call while more wait wakes one more (so that a handler that blocks
+  does not hold up the calls behind it, as with the executor). Calls that arrive together (one read
+  of many clients' events) are run by one or two threads, not by as many as there are calls, each
+  fighting for the GIL.
+- Results are appended to another deque, and the loop is woken (one ``call_soon_threadsafe``) once
+  for every batch of results that came back while it was not looking.
+
+Threads are started as calls come, up to ``size``, when no thread is awake or asleep to take them,
 and are daemons: a handler that never returns does not hold the process at exit.
 """
 
@@ -16,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import queue
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -27,6 +32,7 @@ logger = logging.getLogger("tidings.socketio")
 T = TypeVar("T")
 #: Called on the event loop with what a call returned, or the exception it raised.
 Done = Callable[[Any, BaseException | None], None]
+_Call = tuple[contextvars.Context, Callable[[], Any], Done]
 
 
 class HandlerThreads:
@@ -36,29 +42,26 @@ class HandlerThreads:
         self.loop = loop
         self._size = size
         self._name = name
-        self._calls: queue.SimpleQueue[tuple[contextvars.Context, Callable[[], Any], Done] | None] = (
-            queue.SimpleQueue()
-        )
-        self._threads: list[threading.Thread] = []
-        self._idle = 0  # threads waiting for a call and not promised one yet
-        self._idle_lock = threading.Lock()
+        self._started = 0
+        # Under _lock: the calls waiting, the sleeping threads' locks (released to wake one), and
+        # how many threads are awake and looking for a call (woken or between two calls).
+        self._lock = threading.Lock()
+        self._calls: deque[_Call] = deque()
+        self._asleep: list[threading.Lock] = []
+        self._looking = 0
+        self._stopping = False
         self._finished: deque[tuple[Done, Any, BaseException | None]] = deque()
         self._waking = False  # a delivery is scheduled on the loop: no need to wake it again
 
     def submit(self, call: Callable[[], Any], done: Done) -> None:
         """Run ``call()`` in a thread, in a copy of the caller's context; then ``done(result,
         error)`` on the loop (event loop thread)."""
-        with self._idle_lock:
-            idle = self._idle > 0
-            if idle:
-                self._idle -= 1
-        if not idle and len(self._threads) < self._size:
-            thread = threading.Thread(
-                target=self._work, name=f"{self._name}_{len(self._threads)}", daemon=True
-            )
-            self._threads.append(thread)
-            thread.start()
-        self._calls.put((contextvars.copy_context(), call, done))
+        item = (contextvars.copy_context(), call, done)
+        with self._lock:
+            self._calls.append(item)
+            start = self._looking == 0 and not self._wake_one()
+        if start:
+            self._start()
 
     async def call(self, func: Callable[..., T], *args: Any) -> T:
         """``func(*args)`` in a thread, awaited (event loop thread)."""
@@ -68,27 +71,63 @@ class HandlerThreads:
 
     def queued(self) -> int:
         """Calls waiting for a thread."""
-        return self._calls.qsize()
+        return len(self._calls)
 
     def shutdown(self) -> None:
         """Let the threads end after their current call; calls not started are dropped, and
         their ``done`` gets :class:`asyncio.CancelledError` (event loop thread)."""
-        while True:
-            try:
-                item = self._calls.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                item[2](None, asyncio.CancelledError())
-        for _ in self._threads:
-            self._calls.put(None)
+        with self._lock:
+            self._stopping = True
+            dropped = list(self._calls)
+            self._calls.clear()
+            while self._wake_one():
+                pass
+        for _, _, done in dropped:
+            done(None, asyncio.CancelledError())
+
+    def _wake_one(self) -> bool:
+        """Wake a sleeping thread to look for calls (under _lock); False if none sleeps."""
+        if not self._asleep:
+            return False
+        self._looking += 1
+        self._asleep.pop().release()
+        return True
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._started >= self._size:
+                return  # every thread is busy: the call waits for one
+            self._started += 1
+            self._looking += 1
+        name = f"{self._name}_{self._started - 1}"
+        threading.Thread(target=self._work, name=name, daemon=True).start()
 
     def _work(self) -> None:
-        get, finished = self._calls.get, self._finished
+        lock, calls, finished = self._lock, self._calls, self._finished
+        alarm = threading.Lock()  # this thread's: released by whoever wakes it
         while True:
-            item = get()
+            with lock:
+                if self._stopping:
+                    self._looking -= 1
+                    return
+                if not calls:
+                    self._looking -= 1
+                    alarm.acquire()  # held: the next acquire below sleeps until a release
+                    self._asleep.append(alarm)
+                    item = None
+                else:
+                    item = calls.popleft()
+                    self._looking -= 1
+                    if calls and self._looking == 0:  # more wait, and nobody looks for them
+                        more = not self._wake_one() and self._started < self._size
+                    else:
+                        more = False
             if item is None:
-                return
+                alarm.acquire()  # asleep until _wake_one releases it (and counts this thread looking)
+                alarm.release()
+                continue
+            if more:
+                self._start()
             context, call, done = item
             try:
                 result, error = context.run(call), None
@@ -101,8 +140,8 @@ class HandlerThreads:
                     self.loop.call_soon_threadsafe(self._deliver)
                 except RuntimeError:  # the loop is closed: nobody is waiting any more
                     return
-            with self._idle_lock:
-                self._idle += 1
+            with lock:
+                self._looking += 1
 
     def _deliver(self) -> None:
         # Cleared before the results are taken: a thread that appends after this sees it clear
