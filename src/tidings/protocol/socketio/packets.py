@@ -262,13 +262,7 @@ def _int64(literal: str) -> int:
 def _check_payload(packet: Packet) -> None:
     """SIO §"Packet types": what each type may carry."""
     data = packet.data
-    match packet.type:
-        case PacketType.CONNECT:
-            ok = data is None or isinstance(data, dict)
-        case PacketType.DISCONNECT:
-            ok = data is None
-        case PacketType.CONNECT_ERROR:
-            ok = isinstance(data, (dict, str))
+    match packet.type:  # events first: most of what a client sends
         case PacketType.EVENT | PacketType.BINARY_EVENT:
             ok = (
                 isinstance(data, list)
@@ -276,6 +270,12 @@ def _check_payload(packet: Packet) -> None:
                 and isinstance(data[0], str)
                 and data[0] not in RESERVED_EVENTS
             )
+        case PacketType.CONNECT:
+            ok = data is None or isinstance(data, dict)
+        case PacketType.DISCONNECT:
+            ok = data is None
+        case PacketType.CONNECT_ERROR:
+            ok = isinstance(data, (dict, str))
         case _:  # ACK, BINARY_ACK
             ok = isinstance(data, list) and packet.id is not None
     if not ok:
