@@ -5,8 +5,8 @@ event loop in batches.
 callbacks, a wake-up of a thread and one of the loop per call: most of an echo by a ``def``
 handler. Here:
 
-- A call is appended to a deque. A sleeping thread is woken only when no thread is awake to look
-  for it; a thread that takes a call while more wait wakes one more (so that a handler that blocks
+- A call is appended to a deque. A sleeping thread is woken, at the end of the loop's turn, only
+  when no thread is awake to look for it; a thread that takes a call while more wait wakes one more (so that a handler that blocks
   does not hold up the calls behind it, as with the executor). Calls that arrive together (one read
   of many clients' events) are run by one or two threads, not by as many as there are calls, each
   fighting for the GIL.
@@ -49,6 +49,7 @@ class HandlerThreads:
         self._calls: deque[_Call] = deque()
         self._asleep: list[threading.Lock] = []
         self._looking = 0
+        self._wake_scheduled = False  # a _wake is due at the end of the loop's turn
         self._stopping = False
         self._finished: deque[tuple[Done, Any, BaseException | None]] = deque()
         self._waking = False  # a delivery is scheduled on the loop: no need to wake it again
@@ -59,7 +60,19 @@ class HandlerThreads:
         item = (contextvars.copy_context(), call, done)
         with self._lock:
             self._calls.append(item)
-            start = self._looking == 0 and not self._wake_one()
+            wake = self._looking == 0 and not self._wake_scheduled
+            if wake:
+                self._wake_scheduled = True
+        if wake:
+            # At the end of this turn of the loop, not now: a thread woken now would only wait for
+            # the GIL, which the loop holds until it has nothing left to do (a context switch more
+            # per call), and the calls of this turn are then all queued for it.
+            self.loop.call_soon(self._wake)
+
+    def _wake(self) -> None:
+        with self._lock:
+            self._wake_scheduled = False
+            start = bool(self._calls) and self._looking == 0 and not self._wake_one()
         if start:
             self._start()
 
