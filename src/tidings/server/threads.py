@@ -6,10 +6,10 @@ callbacks, a wake-up of a thread and one of the loop per call: most of an echo b
 handler. Here:
 
 - A call is appended to a deque. A sleeping thread is woken, at the end of the loop's turn, only
-  when no thread is awake to look for it; a thread that takes a call while more wait wakes one more (so that a handler that blocks
-  does not hold up the calls behind it, as with the executor). Calls that arrive together (one read
-  of many clients' events) are run by one or two threads, not by as many as there are calls, each
-  fighting for the GIL.
+  when no thread is awake to look for it; a thread that takes a call while more wait wakes one more
+  (so that a handler that blocks does not hold up the calls behind it, as with the executor). Calls
+  that arrive together (one read of many clients' events) are run by one or two threads, not by as
+  many as there are calls, each fighting for the GIL.
 - Results are appended to another deque, and the loop is woken (one ``call_soon_threadsafe``) once
   for every batch of results that came back while it was not looking.
 
