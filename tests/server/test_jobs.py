@@ -82,6 +82,11 @@ async def test_max_pending_bytes_holds_too() -> None:
     assert session.held == [True, False]
 
 
+class Pool:
+    def __init__(self, threads: HandlerThreads) -> None:
+        self.threads = threads
+
+
 class Recorded(ThreadJob):
     """A job that records where each of its steps ran."""
 
@@ -104,7 +109,7 @@ class Recorded(ThreadJob):
 async def test_thread_jobs_and_coroutine_jobs_run_one_after_another_in_order() -> None:
     loop = asyncio.get_running_loop()
     threads = HandlerThreads(4, loop)
-    connection = JobQueue(Session(), Settings(), set(), lambda: threads)
+    connection = JobQueue(Session(), Settings(), set(), Pool(threads))
     order: list[str] = []
     release = threading.Event()
 
@@ -183,3 +188,28 @@ async def test_a_stopped_pool_drops_the_calls_not_started() -> None:
     assert await blocked is True  # the call already running ends as it would
     with pytest.raises(asyncio.CancelledError):
         await waiting
+
+
+class Broken(ThreadJob):
+    def run(self) -> None:
+        return None
+
+    def finish(self, result: None) -> None:
+        raise RuntimeError("a bug in finish")
+
+
+async def test_a_thread_job_whose_end_fails_does_not_stop_the_queue(caplog: pytest.LogCaptureFixture) -> None:
+    threads = HandlerThreads(2, asyncio.get_running_loop())
+    connection = JobQueue(Session(), Settings(), set(), Pool(threads))
+    ran: list[str] = []
+
+    async def after() -> None:
+        ran.append("after")
+
+    connection.schedule(Broken())
+    connection.schedule(after)
+    while not connection.idle:
+        await asyncio.sleep(0.01)
+    assert ran == ["after"]
+    assert "connection job failed" in caplog.text
+    threads.shutdown()

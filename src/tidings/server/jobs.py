@@ -56,6 +56,13 @@ class Reader(Protocol):
     def release_reading(self) -> None: ...
 
 
+class Pool(Protocol):
+    """Where a job queue finds the handler threads (the server's handler runner)."""
+
+    @property
+    def threads(self) -> HandlerThreads: ...
+
+
 class Running(Protocol):
     """A connection's work in progress, as a stopping server sees it: it waits for it, then
     cancels it (a thread's work runs on, unwaited)."""
@@ -79,9 +86,9 @@ class JobQueue:
         "_holding",
         "_jobs",
         "_pending_bytes",
+        "_pool",
         "_running",
         "_settings",
-        "_threads",
         "_worker",
         "session",
     )
@@ -91,15 +98,15 @@ class JobQueue:
         session: Reader,
         settings: Settings,
         running: set[Running],
-        threads: Callable[[], HandlerThreads] | None = None,
+        pool: Pool | None = None,
     ) -> None:
         """``running``: the work in progress of every connection of the server, this one's while
-        it has some (a stopping server waits for it); ``threads``: gives the pool that runs
-        :class:`ThreadJob` s (none: the queue takes no such job)."""
+        it has some (a stopping server waits for it); ``pool``: where the threads that run
+        :class:`ThreadJob` s are (none: the queue takes no such job)."""
         self.session = session
         self._settings = settings
         self._running = running
-        self._threads = threads
+        self._pool = pool
         # Created when a job comes and dropped when the queue runs dry: an empty deque holds a
         # 64-slot block (~0.7 KiB), too much for each of many idle connections. Each job with the
         # bytes of the client's messages it holds.
@@ -149,8 +156,8 @@ class JobQueue:
             marker = self._worker = _InThread()
             self._running.add(marker)
             job.start()
-            assert self._threads is not None, "a ThreadJob on a queue without threads"
-            self._threads().submit(job.run, lambda result, error: self._ran(job, marker, result, error))
+            assert self._pool is not None, "a ThreadJob on a queue without threads"
+            self._pool.threads.submit(job.run, lambda result, error: self._ran(job, marker, result, error))
         else:
             self._worker = asyncio.get_running_loop().create_task(self._work(jobs))
             self._running.add(self._worker)
@@ -158,10 +165,15 @@ class JobQueue:
     def _ran(self, job: ThreadJob, marker: _InThread, result: Any, error: BaseException | None) -> None:
         self._running.discard(marker)
         self._worker = None
-        if error is None:
+        if isinstance(error, asyncio.CancelledError):  # the pool was shut down: so is the server
+            self._jobs = None  # the jobs left are dropped, as a cancelled worker task drops them
+            return
+        try:
+            if error is not None:
+                raise error
             job.finish(result)
-        elif not isinstance(error, asyncio.CancelledError):  # the pool was shut down
-            logger.error("connection job failed", exc_info=error)
+        except Exception:  # handlers' own errors are caught inside jobs; this is a bug
+            logger.exception("connection job failed")
         if self._worker is None:  # finish may have scheduled a job and started it
             self._next()
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from tidings.api.handlers import (
@@ -47,10 +47,9 @@ from tidings.protocol.websocket import PROTOCOL_ERROR
 from tidings.server import recovery
 from tidings.server.channel_events import PRESENCE, ChannelEvents
 from tidings.server.engineio import Session
-from tidings.server.jobs import JobQueue, Running, ThreadJob
+from tidings.server.jobs import JobQueue, Pool, Running, ThreadJob
 from tidings.server.logs import context
 from tidings.server.running import Answered, HandlerRunner, answer
-from tidings.server.threads import HandlerThreads
 from tidings.settings import Settings
 
 if TYPE_CHECKING:
@@ -77,9 +76,9 @@ class Connection(JobQueue):
         session: Session,
         settings: Settings,
         running: set[Running],
-        threads: Callable[[], HandlerThreads],
+        pool: Pool,
     ) -> None:
-        super().__init__(session, settings, running, threads)
+        super().__init__(session, settings, running, pool)
         self.request = Request(session.scope)
         self.protocol: sio.Connection[Socket] = sio.Connection(
             settings.max_namespaces,
@@ -178,14 +177,11 @@ class SocketIO:
         self.hub.bind_loop()
         if self.admin is not None:
             self.admin.session_opened()
-        connection = Connection(session, self.settings, self.running, self._threads)
+        connection = Connection(session, self.settings, self.running, self.runner)
         session.data = connection
         connection._connect_timer = asyncio.get_running_loop().call_later(
             self.settings.connect_timeout, self._connect_timed_out, connection
         )
-
-    def _threads(self) -> HandlerThreads:
-        return self.runner.threads
 
     def _connect_timed_out(self, connection: Connection) -> None:
         if not connection.protocol.sockets:
