@@ -211,7 +211,7 @@ def chart(document: dict[str, Any], path: Path) -> str | None:
     )
     panels.append(
         (
-            "connection rate: connections/s (handshake + namespace connect)",
+            "connection rate: connections/s (handshake + connect)",
             ["new connections/s"],
             lambda s, g: (s["connection_rate"], part(s["connection_rate"], "connections_per_s")),
             False,
@@ -231,7 +231,7 @@ def chart(document: dict[str, Any], path: Path) -> str | None:
     clients = settings["echo_clients"]
     panels.append(
         (
-            f"echo: round trip ms, {clients} clients, async def / def handler (log scale)",
+            f"echo: round trip ms, {clients} clients (log scale)",
             [f"{handler} {which}" for handler in echoes for which in ("p50", "p99")],
             echo,
             True,
@@ -239,7 +239,7 @@ def chart(document: dict[str, Any], path: Path) -> str | None:
     )
     panels.append(
         (
-            f"echo: round trips/s, {clients} clients, async def / def handler",
+            f"echo: round trips/s, {clients} clients",
             list(echoes),
             echo_rate,
             False,
