@@ -174,5 +174,7 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
         return
     if error is None:
         future.set_result(result)
+    elif isinstance(error, asyncio.CancelledError):  # dropped by shutdown: as the executor did
+        future.cancel()
     else:
         future.set_exception(error)
