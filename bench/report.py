@@ -58,7 +58,9 @@ def rows(document: dict[str, Any]) -> list[tuple[str, list[str]]]:
     table: list[tuple[str, list[str]]] = []
 
     def add(label: str, pick: Any, render: Any) -> None:
-        table.append((label, [_cell(pick(server), render) for server in servers.values()]))
+        cells = [_cell(pick(server), render) for server in servers.values()]
+        if any(cell != "-" for cell in cells):  # else not measured in this run (--measures)
+            table.append((label, cells))
 
     for size in settings["sizes"]:
         key = str(size)
@@ -94,7 +96,14 @@ def rows(document: dict[str, Any]) -> list[tuple[str, list[str]]]:
     echo = f"echo, {settings['echo_clients']} clients:"
     add(f"{echo} p50 / p99 ms", lambda server: server["echo"], lambda r: _pair(r["p50_ms"], r["p99_ms"]))
     add(f"{echo} round trips/s", lambda server: server["echo"], lambda r: _count(r["round_trips_per_s"]))
+    echo_def = f"echo, def handler, {settings['echo_clients']} clients:"
+    add(f"{echo_def} p50 / p99 ms", _echo_def, lambda r: _pair(r["p50_ms"], r["p99_ms"]))
+    add(f"{echo_def} round trips/s", _echo_def, lambda r: _count(r["round_trips_per_s"]))
     return table
+
+
+def _echo_def(server: dict[str, Any]) -> dict[str, Any] | None:
+    return server.get("echo_def")  # absent from the documents of runs before it was measured
 
 
 def table(document: dict[str, Any]) -> str:
@@ -122,7 +131,11 @@ def notes(document: dict[str, Any]) -> str:
     )
     suspect = []
     for key, server in document["servers"].items():
-        measured = [("connection rate", server["connection_rate"]), ("echo", server["echo"])]
+        measured = [
+            ("connection rate", server["connection_rate"]),
+            ("echo", server["echo"]),
+            ("echo, def handler", _echo_def(server)),
+        ]
         for size, result in server["fanout"].items():
             measured += [
                 (f"fan-out to {size}", result.get("peak")),
@@ -153,13 +166,6 @@ def chart(document: dict[str, Any], path: Path) -> str | None:
     keys = list(servers)
     settings = document["settings"]
     sizes = [str(size) for size in settings["sizes"]]
-    figure, axes = plt.subplots(2, 3, figsize=(16, 9.5))
-    machine = document["machine"]
-    figure.suptitle(
-        f"tidings benchmark suite, {document['date'][:10]}: {machine['nproc']} cores "
-        f"({machine['cpu_model']}), {document['pinning']}",
-        fontsize=11,
-    )
     width = 0.8 / max(1, len(keys))
 
     def part(result: Any, *path: str) -> Any:
@@ -169,8 +175,95 @@ def chart(document: dict[str, Any], path: Path) -> str | None:
             result = result[step]
         return result
 
-    def grouped(axis: Any, title: str, groups: list[str], pick: Any, log: bool = False) -> None:
-        """Bars per group and server; `pick(server, group)` gives the measured dict and its value."""
+    # The panels: (title, groups, pick, log scale); `pick(server, group)` gives the measured dict
+    # and its value.
+    load = f"{settings['latency_load']:.0%}"
+    panels: list[tuple[str, list[str], Any, bool]] = [
+        (
+            "fan-out: deliveries/s at peak (log scale), by subscribers",
+            sizes,
+            lambda s, g: (
+                part(s["fanout"].get(g), "peak"),
+                part(s["fanout"].get(g), "peak", "deliveries_per_s"),
+            ),
+            True,
+        )
+    ]
+    for which in ("p50", "p99"):
+        panels.append(
+            (
+                f"fan-out: {which} latency ms at {load} of own peak (log scale)",
+                sizes,
+                lambda s, g, which=which: (
+                    part(s["fanout"].get(g), "latency"),
+                    part(s["fanout"].get(g), "latency", f"{which}_ms"),
+                ),
+                True,
+            )
+        )
+    panels.append(
+        (
+            "idle memory: KiB of server RSS per connection",
+            [f"{settings['idle_connections']:,} idle Socket.IO clients"],
+            lambda s, g: (s["idle_memory"], part(s["idle_memory"], "kib_per_connection")),
+            False,
+        )
+    )
+    panels.append(
+        (
+            "connection rate: connections/s (handshake + connect)",
+            ["new connections/s"],
+            lambda s, g: (s["connection_rate"], part(s["connection_rate"], "connections_per_s")),
+            False,
+        )
+    )
+    echoes = {"async": "echo", "def": "echo_def"}  # `async def` or `def` handler, and its measure
+
+    def echo(server: dict[str, Any], group: str) -> tuple[Any, Any]:
+        handler, which = group.rsplit(" ", 1)
+        result = server.get(echoes[handler])
+        return result, part(result, f"{which}_ms")
+
+    def echo_rate(server: dict[str, Any], handler: str) -> tuple[Any, Any]:
+        result = server.get(echoes[handler])
+        return result, part(result, "round_trips_per_s")
+
+    clients = settings["echo_clients"]
+    panels.append(
+        (
+            f"echo: round trip ms, {clients} clients (log scale)",
+            [f"{handler} {which}" for handler in echoes for which in ("p50", "p99")],
+            echo,
+            True,
+        )
+    )
+    panels.append(
+        (
+            f"echo: round trips/s, {clients} clients",
+            list(echoes),
+            echo_rate,
+            False,
+        )
+    )
+
+    def measured(pick: Any, groups: list[str]) -> bool:
+        return any(pick(server, group)[1] for server in servers.values() for group in groups)
+
+    panels = [panel for panel in panels if measured(panel[2], panel[1])]  # --measures takes fewer
+    columns = min(4, max(1, len(panels)))
+    rows = -(-len(panels) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.4 * columns + 1, 4.6 * rows + 0.6), squeeze=False)
+    for axis in axes.flat[len(panels) :]:
+        axis.set_visible(False)
+    machine = document["machine"]
+    figure.suptitle(
+        f"tidings benchmark suite, {document['date'][:10]}: {machine['nproc']} cores "
+        f"({machine['cpu_model']}), {document['pinning']}",
+        fontsize=11,
+    )
+
+    def grouped(axis: Any, title: str, groups: list[str], pick: Any, log: bool) -> None:
+        """Bars per group and server."""
         for index, key in enumerate(keys):
             picked = [pick(servers[key], group) for group in groups]
             heights = [float(value or 0) for _, value in picked]
@@ -194,44 +287,8 @@ def chart(document: dict[str, Any], path: Path) -> str | None:
         axis.grid(axis="y", alpha=0.3)
         axis.set_axisbelow(True)
 
-    load = f"{settings['latency_load']:.0%}"
-    grouped(
-        axes[0][0],
-        "fan-out: deliveries/s at peak (log scale), by subscribers",
-        sizes,
-        lambda s, g: (part(s["fanout"].get(g), "peak"), part(s["fanout"].get(g), "peak", "deliveries_per_s")),
-        log=True,
-    )
-    for axis, which in ((axes[0][1], "p50"), (axes[0][2], "p99")):
-        grouped(
-            axis,
-            f"fan-out: {which} latency ms at {load} of own peak (log scale)",
-            sizes,
-            lambda s, g, which=which: (
-                part(s["fanout"].get(g), "latency"),
-                part(s["fanout"].get(g), "latency", f"{which}_ms"),
-            ),
-            log=True,
-        )
-    grouped(
-        axes[1][0],
-        "idle memory: KiB of server RSS per connection",
-        [f"{settings['idle_connections']:,} idle Socket.IO clients"],
-        lambda s, g: (s["idle_memory"], part(s["idle_memory"], "kib_per_connection")),
-    )
-    grouped(
-        axes[1][1],
-        "connection rate: connections/s (handshake + namespace connect)",
-        ["new connections/s"],
-        lambda s, g: (s["connection_rate"], part(s["connection_rate"], "connections_per_s")),
-    )
-    grouped(
-        axes[1][2],
-        f"echo: emit-with-ack round trip ms, {settings['echo_clients']} clients (log scale)",
-        ["p50", "p99"],
-        lambda s, g: (s["echo"], part(s["echo"], f"{g}_ms")),
-        log=True,
-    )
+    for axis, (title, groups, pick, log) in zip(axes.flat, panels, strict=False):
+        grouped(axis, title, groups, pick, log)
     handles = [Patch(facecolor=COLORS.get(key)) for key in keys]
     labels = [SHORT.get(key, key) for key in keys]
     handles.append(Patch(facecolor="#888888", hatch="///", edgecolor="white"))

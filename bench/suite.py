@@ -44,7 +44,9 @@ PYTHON_PACKAGES = (
     "python-engineio",
 )
 
-MEASURES = ("fanout", "idle_memory", "connection_rate", "echo")
+#: `echo` and `echo_def` are named after the event the load generator emits: the apps answer the
+#: first with an `async def` handler, the second with a `def` one.
+MEASURES = ("fanout", "idle_memory", "connection_rate", "echo", "echo_def")
 
 
 class BenchError(Exception):
@@ -143,6 +145,8 @@ class Settings:
     #: If set, the latency phase runs at this many deliveries/s for every server (equal load),
     #: instead of at `load` of each server's own peak.
     latency_rate: float | None = None
+    #: The measures to take (`--measures`); the others are recorded as skipped.
+    measures: tuple[str, ...] = MEASURES
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -424,9 +428,9 @@ def measure_connection_rate(runner: Runner, spec: ServerSpec) -> dict[str, Any]:
     return result
 
 
-def measure_echo(runner: Runner, spec: ServerSpec) -> dict[str, Any]:
+def measure_echo(runner: Runner, spec: ServerSpec, measure: str) -> dict[str, Any]:
     s = runner.settings
-    with runner.server(spec, "echo") as (port, pid):
+    with runner.server(spec, measure) as (port, pid):
         before = runner.wait_quiet()
         options = {
             "url": f"http://127.0.0.1:{port}",
@@ -435,9 +439,10 @@ def measure_echo(runner: Runner, spec: ServerSpec) -> dict[str, Any]:
             "warmup": s.warmup,
             "measure": s.measure,
             "concurrency": 100,
+            "event": measure,
             "deadline": 120,
         }
-        result = runner.generate("echo", options, f"{spec.key}-echo")
+        result = runner.generate("echo", options, f"{spec.key}-{measure}")
     result["background_before"] = before
     return result
 
@@ -498,13 +503,15 @@ def run_server(runner: Runner, spec: ServerSpec) -> dict[str, Any]:
     def take(measure: str, label: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         if measure not in spec.measures:
             return {"skipped": f"{spec.key} does not serve this measure"}
+        if measure not in runner.settings.measures:
+            return {"skipped": "not asked for (--measures)"}
         return attempt(runner, label, run)
 
     fanout = {
         str(size): take(
             "fanout", f"fan-out to {size:,}", lambda size=size: measure_fanout(runner, spec, size)
         )
-        for size in runner.settings.sizes
+        for size in (runner.settings.sizes if "fanout" in runner.settings.measures else ())
     }
     return {
         "label": spec.label,
@@ -514,7 +521,8 @@ def run_server(runner: Runner, spec: ServerSpec) -> dict[str, Any]:
         "connection_rate": take(
             "connection_rate", "connection rate", lambda: measure_connection_rate(runner, spec)
         ),
-        "echo": take("echo", "echo", lambda: measure_echo(runner, spec)),
+        "echo": take("echo", "echo", lambda: measure_echo(runner, spec, "echo")),
+        "echo_def": take("echo_def", "echo, def handler", lambda: measure_echo(runner, spec, "echo_def")),
     }
 
 
@@ -607,6 +615,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--name", help="file name stem of the JSON and PNG (default bench, or quick)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin server and generator to cores")
     parser.add_argument("--quiet-wait", type=float, help="seconds to wait for idle cores before each measure")
+    parser.add_argument("--measures", help=f"comma-separated, of {','.join(MEASURES)} (default: all)")
     parser.add_argument(
         "--latency-rate",
         type=float,
@@ -628,6 +637,11 @@ def main(argv: list[str] | None = None) -> int:
         settings.quiet_wait = args.quiet_wait
     if args.latency_rate:
         settings.latency_rate = args.latency_rate
+    if args.measures:
+        settings.measures = tuple(name.strip() for name in args.measures.split(",") if name.strip())
+        unknown = sorted(set(settings.measures) - set(MEASURES))
+        if unknown:
+            raise SystemExit(f"bench: unknown measures {unknown}; known: {list(MEASURES)}")
     choose_cpus(settings, not args.no_pin)
     files = raise_file_limit(max(settings.idle_connections, *settings.sizes) * 2 + 1024)
     output = args.output or RESULTS

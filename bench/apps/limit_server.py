@@ -9,7 +9,7 @@ generator's raw clients, with no heartbeat, no JSON, no validation, no per-conne
   parsing JSON) and that one pre-built frame is written to every connection in the room; the
   publishes that arrive in one read are framed together and written in one call per connection
   (with --per-frame, one call per frame: the ceiling of a server that writes each message on its own);
-- `42<id>["echo",<payload>]`: acked `43<id>[<payload>]`.
+- `42<id>["echo",<payload>]` (or `"echo_def"`): acked `43<id>[<payload>]`.
 
 What no real server does less of on this machine, with the same generator: the top of each measure.
 """
@@ -154,6 +154,8 @@ class Connection(asyncio.Protocol):
                 published.append(body[11:-1])
             elif body.startswith(b'["echo",'):
                 transport.write(frame(b"43" + ack + b"[" + body[8:-1] + b"]"))
+            elif body.startswith(b'["echo_def",'):  # the same: the limit has no handlers
+                transport.write(frame(b"43" + ack + b"[" + body[12:-1] + b"]"))
             elif body.startswith(b'["subscribe",'):
                 ROOM.add(self)
                 if ack:

@@ -7,7 +7,9 @@ two Python servers differ only above the ASGI interface.
 - subscribe(room): `enter_room`, acked with {"ok": true} (what tidings answers);
 - publish(message): `emit("message", (message, "room"), room="room")`: the same packet tidings and
   Node send, `42["message",<message>,"room"]`;
-- echo(payload): acked with the payload.
+- echo(payload): acked with the payload;
+- echo_def(payload): the same by a `def` handler, which `AsyncServer` calls on the event loop (it has
+  no thread pool).
 """
 
 import sys
@@ -33,6 +35,11 @@ async def publish(sid, message):
 
 @sio.on("echo")
 async def echo(sid, payload):
+    return payload
+
+
+@sio.on("echo_def")
+def echo_def(sid, payload):
     return payload
 
 

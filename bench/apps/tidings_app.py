@@ -5,7 +5,9 @@ The channel is tidings' own: clients emit `subscribe` (built in, acked with {"ok
 
 - publish(message): `socket.broadcast_channel(message, "room")` — the publisher is not in the room,
   so every subscriber gets it; encoded once for all of them.
-- echo(payload): acked with the payload.
+- echo(payload): acked with the payload, by an `async def` handler (runs on the event loop);
+- echo_def(payload): the same by a `def` handler (runs in the handler thread pool), what the seeds'
+  users write.
 """
 
 import tidings
@@ -21,6 +23,11 @@ async def publish(request, socket, context, message):
 
 @handlers.on("echo")
 async def echo(request, socket, context, payload):
+    return payload
+
+
+@handlers.on("echo_def")
+def echo_def(request, socket, context, payload):
     return payload
 
 

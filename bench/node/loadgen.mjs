@@ -9,6 +9,7 @@
 //   connrate  new connections/s (WebSocket handshake + Engine.IO open + namespace connect), each closed
 //             again at once; bare TCP clients with pre-built frames, cheaper than `ws` per connection
 //   echo      N clients each with one emit-with-ack round trip in flight; p50/p99 and round trips/s
+//             (the event is `event`: "echo", or "echo_def" for the Python apps' `def` handler)
 // Subscribers and idle clients are spread over child processes of at most `perProcess` connections.
 // Every phase is bounded in time; a watchdog ends the process at `deadline` seconds whatever happens.
 import { fork } from "node:child_process";
@@ -694,7 +695,7 @@ async function echo(o) {
     client.id++;
     client.sentAt = nowUs();
     inFlight++;
-    client.ws.send(`42${client.id}["echo","${payload}"]`);
+    client.ws.send(`42${client.id}["${o.event}","${payload}"]`);
   }
   try {
     if (failed > 0) throw new Error(`${failed} connections failed; last error: ${lastError}`);
@@ -736,6 +737,7 @@ const DEFAULTS = {
   windows: [20],
   hold: 300,
   clients: 100,
+  event: "echo",
   clockTicks: 100,
   deadline: 600,
 };

@@ -4,6 +4,7 @@
 //   subscribe(room)  -> socket.join(room), acked with {ok: true}
 //   publish(message) -> io.to("room").emit("message", message, "room")   (encoded once by socket.io)
 //   echo(payload)    -> acked with payload
+//   echo_def(payload) -> the same (the Python apps' `def` handler; Node has no thread pool)
 // Everything else is socket.io's default configuration (polling + websocket, no compression).
 import { createServer } from "node:http";
 import { Server } from "socket.io";
@@ -26,9 +27,11 @@ io.on("connection", (socket) => {
   socket.on("publish", (message) => {
     io.to(ROOM).emit("message", message, ROOM);
   });
-  socket.on("echo", (payload, ack) => {
+  const echo = (payload, ack) => {
     if (typeof ack === "function") ack(payload);
-  });
+  };
+  socket.on("echo", echo);
+  socket.on("echo_def", echo);
 });
 
 http.listen(port, "127.0.0.1");

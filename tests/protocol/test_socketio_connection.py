@@ -278,3 +278,6 @@ def test_ack() -> None:
     assert ack("/", 3, ["ok"]) == ['433["ok"]']
     assert ack("/admin", 4, []) == ["43/admin,4[]"]
     assert ack("/", 5, [b"\x00"]) == [f"461-5[{PLACEHOLDER_0}]", b"\x00"]
+    assert ack("/", 6, [{"nested": [1, None, "é"]}]) == ['436[{"nested":[1,null,"é"]}]']
+    with pytest.raises(TypeError):
+        ack("/", 7, [{1, 2}])  # JSON holds no set

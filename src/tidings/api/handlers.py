@@ -63,6 +63,8 @@ class Handler:
     takes_channel: bool = False
     #: A ``message`` handler fires for messages addressed to a channel only if the socket is in it.
     members_only: bool = True
+    #: What logs and metrics call it: the function's qualified name.
+    name: str = ""
 
     @classmethod
     def of(cls, func: Callable[..., Any], channel: str | None = None, members_only: bool = True) -> Handler:
@@ -72,6 +74,7 @@ class Handler:
             re.compile(channel) if channel is not None else None,
             _takes_fifth_argument(func),
             members_only,
+            getattr(func, "__qualname__", repr(func)),
         )
 
     def matches(self, channels: Collection[str]) -> bool:
@@ -100,6 +103,9 @@ class Handlers:
     def __init__(self) -> None:
         self._handlers: dict[tuple[str, str], list[Handler]] = {}
         self._namespaces = {"/"}  # kept as handlers are added: looked up on every namespace connect
+        #: The (namespace, event) keys that have an ``async def`` handler (kept as handlers are
+        #: added; the server looks them up for every client event).
+        self.has_async: set[tuple[str, str]] = set()
         #: Plain WebSocket endpoints by URL path.
         self.endpoints: dict[str, Handler] = {}
         # The seeds' events: ``@on_message`` or ``@on_message(channel="^room-")``.
@@ -171,11 +177,18 @@ class Handlers:
             raise ValueError(f"only lifecycle events other than connect bind to channels, not {event!r}")
         if not members_only and event != MESSAGE:
             raise ValueError(f"members_only is an option of message handlers, not of {event!r}")
-        self._handlers.setdefault((namespace, event), []).append(Handler.of(func, channel, members_only))
+        handler = Handler.of(func, channel, members_only)
+        self._handlers.setdefault((namespace, event), []).append(handler)
         self._namespaces.add(namespace)
+        if handler.is_async:
+            self.has_async.add((namespace, event))
 
     def get(self, namespace: str, event: str) -> list[Handler]:
         return self._handlers.get((namespace, event), [])
+
+    def all_def(self, namespace: str, event: str) -> bool:
+        """Whether every handler of ``event`` in ``namespace`` is a ``def`` one (or there is none)."""
+        return (namespace, event) not in self.has_async
 
     def catch_all(
         self, namespace: str, event: str, args: Sequence[Any]

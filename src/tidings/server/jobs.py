@@ -1,6 +1,10 @@
 """The job queue of one connection: its handlers run one after another, in the order their packets
 arrived, from a queue whose worker task exists only while there is work.
 
+A job is a coroutine function, run by the worker task, or a :class:`ThreadJob`, run in a handler
+thread with no task at all: the queue hands it to the thread when its turn comes and goes on with
+the next job once it is done.
+
 The queue is bounded (the session stops reading the client past ``max_pending_events`` jobs or
 ``max_pending_bytes``) and fair (a worker lets the loop serve other connections every
 :data:`JOBS_PER_TURN` jobs).
@@ -12,13 +16,32 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol, cast
 
+from tidings.server.threads import HandlerThreads
 from tidings.settings import Settings
 
 logger = logging.getLogger("tidings.socketio")
 
-Job = Callable[[], Awaitable[None]]
+
+class ThreadJob:
+    """A job that runs in a handler thread: :meth:`start` on the loop when its turn comes,
+    :meth:`run` in a thread, then :meth:`finish` on the loop with what ``run`` returned."""
+
+    __slots__ = ()
+
+    def start(self) -> None:
+        """On the event loop, before the thread runs it."""
+
+    def run(self) -> Any:
+        """In a handler thread; must catch what the handlers raise."""
+
+    def finish(self, result: Any) -> None:
+        """On the event loop, with what :meth:`run` returned; not called if ``run`` raised."""
+
+
+AsyncJob = Callable[[], Awaitable[None]]
+Job = AsyncJob | ThreadJob
 #: Jobs a connection's worker runs before it lets the event loop serve the others: a client whose
 #: events are handled without waiting (refused, or by async handlers that do not await) must not
 #: hold the loop for a whole read's worth of them.
@@ -33,24 +56,65 @@ class Reader(Protocol):
     def release_reading(self) -> None: ...
 
 
+class Pool(Protocol):
+    """Where a job queue finds the handler threads (the server's handler runner)."""
+
+    @property
+    def threads(self) -> HandlerThreads: ...
+
+
+class Running(Protocol):
+    """A connection's work in progress, as a stopping server sees it: it waits for it, then
+    cancels it (a thread's work runs on, unwaited)."""
+
+    def cancel(self) -> Any: ...
+
+
+class _InThread:
+    """The :class:`Running` entry of a connection whose job is in a handler thread."""
+
+    __slots__ = ()
+
+    def cancel(self) -> None:
+        """A thread cannot be stopped: the job ends when its handlers return."""
+
+
 class JobQueue:
     """Runs a connection's jobs in order; holds the reading of ``session`` while too many wait."""
 
-    __slots__ = ("_holding", "_jobs", "_pending_bytes", "_running", "_settings", "_worker", "session")
+    __slots__ = (
+        "_holding",
+        "_jobs",
+        "_pending_bytes",
+        "_pool",
+        "_running",
+        "_settings",
+        "_worker",
+        "session",
+    )
 
-    def __init__(self, session: Reader, settings: Settings, running: set[asyncio.Task[None]]) -> None:
-        """``running``: the worker tasks of every connection of the server, this one's while it has
-        one (a stopping server waits for them)."""
+    def __init__(
+        self,
+        session: Reader,
+        settings: Settings,
+        running: set[Running],
+        pool: Pool | None = None,
+    ) -> None:
+        """``running``: the work in progress of every connection of the server, this one's while
+        it has some (a stopping server waits for it); ``pool``: where the threads that run
+        :class:`ThreadJob` s are (none: the queue takes no such job)."""
         self.session = session
         self._settings = settings
         self._running = running
+        self._pool = pool
         # Created when a job comes and dropped when the queue runs dry: an empty deque holds a
         # 64-slot block (~0.7 KiB), too much for each of many idle connections. Each job with the
         # bytes of the client's messages it holds.
         self._jobs: deque[tuple[Job, int]] | None = None
         self._pending_bytes = 0  # of the jobs queued
         self._holding = False  # the session takes no messages until the queue is half as long
-        self._worker: asyncio.Task[None] | None = None
+        # The worker task, or the marker of a job in a handler thread; None: idle.
+        self._worker: asyncio.Task[None] | _InThread | None = None
 
     @property
     def idle(self) -> bool:
@@ -77,23 +141,61 @@ class JobQueue:
             self._holding = True
             self.session.hold_reading()
         if self._worker is None:
-            self._worker = asyncio.get_running_loop().create_task(self._work(self._jobs))
+            self._next()
+
+    def _next(self) -> None:
+        """Start the next job (the queue is idle): hand it to a thread, or start a worker task for
+        it and the coroutine jobs after it; go idle if there is none."""
+        jobs = self._jobs
+        if not jobs:
+            self._jobs = None  # see __init__
+            return
+        job = jobs[0][0]
+        if isinstance(job, ThreadJob):
+            self._take(jobs)
+            marker = self._worker = _InThread()
+            self._running.add(marker)
+            job.start()
+            assert self._pool is not None, "a ThreadJob on a queue without threads"
+            self._pool.threads.submit(job.run, lambda result, error: self._ran(job, marker, result, error))
+        else:
+            self._worker = asyncio.get_running_loop().create_task(self._work(jobs))
             self._running.add(self._worker)
 
-    async def _work(self, jobs: deque[tuple[Job, int]]) -> None:
+    def _ran(self, job: ThreadJob, marker: _InThread, result: Any, error: BaseException | None) -> None:
+        self._running.discard(marker)
+        self._worker = None
+        if isinstance(error, asyncio.CancelledError):  # the pool was shut down: so is the server
+            self._jobs = None  # the jobs left are dropped, as a cancelled worker task drops them
+            return
+        try:
+            if error is not None:
+                raise error
+            job.finish(result)
+        except Exception:  # handlers' own errors are caught inside jobs; this is a bug
+            logger.exception("connection job failed")
+        if self._worker is None:  # finish may have scheduled a job and started it
+            self._next()
+
+    def _take(self, jobs: deque[tuple[Job, int]]) -> Job:
+        """Take the next job off the queue; let the session read again once it is short enough."""
+        job, size = jobs.popleft()
+        self._pending_bytes -= size
         settings = self._settings
+        if (
+            self._holding
+            and len(jobs) <= settings.max_pending_events // 2
+            and self._pending_bytes <= settings.max_pending_bytes // 2
+        ):
+            self._holding = False
+            self.session.release_reading()
+        return job
+
+    async def _work(self, jobs: deque[tuple[Job, int]]) -> None:
         ran = 0
         try:
-            while jobs:
-                job, size = jobs.popleft()
-                self._pending_bytes -= size
-                if (
-                    self._holding
-                    and len(jobs) <= settings.max_pending_events // 2
-                    and self._pending_bytes <= settings.max_pending_bytes // 2
-                ):
-                    self._holding = False
-                    self.session.release_reading()
+            while jobs and not isinstance(jobs[0][0], ThreadJob):
+                job = cast(AsyncJob, self._take(jobs))
                 try:
                     await job()
                 except Exception:  # handlers' own errors are caught inside jobs; this is a bug
@@ -105,4 +207,8 @@ class JobQueue:
             if self._worker is not None:
                 self._running.discard(self._worker)
             self._worker = None
-            self._jobs = None  # no await since the queue ran dry: nothing was added meanwhile
+        # No await since the loop's test: nothing was added meanwhile. Next: a ThreadJob, or none.
+        if jobs:
+            self._next()
+        else:
+            self._jobs = None  # see __init__

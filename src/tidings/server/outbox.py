@@ -106,10 +106,13 @@ class Outbox:
 
     def put_many(self, frames: Iterable[str | bytes]) -> bool:
         """Queue frames that belong together (a binary packet and its attachments), or none."""
-        frames = list(frames)
         direct = self._direct
         if direct is not None:
-            return all(direct.send_frame(frame, self.limit) for frame in frames)
+            for frame in frames:  # noqa: SIM110 (a loop, not all() over a generator: once per ack)
+                if not direct.send_frame(frame, self.limit):
+                    return False
+            return True
+        frames = list(frames)
         size = self._size + sum(len(frame) for frame in frames)
         if size > self.limit:
             return False

@@ -7,7 +7,9 @@ timeout, attachment deadline) and runs handlers (:mod:`tidings.server.running`) 
 seeds gave them.
 
 Handlers of one connection run one after another, in the order their packets arrived, from the
-connection's job queue (:mod:`tidings.server.jobs`). The channel events (``message``, ``subscribe``,
+connection's job queue (:mod:`tidings.server.jobs`). A client event whose handlers are all ``def``
+is one job in a handler thread (:class:`EventInThread`): the handlers and the ack's encoding run
+there, and the loop only sends the ack. The channel events (``message``, ``subscribe``,
 ``unsubscribe``, ``presence``) are :mod:`tidings.server.channel_events`'.
 """
 
@@ -15,13 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from tidings.api.handlers import (
     ANY,
     CONNECT,
     DISCONNECT,
+    ERROR,
     FINISH,
     LIFECYCLE,
     MESSAGE,
@@ -44,9 +47,9 @@ from tidings.protocol.websocket import PROTOCOL_ERROR
 from tidings.server import recovery
 from tidings.server.channel_events import PRESENCE, ChannelEvents
 from tidings.server.engineio import Session
-from tidings.server.jobs import JobQueue
+from tidings.server.jobs import JobQueue, Pool, Running, ThreadJob
 from tidings.server.logs import context
-from tidings.server.running import HandlerRunner, answer
+from tidings.server.running import Answered, HandlerRunner, answer
 from tidings.settings import Settings
 
 if TYPE_CHECKING:
@@ -56,6 +59,8 @@ logger = logging.getLogger("tidings.socketio")
 
 #: The name the metrics count events under once ``metrics_event_names`` names are counted.
 OTHER = "other"
+#: The client's requests to tidings' channels (with ``presence``, when it is on): not the app's own events.
+CHANNEL_EVENTS = frozenset({MESSAGE, SUBSCRIBE, UNSUBSCRIBE})
 
 
 class Connection(JobQueue):
@@ -66,8 +71,14 @@ class Connection(JobQueue):
 
     session: Session
 
-    def __init__(self, session: Session, settings: Settings, running: set[asyncio.Task[None]]) -> None:
-        super().__init__(session, settings, running)
+    def __init__(
+        self,
+        session: Session,
+        settings: Settings,
+        running: set[Running],
+        pool: Pool,
+    ) -> None:
+        super().__init__(session, settings, running, pool)
         self.request = Request(session.scope)
         self.protocol: sio.Connection[Socket] = sio.Connection(
             settings.max_namespaces,
@@ -131,8 +142,9 @@ class SocketIO:
         #: Events received, by name: the first ``metrics_event_names`` names, then all as "other"
         #: (a client makes names up); read by the metrics at a scrape.
         self.events: dict[str, int] = {}
-        #: The job queues' worker tasks: handlers running or waiting to run, each connection's in order.
-        self.running: set[asyncio.Task[None]] = set()
+        #: The job queues' work in progress (worker tasks, jobs in handler threads): handlers running
+        #: or waiting to run, each connection's in order.
+        self.running: set[Running] = set()
 
     async def run_handler(
         self, socket: Socket, handler: Handler, args: Iterable[Any], channels: Collection[str]
@@ -165,7 +177,7 @@ class SocketIO:
         self.hub.bind_loop()
         if self.admin is not None:
             self.admin.session_opened()
-        connection = Connection(session, self.settings, self.running)
+        connection = Connection(session, self.settings, self.running, self.runner)
         session.data = connection
         connection._connect_timer = asyncio.get_running_loop().call_later(
             self.settings.connect_timeout, self._connect_timed_out, connection
@@ -195,7 +207,18 @@ class SocketIO:
         if type(received) is sio.Packet:  # an EVENT of a connected socket
             packet: sio.Packet = received
             socket = protocol.sockets[packet.namespace]
-            connection.schedule(lambda: self._run_event(socket, packet), size)
+            event = packet.data[0]
+            # An event whose own handlers include an async one does not go to a thread: no more
+            # look-up than this on the async def handlers' path.
+            calls = (
+                None
+                if (socket.namespace, event) in self.handlers.has_async
+                else self._threaded_calls(socket, packet)
+            )
+            if calls is not None:
+                connection.schedule(EventInThread(self, socket, packet, calls), size)
+            else:
+                connection.schedule(lambda: self._run_event(socket, packet), size)
         elif isinstance(received, sio.ConnectRequest):
             self._connect(connection, received)
         elif isinstance(received, sio.AckReceived):
@@ -370,16 +393,49 @@ class SocketIO:
 
     # -- events ----------------------------------------------------------------------------------
 
-    async def _run_event(self, socket: Socket, packet: sio.Packet) -> None:
+    def _threaded_calls(
+        self, socket: Socket, packet: sio.Packet
+    ) -> Sequence[tuple[Handler, Sequence[Any]]] | None:
+        """The handler calls of a client event that can run whole in a handler thread: one of the
+        app's own events (not a channel event, not the Admin UI's) whose handlers, and the
+        namespace's error handlers, are all ``def``; None for the others."""
+        namespace, data = socket.namespace, packet.data
+        event = data[0]
+        handlers = self.handlers
+        if (
+            event in CHANNEL_EVENTS
+            or (event == PRESENCE and self.settings.presence)
+            or (self.admin is not None and self.admin.owns(namespace))
+            or not handlers.all_def(namespace, ERROR)
+        ):
+            return None
+        own = event not in LIFECYCLE and event != ANY and handlers.get(namespace, event)
+        if not handlers.all_def(namespace, event if own else ANY):  # else the catch-all's
+            return None
+        return self._calls(namespace, event, data[1:]) or None
+
+    def _calls(self, namespace: str, event: str, args: list[Any]) -> Sequence[tuple[Handler, Sequence[Any]]]:
+        """The handlers of one of the app's own events with their arguments, or the catch-all's."""
+        handlers = [] if event in LIFECYCLE or event == ANY else self.handlers.get(namespace, event)
+        if handlers:
+            return [(handler, args) for handler in handlers]
+        return self.handlers.catch_all(namespace, event, args)
+
+    def _event_received(self, socket: Socket, packet: sio.Packet) -> None:
+        """Count a client event as it is run (the metrics, the Admin UI)."""
         if self.admin is not None:
-            if self.admin.owns(socket.namespace):
-                self.admin.act(packet.data)
-                return
             self.admin.event_received(socket, packet.data)
-        event, *args = packet.data
+        event = packet.data[0]
         events = self.events
         counted = event if event in events or len(events) < self.settings.metrics_event_names else OTHER
         events[counted] = events.get(counted, 0) + 1
+
+    async def _run_event(self, socket: Socket, packet: sio.Packet) -> None:
+        if self.admin is not None and self.admin.owns(socket.namespace):
+            self.admin.act(packet.data)
+            return
+        self._event_received(socket, packet)
+        event, *args = packet.data
         if event == MESSAGE:
             result = await self.channels.message(socket, args)
         elif event == SUBSCRIBE:
@@ -389,13 +445,9 @@ class SocketIO:
         elif event == PRESENCE and self.settings.presence:
             result = await self.channels.presence(socket, args)
         else:
-            namespace = socket.namespace
-            handlers = [] if event in LIFECYCLE or event == ANY else self.handlers.get(namespace, event)
-            calls = [(handler, args) for handler in handlers]
+            calls = self._calls(socket.namespace, event, args)
             if not calls:
-                calls = self.handlers.catch_all(namespace, event, args)
-            if not calls:
-                logger.debug("no handler for event %r in %s", event, namespace)
+                logger.debug("no handler for event %r in %s", event, socket.namespace)
                 return
             result = await self.runner.run_answering(socket, calls, socket.channels)
         if packet.id is not None and socket._state is SocketState.CONNECTED:
@@ -418,6 +470,41 @@ class SocketIO:
         """
         send = emit(event, args, to, namespace, exclude, self.settings.max_channel_length)
         route(send, self.hub.broker, self.hub.post)
+
+
+class EventInThread(ThreadJob):
+    """A client event whose handlers are all ``def``, run whole in a handler thread: the handlers
+    (:meth:`HandlerRunner.answer_in_thread`) and the encoding of the ack there, the sending of the
+    ack on the loop. No task, coroutine or future is made for it."""
+
+    __slots__ = ("calls", "channels", "io", "packet", "socket")
+
+    def __init__(
+        self, io: SocketIO, socket: Socket, packet: sio.Packet, calls: Sequence[tuple[Handler, Sequence[Any]]]
+    ) -> None:
+        self.io = io
+        self.socket = socket
+        self.packet = packet
+        self.calls = calls
+        self.channels: frozenset[str] = frozenset()
+
+    def start(self) -> None:
+        self.io._event_received(self.socket, self.packet)
+        self.channels = self.socket.channels  # as the job starts, as _run_event takes them
+
+    def run(self) -> tuple[Answered, list[str | bytes] | None]:
+        socket, packet = self.socket, self.packet
+        answered = self.io.runner.answer_in_thread(socket, self.calls, self.channels)
+        if packet.id is None:
+            return answered, None
+        return answered, _ack_packets(socket.namespace, packet.id, answered.result, packet.data[0])
+
+    def finish(self, result: tuple[Answered, list[str | bytes] | None]) -> None:
+        answered, packets = result
+        self.io.runner.count(answered)
+        socket = self.socket
+        if packets is not None and socket._state is SocketState.CONNECTED:
+            socket.connection.session.send_many(packets)
 
 
 def _ack_args(result: Any) -> list[Any]:

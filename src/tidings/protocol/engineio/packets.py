@@ -36,6 +36,11 @@ class PacketType(enum.IntEnum):
     NOOP = 6
 
 
+#: The packet types by the digit that stands for them: a dict look-up per packet instead of the
+#: enum's call by value (~1 µs, Python code).
+_BY_DIGIT = {str(int(packet_type)): packet_type for packet_type in PacketType}
+
+
 class ErrorCode(enum.IntEnum):
     """Handshake and request errors, with the codes and messages of the reference server."""
 
@@ -92,10 +97,9 @@ def decode_packet(raw: str | bytes) -> Packet:
         return Packet(PacketType.MESSAGE, raw)
     if not raw:
         raise ProtocolError("empty packet")
-    try:
-        packet_type = PacketType(ord(raw[0]) - 48)
-    except ValueError:
-        raise ProtocolError(f"unknown packet type {raw[0]!r}") from None
+    packet_type = _BY_DIGIT.get(raw[0])
+    if packet_type is None:
+        raise ProtocolError(f"unknown packet type {raw[0]!r}")
     return Packet(packet_type, raw[1:])
 
 

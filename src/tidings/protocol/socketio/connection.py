@@ -26,7 +26,7 @@ from typing import Any, Generic, Literal, TypeVar
 from tidings.errors import IllegalTransition, ProtocolError
 from tidings.protocol import engineio as eio
 from tidings.protocol.socketio.decoder import Decoder
-from tidings.protocol.socketio.packets import Packet, PacketType, check_event, encode
+from tidings.protocol.socketio.packets import Packet, PacketType, check_event, dumps, encode
 from tidings.protocol.states import StateEnum
 
 
@@ -266,4 +266,12 @@ def namespace_disconnect(namespace: str) -> list[str | bytes]:
 
 def ack(namespace: str, ack_id: int, args: list[Any]) -> list[str | bytes]:
     """The ACK of the client's event ``ack_id`` with ``args``. ``TypeError`` for args JSON cannot hold."""
-    return messages(Packet(PacketType.ACK, namespace, args, ack_id))
+    try:
+        payload = dumps(args)
+    except TypeError:  # bytes among the args (a BINARY_ACK), or what JSON cannot hold: encode's
+        return messages(Packet(PacketType.ACK, namespace, args, ack_id))
+    # What encode and messages make of an ACK without attachments, without the Packet: one per
+    # event a client asks an answer to. "4": an Engine.IO MESSAGE, "3": a Socket.IO ACK.
+    if namespace == "/":
+        return [f"43{ack_id}{payload}"]
+    return [f"43{namespace},{ack_id}{payload}"]

@@ -30,6 +30,11 @@ class PacketType(enum.IntEnum):
     BINARY_ACK = 6
 
 
+#: The packet types by the digit that stands for them: a dict look-up per packet instead of the
+#: enum's call by value (~1 µs, Python code).
+_BY_DIGIT = {str(int(packet_type)): packet_type for packet_type in PacketType}
+
+
 #: Event names with a meaning of their own on either side; a client may not emit them (SIO §"EVENT").
 RESERVED_EVENTS = frozenset(
     {"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"}
@@ -171,10 +176,9 @@ def decode_text(text: str) -> tuple[Packet, int]:
     """Parse the text part of a packet; returns it with the number of attachments still to come."""
     if not text:
         raise ProtocolError("empty packet")
-    try:
-        packet_type = PacketType(ord(text[0]) - 48)
-    except ValueError:
-        raise ProtocolError(f"unknown packet type {text[0]!r}") from None
+    packet_type = _BY_DIGIT.get(text[0])
+    if packet_type is None:
+        raise ProtocolError(f"unknown packet type {text[0]!r}")
     end = len(text)
     i = 1
     attachments = 0
@@ -258,13 +262,7 @@ def _int64(literal: str) -> int:
 def _check_payload(packet: Packet) -> None:
     """SIO §"Packet types": what each type may carry."""
     data = packet.data
-    match packet.type:
-        case PacketType.CONNECT:
-            ok = data is None or isinstance(data, dict)
-        case PacketType.DISCONNECT:
-            ok = data is None
-        case PacketType.CONNECT_ERROR:
-            ok = isinstance(data, (dict, str))
+    match packet.type:  # events first: most of what a client sends
         case PacketType.EVENT | PacketType.BINARY_EVENT:
             ok = (
                 isinstance(data, list)
@@ -272,6 +270,12 @@ def _check_payload(packet: Packet) -> None:
                 and isinstance(data[0], str)
                 and data[0] not in RESERVED_EVENTS
             )
+        case PacketType.CONNECT:
+            ok = data is None or isinstance(data, dict)
+        case PacketType.DISCONNECT:
+            ok = data is None
+        case PacketType.CONNECT_ERROR:
+            ok = isinstance(data, (dict, str))
         case _:  # ACK, BINARY_ACK
             ok = isinstance(data, list) and packet.id is not None
     if not ok:
