@@ -194,8 +194,10 @@ def table(document: dict[str, Any]) -> str:
         ("RSS per connection, KiB", lambda s: f"{s['kib_per_connection']}"),
         ("one broadcast: last delivery, ms", lambda s: f"{s['broadcast_last_ms']}"),
         ("one broadcast: p50 delivery, ms", lambda s: f"{s['broadcast_p50_ms']}"),
-        ("steady: deliveries/s", lambda s: f"{s['steady_deliveries_per_s']:,}"),
+        ("one broadcast: server CPU, ms", lambda s: f"{s['broadcast_server_cpu_ms']}"),
+        ("steady: deliveries/s", lambda s: f"{s['steady_deliveries_per_s']:,.0f}"),
         ("steady: messages/s to all", lambda s: f"{s['steady_messages_per_s']}"),
+        ("steady: server CPU µs per delivery", lambda s: f"{s['steady_server_us_per_delivery']}"),
     ]
     lines = ["| measure | " + " | ".join(servers) + " |", "|---|" + "---:|" * len(servers)]
     for label, cell in rows:
@@ -216,14 +218,16 @@ def chart(document: dict[str, Any], path: Path) -> str | None:
     panels = [
         ("RSS per connection (KiB)", "kib_per_connection"),
         ("one broadcast: last delivery (ms)", "broadcast_last_ms"),
+        ("one broadcast: server CPU (ms)", "broadcast_server_cpu_ms"),
         ("steady: messages/s to every subscriber", "steady_messages_per_s"),
+        ("steady: server CPU per delivery (µs)", "steady_server_us_per_delivery"),
     ]
-    figure, axes = plt.subplots(1, len(panels), figsize=(12, 3.6))
+    figure, axes = plt.subplots(1, len(panels), figsize=(16, 3.8))
     for axis, (title, field) in zip(axes, panels, strict=True):
         values = [s[field] for s in servers.values()]
         bars = axis.bar(list(servers), values, color=["#2a7ab0", "#c0504d", "#7f7f7f"][: len(values)])
-        axis.bar_label(bars, labels=[f"{value:,}" for value in values])
-        axis.set_title(title, fontsize=10)
+        axis.bar_label(bars, labels=[f"{value:,.0f}" if value >= 100 else f"{value:g}" for value in values])
+        axis.set_title(title, fontsize=9)
         axis.margins(y=0.15)
     subscribers = max((s["subscribers"] for s in servers.values()), default=0)
     figure.suptitle(
@@ -358,13 +362,21 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Medians over a server's runs."""
+
+    def median(values: list[float], places: int = 2) -> float:
+        return round(statistics.median(values), places)
+
     return {
         "subscribers": runs[0]["subscribers"],
-        "kib_per_connection": statistics.median(r["kib_per_connection"] for r in runs),
-        "broadcast_last_ms": statistics.median(r["broadcast"]["last_ms"] for r in runs),
-        "broadcast_p50_ms": statistics.median(r["broadcast"]["p50_ms"] for r in runs),
-        "steady_deliveries_per_s": statistics.median(r["steady"]["deliveries_per_s"] for r in runs),
-        "steady_messages_per_s": statistics.median(r["steady"]["messages_per_s"] for r in runs),
+        "kib_per_connection": median([r["kib_per_connection"] for r in runs]),
+        "broadcast_last_ms": median([r["broadcast"]["last_ms"] for r in runs], 1),
+        "broadcast_p50_ms": median([r["broadcast"]["p50_ms"] for r in runs], 1),
+        "broadcast_server_cpu_ms": median([r["broadcast"]["server_cpu_ms"] for r in runs], 1),
+        "steady_deliveries_per_s": median([r["steady"]["deliveries_per_s"] for r in runs], 0),
+        "steady_messages_per_s": median([r["steady"]["messages_per_s"] for r in runs], 1),
+        "steady_server_us_per_delivery": median(
+            [r["steady"]["server_cpu"] / r["steady"]["deliveries_per_s"] * 1e6 for r in runs]
+        ),
     }
 
 

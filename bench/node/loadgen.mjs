@@ -730,6 +730,7 @@ async function scale(o) {
       if (lost() > 0) throw new Error(`the server closed ${lost()} subscriber connections`);
     };
 
+    const pids = generatorPids(workers);
     const single = [];
     for (let i = 0; i < o.broadcasts; i++) {
       for (const worker of workers) {
@@ -737,18 +738,25 @@ async function scale(o) {
         worker.post({ type: "record", on: true });
       }
       await sleep(20); // a child applies "record" before the message reaches it
+      const before = cpuSnapshot(o, pids);
       publish();
       await arrived(`broadcast ${i + 1} to reach every subscriber`);
+      const after = cpuSnapshot(o, pids); // the CPU it cost, which the machine's other load does not inflate
       for (const worker of workers) worker.post({ type: "histogram" });
       await waitFor(() => workers.every((w) => w.histogram !== null), 10_000, "latency histograms");
       const histogram = new Histogram();
       for (const worker of workers) histogram.merge(worker.histogram);
-      single.push({ first_ms: round(histogram.percentileMs(1 / histogram.n)), p50_ms: round(histogram.percentileMs(0.5)), last_ms: round(histogram.percentileMs(1)) });
+      single.push({
+        first_ms: round(histogram.percentileMs(1 / histogram.n)),
+        p50_ms: round(histogram.percentileMs(0.5)),
+        last_ms: round(histogram.percentileMs(1)),
+        server_cpu_ms: round((after.server - before.server) * 1000, 1),
+        generator_cpu_ms: round((after.generator - before.generator) * 1000, 1),
+      });
       await sleep(o.pause * 1000);
     }
     for (const worker of workers) worker.post({ type: "record", on: false });
 
-    const pids = generatorPids(workers);
     const counts = async () => {
       for (const worker of workers) {
         worker.count = null;
@@ -780,7 +788,7 @@ async function scale(o) {
       subscribers: connected,
       processes: workers.length,
       source_addresses: o.sourceAddresses ?? [],
-      broadcast: { runs: single, last_ms: median("last_ms"), p50_ms: median("p50_ms") },
+      broadcast: { runs: single, last_ms: median("last_ms"), p50_ms: median("p50_ms"), server_cpu_ms: median("server_cpu_ms") },
       steady: { window: o.window, deliveries_per_s: deliveries, messages_per_s: round(deliveries / connected, 1), ...cpu },
     };
   } finally {

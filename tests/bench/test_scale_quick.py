@@ -50,5 +50,6 @@ def test_every_subscriber_of_every_server_gets_the_broadcasts(tmp_path: Path) ->
         assert result["rss_after_kib"] > result["rss_before_kib"], name
         broadcast = result["broadcast"]
         assert 0 < broadcast["p50_ms"] <= broadcast["last_ms"], (name, broadcast)
+        assert broadcast["server_cpu_ms"] >= 0, (name, broadcast)
         assert result["steady"]["deliveries_per_s"] > 0, name
     assert (tmp_path / "scale-quick.png").read_bytes().startswith(b"\x89PNG")
