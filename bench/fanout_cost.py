@@ -13,8 +13,7 @@ What is measured is the Python of the fan-out path: the publish event, the hub's
 per-socket delivery, and the flush of each connection's frames in one write.
 
 - By default it prints the CPU time per delivery of each round and their median (this machine's
-  noise reaches it: ±10% from run to run), and how many frames a subscriber's write carried: the
-  writes are what a real socket pays a system call for, which the in-memory transports do not.
+  noise reaches it: ±10% from run to run).
 - ``--instructions`` runs it under valgrind (cachegrind, no cache simulation) with no message and with
   ``--messages``, and prints the difference per delivery: the same from run to run within ~0.5%.
 
@@ -68,7 +67,6 @@ class Counter:
         self.loop = loop
         self.counting = False
         self.bytes = 0
-        self.writes = 0
         self.frame_size = 1
         self.target = 0
         self.waiting: asyncio.Future[None] | None = None
@@ -81,7 +79,6 @@ class Counter:
     def wrote(self, size: int) -> None:
         if not self.counting:
             return
-        self.writes += 1
         self.bytes += size
         if self.waiting is not None and self.bytes // self.frame_size >= self.target:
             self.waiting.set_result(None)
@@ -108,9 +105,8 @@ async def connect(make_protocol: Any, transport: MemoryTransport, subscribe: boo
         await joined
 
 
-async def measure(subscribers: int, messages: int, burst: int, rounds: int) -> tuple[list[float], float]:
-    """CPU ns per delivery of each round, after a warm-up, and the frames a subscriber's write carried
-    (on average)."""
+async def measure(subscribers: int, messages: int, burst: int, rounds: int) -> list[float]:
+    """CPU ns per delivery of each round, after a warm-up."""
     loop = asyncio.get_running_loop()
     make_protocol = protocol_factory()
     counter = Counter(loop)
@@ -140,7 +136,7 @@ async def measure(subscribers: int, messages: int, burst: int, rounds: int) -> t
         await bursts(max(1, messages // burst))
         deliveries = max(1, messages // burst) * burst * subscribers
         costs.append((time.process_time() - started) / deliveries * 1e9)
-    return costs, counter.bytes / counter.frame_size / max(1, counter.writes)
+    return costs
 
 
 def instructions(subscribers: int, messages: int, burst: int) -> float:
@@ -198,16 +194,11 @@ def main() -> None:
         return
     import uvloop
 
-    costs, per_write = uvloop.run(
-        measure(options.subscribers, options.messages, options.burst, options.rounds)
-    )
+    costs = uvloop.run(measure(options.subscribers, options.messages, options.burst, options.rounds))
     if not costs:
         return
     rounds = " ".join(f"{cost:.0f}" for cost in costs)
-    print(
-        f"{source}: {statistics.median(costs):.0f} ns CPU per delivery (median; rounds: {rounds}); "
-        f"{per_write:.1f} frames per write"
-    )
+    print(f"{source}: {statistics.median(costs):.0f} ns CPU per delivery (median; rounds: {rounds})")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,4 @@ def test_every_subscriber_gets_every_message() -> None:
     ]
     run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=100)
     assert run.returncode == 0, run.stderr
-    assert re.fullmatch(
-        r".+: \d+ ns CPU per delivery \(median; rounds: \d+ \d+\); [\d.]+ frames per write\n", run.stdout
-    )
+    assert re.fullmatch(r".+: \d+ ns CPU per delivery \(median; rounds: \d+ \d+\)\n", run.stdout)

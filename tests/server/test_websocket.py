@@ -20,8 +20,7 @@ from tests.hostile.harness import client_frame, server_frames
 from tests.raw_client import RawClient
 from tests.serving import ROOT, TidingsProcess
 from tidings.server.guard import Slot
-from tidings.server.jobs import JOBS_PER_TURN, JobQueue
-from tidings.server.websocket import HELD_FLUSH_BYTES, MAX_HELD_FLUSHES, FastWebSocketProtocol, State
+from tidings.server.websocket import FastWebSocketProtocol, State
 from tidings.settings import Settings
 
 TIMEOUT = 10
@@ -420,71 +419,3 @@ async def test_connection_lost_releases_the_address_slot_and_the_timer() -> None
     assert counts == {}
     await asyncio.sleep(CLOSE_TIMEOUT * 3)
     assert not transport.aborted
-
-
-# -- the writes of a read's burst: one per socket, not one per turn of the job worker -----------------
-
-
-class Reading:
-    """A job queue's session: reading is never held here (the queues stay short)."""
-
-    def hold_reading(self) -> None:
-        pass
-
-    def release_reading(self) -> None:
-        pass
-
-
-class WriteCounter(FakeTransport):
-    """A fake transport that also keeps how many frames each write carried."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes: list[int] = []
-
-    def write(self, data: bytes) -> None:
-        super().write(data)
-        self.writes.append(len(server_frames(bytes(data))))
-
-
-async def burst(jobs: int, size: int) -> tuple[list[int], list[tuple[int, bytes]]]:
-    """``jobs`` jobs on one connection's queue, as one read's events are, each sending one text frame of
-    ``size`` bytes to a subscriber's protocol: the frames each write carried, and the frames."""
-    protocol, _ = await opened()
-    transport = WriteCounter()
-    protocol.transport = transport  # type: ignore[assignment]
-    queue = JobQueue(Reading(), Settings(), set())
-
-    def job(n: int):
-        async def send() -> None:
-            assert protocol.send_frame(f"{n:04d}".ljust(size, "x"), 1 << 30)
-
-        return send
-
-    for n in range(jobs):
-        queue.schedule(job(n))
-    while not queue.idle or protocol._pending:
-        await asyncio.sleep(0)
-    return transport.writes, server_frames(bytes(transport.written))
-
-
-async def test_a_reads_burst_of_frames_goes_out_in_one_write_across_the_workers_turns() -> None:
-    writes, frames = await burst(40, 10)  # 3 turns of the worker (JOBS_PER_TURN 16)
-    expected = [(0x1, f"{n:04d}xxxxxx".encode()) for n in range(40)]
-    assert writes == [40]
-    assert frames == expected
-
-
-async def test_the_held_flush_waits_a_bounded_number_of_turns() -> None:
-    writes, frames = await burst(6 * JOBS_PER_TURN, 10)
-    numbers = [payload[:4] for _, payload in frames]
-    expected = [b"%04d" % n for n in range(6 * JOBS_PER_TURN)]
-    assert writes == [(MAX_HELD_FLUSHES + 1) * JOBS_PER_TURN, (5 - MAX_HELD_FLUSHES) * JOBS_PER_TURN]
-    assert numbers == expected
-
-
-async def test_a_connection_with_much_pending_is_written_while_the_flush_waits() -> None:
-    size = HELD_FLUSH_BYTES // JOBS_PER_TURN + 100  # one turn's frames pass HELD_FLUSH_BYTES
-    writes, frames = await burst(3 * JOBS_PER_TURN, size)
-    assert writes == [JOBS_PER_TURN] * 3
-    assert len(frames) == 3 * JOBS_PER_TURN

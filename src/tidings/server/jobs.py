@@ -3,17 +3,13 @@ arrived, from a queue whose worker task exists only while there is work.
 
 The queue is bounded (the session stops reading the client past ``max_pending_events`` jobs or
 ``max_pending_bytes``) and fair (a worker lets the loop serve other connections every
-:data:`JOBS_PER_TURN` jobs). While a worker is between two turns with jobs left,
-:func:`between_turns` says so: the WebSocket writes of the loop wait for its next turn (a few times
-at most, see :mod:`tidings.server.websocket`), so that the frames of one read's events, a burst of
-broadcasts, go out in one write per socket as if the read had taken one turn.
+:data:`JOBS_PER_TURN` jobs).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -27,15 +23,6 @@ Job = Callable[[], Awaitable[None]]
 #: events are handled without waiting (refused, or by async handlers that do not await) must not
 #: hold the loop for a whole read's worth of them.
 JOBS_PER_TURN = 16
-
-# The job workers of each loop that are between two turns, with jobs left.
-_between_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int] = weakref.WeakKeyDictionary()
-
-
-def between_turns(loop: asyncio.AbstractEventLoop) -> int:
-    """How many connections' job workers on ``loop`` let it run between two turns of their jobs and
-    have jobs left."""
-    return _between_turns.get(loop, 0)
 
 
 class Reader(Protocol):
@@ -113,19 +100,9 @@ class JobQueue:
                     logger.exception("connection job failed")
                 ran += 1
                 if ran % JOBS_PER_TURN == 0 and jobs:
-                    await _next_turn()  # let the loop serve the other connections
+                    await asyncio.sleep(0)  # let the loop serve the other connections
         finally:
             if self._worker is not None:
                 self._running.discard(self._worker)
             self._worker = None
             self._jobs = None  # no await since the queue ran dry: nothing was added meanwhile
-
-
-async def _next_turn() -> None:
-    """Let the loop run once, counted in :func:`between_turns` meanwhile."""
-    loop = asyncio.get_running_loop()
-    _between_turns[loop] = _between_turns.get(loop, 0) + 1
-    try:
-        await asyncio.sleep(0)
-    finally:
-        _between_turns[loop] -= 1

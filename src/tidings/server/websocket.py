@@ -15,11 +15,6 @@ What makes it fast is the write side:
   and the last payload's frame is kept, so the other recipients reuse it.
 - Frames are not written one by one: they are appended to the connection's pending list, and once per
   loop iteration one callback writes each connection's pending frames in one ``transport.write``.
-  While a connection's job worker is between two turns (:func:`tidings.server.jobs.between_turns`:
-  a read brought more events than one turn runs), that callback waits for the worker's next turn, up
-  to :data:`MAX_HELD_FLUSHES` times in a row, writing meanwhile only the connections with
-  :data:`HELD_FLUSH_BYTES` or more pending: the frames of a read's burst of broadcasts go out in one
-  write per socket, not in one per turn.
 - ``scope["extensions"]["tidings.fastsend"]`` is this protocol itself: :meth:`send_frame` queues a
   frame synchronously, so tidings' outboxes need no writer task and a broadcast to N sockets is N
   list appends.
@@ -58,7 +53,6 @@ from tidings.protocol import websocket as ws
 from tidings.protocol.websocket import State
 from tidings.server.asgi_websocket import TEXT_PLAIN, AsgiWebSocket
 from tidings.server.guard import DEFAULT_SETTINGS, Linger, Slot
-from tidings.server.jobs import between_turns
 from tidings.server.limits import Throttled
 from tidings.server.outbox import FASTSEND
 from tidings.settings import Settings
@@ -71,11 +65,6 @@ logger = logging.getLogger("uvicorn.error")
 # Enum member off its class costs ~70 ns.
 _OPEN = State.OPEN
 
-#: Loop iterations in a row the flush waits while a job worker is between two turns.
-MAX_HELD_FLUSHES = 3
-#: A connection with this many bytes pending is written at once, even while the flush waits.
-HELD_FLUSH_BYTES = 64 * 1024
-
 _control_flood = Throttled(
     "WebSocket from %s closed: more than %d pings and pongs in a minute (websocket_control_frames_per_minute)"
 )
@@ -84,13 +73,12 @@ _control_flood = Throttled(
 class _Flusher:
     """Writes the pending frames of every connection that has some, once per loop iteration."""
 
-    __slots__ = ("dirty", "held", "loop", "scheduled", "written")
+    __slots__ = ("dirty", "loop", "scheduled", "written")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.dirty: list[FastWebSocketProtocol] = []
         self.scheduled = False
-        self.held = 0  # iterations in a row the flush waited for a job worker's next turn
         self.written = 0  # bytes the connections of this loop wrote: handshake answers, frames
 
     def add(self, protocol: FastWebSocketProtocol) -> None:
@@ -100,19 +88,7 @@ class _Flusher:
             self.loop.call_soon(self.run)
 
     def run(self) -> None:
-        if self.held < MAX_HELD_FLUSHES and between_turns(self.loop):
-            self.held += 1
-            waiting = []
-            for protocol in self.dirty:
-                if protocol._pending_size >= HELD_FLUSH_BYTES:
-                    protocol._flush()
-                else:
-                    waiting.append(protocol)
-            self.dirty = waiting
-            self.loop.call_soon(self.run)  # after the worker's next turn, which is already due
-            return
         self.scheduled = False
-        self.held = 0
         dirty, self.dirty = self.dirty, []
         for protocol in dirty:
             protocol._flush()
