@@ -31,10 +31,11 @@ def echo_def(request, socket, context, payload):
     return payload
 
 
-# The load generator is one client address: the per-address session limits (made for a hostile
-# client, see docs/server.md) are lifted to the process's own.
+# The load generator is one client address (bench/scale.py's, a few): the per-address session and
+# connection limits (made for a hostile client, see docs/server.md) are lifted to the process's own.
 app = tidings.Server(
     handlers=handlers,
+    max_connections_per_address=100_000,
     max_sessions_per_address=100_000,
     session_burst_per_address=100_000,
     session_rate_per_address=100_000,

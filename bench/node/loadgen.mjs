@@ -10,6 +10,8 @@
 //             again at once; bare TCP clients with pre-built frames, cheaper than `ws` per connection
 //   echo      N clients each with one emit-with-ack round trip in flight; p50/p99 and round trips/s
 //             (the event is `event`: "echo", or "echo_def" for the Python apps' `def` handler)
+//   scale     N subscribers from several source addresses: the time of one broadcast to all, and a
+//             steady publish rate to all (bench/scale.py reads the server's RSS in between)
 // Subscribers and idle clients are spread over child processes of at most `perProcess` connections.
 // Every phase is bounded in time; a watchdog ends the process at `deadline` seconds whatever happens.
 import { fork } from "node:child_process";
@@ -256,6 +258,120 @@ function rawConnect(port) {
   });
 }
 
+// A raw subscriber or idle client: a bare TCP socket like rawConnect's, with a pre-built upgrade
+// request and pre-masked frames, that stays connected. It reads the server's frames in place, in the
+// chunk they came in, and hands `onEvent(buffer, start, end)` each 42 packet's bytes: no Buffer, no
+// event emitter and no stream per message, so that a delivery costs the generator a few field reads
+// (a `ws` client's frame parsing made the generator the limit at 5,000 subscribers). `localAddress`
+// (127.0.0.x) is the source address: each has its own range of ephemeral ports. Resolves with
+// `{ terminate }` once the namespace is connected (and, with `subscribe`, the room joined).
+const SUBSCRIBE = masked(1, `421["subscribe","${ROOM}"]`);
+const OPCODE_CLOSE = 8;
+
+function rawClient(endpoint, { subscribe = false, onEvent = null, onLost = null, localAddress } = {}) {
+  const { hostname, port } = new URL(endpoint);
+  return new Promise((resolve, reject) => {
+    const socket = tcpConnect({ host: hostname, port: Number(port), localAddress, noDelay: true });
+    let rest = null; // the start of a frame that has not fully arrived
+    let upgraded = false;
+    let ready = false;
+    let closing = false;
+    const timer = setTimeout(() => fail(new Error("connect timed out")), CONNECT_TIMEOUT_MS);
+    const client = {
+      terminate() {
+        closing = true;
+        socket.destroy();
+      },
+    };
+    function fail(error) {
+      if (ready || closing) return;
+      closing = true;
+      clearTimeout(timer);
+      socket.destroy();
+      reject(error);
+    }
+    function done() {
+      ready = true;
+      clearTimeout(timer);
+      resolve(client);
+    }
+    function lost() {
+      if (ready && !closing) {
+        closing = true;
+        socket.destroy();
+        if (onLost !== null) onLost();
+      }
+    }
+    function packet(buffer, start, end) {
+      const first = buffer[start];
+      const second = buffer[start + 1];
+      if (first === CHAR_4) {
+        if (second === CHAR_2) {
+          if (onEvent !== null) onEvent(buffer, start, end);
+        } else if (second === CHAR_3) {
+          if (!ready) done(); // the subscribe ack
+        } else if (second === CHAR_0) {
+          if (subscribe) socket.write(SUBSCRIBE);
+          else done();
+        } else if (second === CHAR_4) {
+          fail(new Error(`connect refused: ${buffer.toString("utf8", start, end)}`));
+        }
+      } else if (first === CHAR_2 && end - start === 1) {
+        socket.write(PONG); // Engine.IO ping -> pong
+      } else if (first === CHAR_0 && end - start > 1) {
+        socket.write(NAMESPACE_CONNECT); // Engine.IO open -> connect namespace "/"
+      }
+    }
+    socket.on("connect", () =>
+      socket.write(
+        `GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: ${hostname}:${port}\r\n` +
+          "Upgrade: websocket\r\nConnection: Upgrade\r\n" +
+          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+      ),
+    );
+    socket.on("error", (error) => (ready ? lost() : fail(error)));
+    socket.on("close", () => (ready ? lost() : fail(new Error("closed before connecting"))));
+    socket.on("data", (chunk) => {
+      let buffer = rest === null ? chunk : Buffer.concat([rest, chunk]);
+      rest = null;
+      let at = 0;
+      if (!upgraded) {
+        const end = buffer.indexOf("\r\n\r\n");
+        if (end < 0) {
+          rest = buffer;
+          return;
+        }
+        if (buffer.toString("latin1", 0, 12) !== "HTTP/1.1 101") {
+          return fail(new Error(`upgrade refused: ${buffer.toString("latin1", 0, 40)}`));
+        }
+        upgraded = true;
+        at = end + 4;
+      }
+      const length = buffer.length;
+      while (length - at >= 2) {
+        let size = buffer[at + 1] & 0x7f;
+        let start = at + 2;
+        if (size === 126) {
+          if (length - at < 4) break;
+          size = buffer.readUInt16BE(at + 2);
+          start = at + 4;
+        } else if (size === 127) {
+          if (length - at < 10) break;
+          size = buffer.readUIntBE(at + 4, 6);
+          start = at + 10;
+        }
+        const end = start + size;
+        if (end > length) break;
+        const opcode = buffer[at] & 0x0f;
+        at = end;
+        if (opcode === 1) packet(buffer, start, end);
+        else if (opcode === OPCODE_CLOSE) return ready ? lost() : fail(new Error("closed by the server"));
+      }
+      if (at < length) rest = buffer.subarray(at);
+    });
+  });
+}
+
 // Opens `count` clients, at most `concurrency` handshakes at a time (the listen backlog is finite).
 async function connectMany(count, concurrency, open) {
   const sockets = [];
@@ -294,22 +410,22 @@ class ClientGroup {
     this.reportPending = false;
   }
 
-  async start({ endpoint, count, subscribe, concurrency }) {
-    const onEvent = subscribe ? (data) => this.delivery(data) : null;
+  async start({ endpoint, count, subscribe, concurrency, localAddress }) {
+    const onEvent = subscribe ? (buffer, start) => this.delivery(buffer, start) : null;
     const onLost = () => {
       this.lost++;
       this.report({ type: "lost", lost: this.lost });
     };
     const result = await connectMany(count, concurrency, () =>
-      connectClient(endpoint, { subscribe, onEvent, onLost }),
+      rawClient(endpoint, { subscribe, onEvent, onLost, localAddress }),
     );
     this.sockets = result.sockets;
     this.report({ type: "ready", connected: result.sockets.length, failed: result.failed, error: result.lastError });
   }
 
-  delivery(data) {
+  delivery(data, start) {
     this.delivered++;
-    const at = data.indexOf(CHAR_S, 2);
+    const at = data.indexOf(CHAR_S, start + 2);
     const seq = digits(data, at + 1, 10);
     if (this.recording) this.histogram.add(nowUs() - digits(data, at + 12, 15));
     const slot = seq & RING_MASK;
@@ -413,13 +529,16 @@ class Worker {
   }
 }
 
+// `options.sourceAddresses` (scale): the groups take them in turn as their clients' source address.
 function startGroups(options, count, subscribe) {
   const processes = Math.max(1, Math.ceil(count / options.perProcess));
+  const addresses = options.sourceAddresses ?? [];
   const workers = [];
   for (let i = 0; i < processes; i++) {
     const share = Math.floor(count / processes) + (i < count % processes ? 1 : 0);
     const worker = new Worker(processes === 1);
-    worker.post({ type: "start", endpoint: endpointOf(options.url), count: share, subscribe, concurrency: options.concurrency });
+    const localAddress = addresses.length > 0 ? addresses[i % addresses.length] : undefined;
+    worker.post({ type: "start", endpoint: endpointOf(options.url), count: share, subscribe, concurrency: options.concurrency, localAddress });
     workers.push(worker);
   }
   return workers;
@@ -587,6 +706,109 @@ async function fanout(o) {
   }
 }
 
+// -- scale -----------------------------------------------------------------------------------------
+// N subscribers in one room, from several source addresses (bench/scale.py picks them). Prints
+// {"event":"ready"} once all are in and waits for "go" on stdin (the server's RSS is read meanwhile).
+// Then: `broadcasts` single messages, one at a time, each timed from its publish to its last delivery
+// (the largest latency any subscriber recorded for it); then `measure` seconds of publishing with
+// `window` messages in flight to the slowest subscriber: the steady rate every subscriber gets.
+async function scale(o) {
+  const workers = startGroups(o, o.subscribers, true);
+  try {
+    const connected = await groupsReady(workers, o.connectTimeout * 1000);
+    emit({ event: "ready", connected, processes: workers.length });
+    await waitForLine("go");
+    const publisher = await connectClient(endpointOf(o.url));
+    const lost = () => workers.reduce((sum, w) => sum + w.lost, 0);
+    const minDone = () => Math.min(...workers.map((w) => w.done));
+    let seq = 0;
+    const publish = () => {
+      seq++;
+      publisher.send(`42["publish","${publishedMessage(seq)}"]`);
+    };
+    const arrived = async (what) => {
+      await waitFor(() => minDone() >= seq || lost() > 0, o.drainTimeout * 1000, what);
+      if (lost() > 0) throw new Error(`the server closed ${lost()} subscriber connections`);
+    };
+
+    const pids = generatorPids(workers);
+    const single = [];
+    for (let i = 0; i < o.broadcasts; i++) {
+      for (const worker of workers) {
+        worker.histogram = null;
+        worker.post({ type: "record", on: true });
+      }
+      await sleep(20); // a child applies "record" before the message reaches it
+      const before = cpuSnapshot(o, pids);
+      publish();
+      await arrived(`broadcast ${i + 1} to reach every subscriber`);
+      const after = cpuSnapshot(o, pids); // the CPU it cost, which the machine's other load does not inflate
+      for (const worker of workers) worker.post({ type: "histogram" });
+      await waitFor(() => workers.every((w) => w.histogram !== null), 10_000, "latency histograms");
+      const histogram = new Histogram();
+      for (const worker of workers) histogram.merge(worker.histogram);
+      single.push({
+        first_ms: round(histogram.percentileMs(1 / histogram.n)),
+        p50_ms: round(histogram.percentileMs(0.5)),
+        last_ms: round(histogram.percentileMs(1)),
+        server_cpu_ms: round((after.server - before.server) * 1000, 1),
+        generator_cpu_ms: round((after.generator - before.generator) * 1000, 1),
+      });
+      await sleep(o.pause * 1000);
+    }
+    for (const worker of workers) worker.post({ type: "record", on: false });
+
+    const counts = async () => {
+      for (const worker of workers) {
+        worker.count = null;
+        worker.post({ type: "count" });
+      }
+      await waitFor(() => workers.every((w) => w.count !== null), 10_000, "delivery counts");
+      return workers.reduce((sum, w) => sum + w.count.delivered, 0);
+    };
+    const pump = () => {
+      const floor = minDone();
+      while (seq - floor < o.window) publish();
+    };
+    for (const worker of workers) worker.onProgress = pump;
+    pump();
+    await sleep(o.warmup * 1000);
+    const fromCount = await counts();
+    const from = cpuSnapshot(o, pids);
+    await sleep(o.measure * 1000);
+    const to = cpuSnapshot(o, pids);
+    const toCount = await counts();
+    for (const worker of workers) worker.onProgress = () => {};
+    await arrived("the steady phase's messages to arrive");
+    const cpu = cpuRates(from, to);
+    const deliveries = Math.round((toCount - fromCount) / cpu.seconds);
+    publisher.terminate();
+    const median = (key) => single.map((r) => r[key]).sort((a, b) => a - b)[Math.floor(single.length / 2)];
+    return {
+      mode: "scale",
+      subscribers: connected,
+      processes: workers.length,
+      source_addresses: o.sourceAddresses ?? [],
+      broadcast: { runs: single, last_ms: median("last_ms"), p50_ms: median("p50_ms"), server_cpu_ms: median("server_cpu_ms") },
+      steady: { window: o.window, deliveries_per_s: deliveries, messages_per_s: round(deliveries / connected, 1), ...cpu },
+    };
+  } finally {
+    await stopGroups(workers).catch(() => {});
+  }
+}
+
+async function waitForLine(expected) {
+  const lines = createInterface({ input: process.stdin });
+  try {
+    await new Promise((resolve, reject) => {
+      lines.on("line", (line) => line.trim() === expected && resolve());
+      lines.on("close", () => reject(new Error(`stdin closed before "${expected}"`)));
+    });
+  } finally {
+    lines.close();
+  }
+}
+
 // -- idle ----------------------------------------------------------------------------------------
 async function idle(o) {
   const workers = startGroups(o, o.connections, false);
@@ -740,8 +962,11 @@ const DEFAULTS = {
   event: "echo",
   clockTicks: 100,
   deadline: 600,
+  broadcasts: 5,
+  pause: 0.2,
+  window: 2,
 };
-const MODES = { fanout, idle, connrate, echo };
+const MODES = { fanout, idle, connrate, echo, scale };
 
 const [mode, optionsJson] = process.argv.slice(2);
 if (mode === "worker") {
@@ -771,6 +996,6 @@ if (mode === "worker") {
     },
   );
 } else {
-  console.error("usage: node loadgen.mjs fanout|idle|connrate|echo 'OPTIONS-JSON'");
+  console.error("usage: node loadgen.mjs fanout|idle|connrate|echo|scale 'OPTIONS-JSON'");
   process.exit(2);
 }

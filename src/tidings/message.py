@@ -81,7 +81,7 @@ class Outgoing:
     before any encoding too: one offset per message, so it is encoded once for all its recipients.
     """
 
-    __slots__ = ("_encoded", "audience", "channel", "event", "log_offset", "message", "position")
+    __slots__ = ("audience", "channel", "encodings", "event", "log_offset", "message", "position")
 
     def __init__(
         self,
@@ -96,14 +96,16 @@ class Outgoing:
         self.audience = audience
         self.position: Position | None = None
         self.log_offset: str | None = None
-        self._encoded: dict[Hashable, Any] = {}
+        #: The wire forms made so far, by form: what :meth:`encoded` returns. Read only, by the
+        #: per-recipient path of a fan-out, which looks here first to spare itself the call.
+        self.encodings: dict[Hashable, Any] = {}
 
     def encoded(self, form: Hashable, encode: Callable[..., T], *args: Any) -> T:
         """The message in wire form ``form``: ``encode(self, *args)`` the first time, then cached."""
         try:
-            value: T = self._encoded[form]
+            value: T = self.encodings[form]
         except KeyError:
-            value = self._encoded[form] = encode(self, *args)
+            value = self.encodings[form] = encode(self, *args)
         return value
 
 
@@ -149,9 +151,12 @@ class Recovery:
 # -- wire forms (the keys and encoders of Outgoing.encoded) ---------------------------------------
 
 
-def wire_form(namespace: str) -> tuple[str, str]:
-    """The key under which an :class:`Outgoing` caches its Socket.IO encoding for ``namespace``."""
-    return ("socket.io", namespace)
+def wire_form(namespace: str) -> str:
+    """The key under which an :class:`Outgoing` caches its Socket.IO encoding for ``namespace``.
+
+    A string, which keeps its hash: it is looked up once per recipient of a broadcast (a tuple is
+    hashed again on every lookup). A namespace starts with "/", so no other form is the same."""
+    return "socket.io" + namespace
 
 
 def socketio_packets(outgoing: Outgoing, namespace: str) -> list[str | bytes]:

@@ -93,7 +93,10 @@ class Session(eio.Session):
         """Queue one encoded packet (see :mod:`tidings.protocol.engineio` for the form)."""
         if self.state is _CLOSED:
             return
-        if not self.outbox.put(packet):
+        # Outbox.put, inline for a WebSocket's direct send: this runs once per recipient of every broadcast.
+        outbox = self.outbox
+        direct = outbox.direct
+        if not (outbox.put(packet) if direct is None else direct.send_frame(packet, outbox.limit)):
             self.close("send buffer full", ws.POLICY_VIOLATION)
             return
         poll = self._poll  # _wake_poll, inline: this runs once per recipient of every broadcast

@@ -77,7 +77,7 @@ class Outbox:
     ``on_write_error`` is called (on the loop) if the transport fails under the writer.
     """
 
-    __slots__ = ("_direct", "_on_write_error", "_queue", "_send", "_size", "_writer", "limit")
+    __slots__ = ("_on_write_error", "_queue", "_send", "_size", "_writer", "direct", "limit")
 
     def __init__(self, limit: int, on_write_error: Callable[[], None]) -> None:
         self.limit = limit
@@ -86,14 +86,16 @@ class Outbox:
         self._size = 0
         self._send: Send | None = None
         self._writer: asyncio.Task[None] | None = None
-        self._direct: DirectSend | None = None  # set while frames may go straight to the transport
+        #: The transport's synchronous send while frames go straight to it (None otherwise): read by
+        #: the owner's per-recipient send, which then spares itself the call to :meth:`put`.
+        self.direct: DirectSend | None = None
 
     def __len__(self) -> int:
         return len(self._queue)
 
     def put(self, frame: str | bytes) -> bool:
         """Queue one frame; False (and nothing queued) if it would pass the limit."""
-        direct = self._direct
+        direct = self.direct
         if direct is not None:
             return direct.send_frame(frame, self.limit)
         size = self._size + len(frame)
@@ -106,7 +108,7 @@ class Outbox:
 
     def put_many(self, frames: Iterable[str | bytes]) -> bool:
         """Queue frames that belong together (a binary packet and its attachments), or none."""
-        direct = self._direct
+        direct = self.direct
         if direct is not None:
             for frame in frames:  # noqa: SIM110 (a loop, not all() over a generator: once per ack)
                 if not direct.send_frame(frame, self.limit):
@@ -123,7 +125,7 @@ class Outbox:
 
     def close(self, code: int, reason: str) -> None:
         """Close the WebSocket after what is queued (once one is attached)."""
-        direct, self._direct = self._direct, None
+        direct, self.direct = self.direct, None
         if direct is not None and not self._queue:
             direct.close(code, reason)
             return
@@ -152,7 +154,7 @@ class Outbox:
             frames = [frame for frame in queue if isinstance(frame, (str, bytes))]
             self._queue = _EMPTY
             self._size = 0
-            self._direct = direct
+            self.direct = direct
             if not all(direct.send_frame(frame, self.limit) for frame in frames):
                 self._on_write_error()
             return
@@ -165,7 +167,7 @@ class Outbox:
         """
         while self._writer is not None:
             await asyncio.shield(self._writer)
-        direct = self._direct
+        direct = self.direct
         if direct is not None:
             await direct.wait_writable()
 
@@ -199,7 +201,7 @@ class Outbox:
                 else:
                     await send({"type": "websocket.accept"})
             if direct is not None and not closed:
-                self._direct = direct  # all queued is written: from now on, straight to the transport
+                self.direct = direct  # all queued is written: from now on, straight to the transport
         except Exception as error:  # the peer is gone (the server raises on send after disconnect)
             logger.debug("write failed: %r", error)
             queue.clear()
