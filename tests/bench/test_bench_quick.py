@@ -21,7 +21,8 @@ from tests.peers import missing, node_packages
 ROOT = Path(__file__).resolve().parents[2]
 BENCH_NODE = ROOT / "bench" / "node"
 SERVERS = {"tidings", "python-socketio", "node-socket.io", "limit"}
-MEASURES = {"fanout", "idle_memory", "connection_rate", "echo"}
+MEASURES = {"fanout", "idle_memory", "connection_rate", "echo", "polling"}
+WEBSOCKET_ONLY = {"limit"}  # serves no long-polling
 
 
 def require_peers() -> None:
@@ -45,6 +46,13 @@ def test_quick_suite_measures_every_server(tmp_path: Path) -> None:
     assert document["mode"] == "quick"
     assert document["machine"]["nproc"] >= 1 and document["machine"]["node"].startswith("v")
     assert set(document["servers"]) == SERVERS
+    # Latency at equal load: one rate per size (and one for long-polling), from Node socket.io's peaks.
+    equal = document["equal_load"]
+    assert equal["reference"] == "node-socket.io"
+    assert set(equal["deliveries_per_s"]) == {
+        *(str(size) for size in document["settings"]["sizes"]),
+        "polling",
+    }
     for name, server in document["servers"].items():
         assert set(server) >= MEASURES, name
         fanout = server["fanout"]
@@ -53,8 +61,21 @@ def test_quick_suite_measures_every_server(tmp_path: Path) -> None:
             assert "error" not in result, (name, result)
             assert result["subscribers"] == int(size)
             assert result["peak"]["deliveries_per_s"] > 0
-            latency = result["latency"]
+            for latency in (result["latency"], result["equal_load"]):
+                assert latency["samples"] > 0 and latency["p50_ms"] <= latency["p99_ms"], (name, latency)
+            asked = result["equal_load"]["deliveries_per_s_asked"]
+            assert asked == round(equal["deliveries_per_s"][size]), (name, asked)
+        polling = server["polling"]
+        if name in WEBSOCKET_ONLY:
+            assert "skipped" in polling, (name, polling)
+        else:
+            assert "error" not in polling, (name, polling)
+            assert polling["transport"] == "polling"
+            assert polling["subscribers"] == document["settings"]["polling_clients"]
+            assert polling["peak"]["deliveries_per_s"] > 0
+            latency = polling["equal_load"]
             assert latency["samples"] > 0 and latency["p50_ms"] <= latency["p99_ms"], (name, latency)
+            assert latency["deliveries_per_s_asked"] == round(equal["deliveries_per_s"]["polling"])
         idle = server["idle_memory"]
         assert "error" not in idle, (name, idle)
         assert idle["connections"] == document["settings"]["idle_connections"]
