@@ -141,6 +141,8 @@ def main() -> None:
     import uvloop
 
     costs = uvloop.run(measure(options.clients, options.messages, options.rounds))
+    if not costs:
+        return
     rounds = " ".join(f"{cost:.1f}" for cost in costs)
     print(f"{source}: {statistics.median(costs):.1f} µs CPU per poll (median; rounds: {rounds})")
 
