@@ -1,7 +1,7 @@
 """Reconnect storm: many connected and subscribed clients, the server killed and started again.
 
     .venv/bin/python bench/reconnect_storm.py [--clients 10000] [--setups tidings+tidings.js,...]
-                                              [--quick] [--json PATH]
+                                              [--quick] [--json PATH] [--profile DIR]
 
 For each setup, a server (`tidings run bench/apps/tidings_app.py:app`, or Node socket.io 4.8,
 bench/node/sio_server.mjs) and `--clients` clients of a real client library (bench/node/storm_client.mjs,
@@ -16,7 +16,8 @@ otherwise, or when a client is not back within `--timeout`).
 Setups: tidings+tidings.js (tidings.js' backoff), tidings+socket.io-client and
 node-socket.io+socket.io-client (the official client's backoff). The open-files limit of this process,
 which the servers and the clients inherit, is raised to its hard limit. Nothing is pinned to a core.
-`--quick`: 500 clients.
+`--quick`: 500 clients. `--profile DIR`: py-spy records the restarted tidings server through each
+storm, into DIR/SETUP.raw.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -107,7 +109,27 @@ def start_server(server: str, port: int) -> subprocess.Popen[bytes]:
     return process
 
 
-def storm(setup: Setup, clients: int, timeout: float) -> dict[str, Any]:
+def profiler(pid: int, output: Path | None) -> subprocess.Popen[bytes] | None:
+    """py-spy (the bench extra) recording the restarted server through the storm, if asked for."""
+    if output is None:
+        return None
+    command = [
+        shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy",
+        "record",
+        "-p",
+        str(pid),
+        "-r",
+        "200",
+        "-f",
+        "raw",
+        "-o",
+        str(output),
+        "--nonblocking",
+    ]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def storm(setup: Setup, clients: int, timeout: float, profile: Path | None = None) -> dict[str, Any]:
     port = free_port()
     server = start_server(setup.server, port)
     options = {"url": f"http://127.0.0.1:{port}", "library": setup.library, "clients": clients}
@@ -132,7 +154,11 @@ def storm(setup: Setup, clients: int, timeout: float) -> dict[str, Any]:
         server.wait()
         server = start_server(setup.server, port)
         listening = time.monotonic()
+        spy = profiler(server.pid, profile)
         recovered = lines.wait("recovered", timeout)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes what it recorded
+            spy.wait(30)
         progress = lines.latest.get("progress") or {}
         if recovered is None:
             raise BenchError(f"not every client was back within {timeout} s: {progress}")
@@ -191,6 +217,11 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="the smoke run: 500 clients")
     parser.add_argument("--json", type=Path, help="write the results to this file")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="a directory: py-spy records each restarted Python server through its storm (SETUP.raw)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.clients, args.timeout = 500, 60
@@ -199,7 +230,12 @@ def main() -> None:
     results = []
     for name in args.setups.split(","):
         try:
-            result = storm(Setup.parse(name.strip()), args.clients, args.timeout)
+            setup = Setup.parse(name.strip())
+            profile = None
+            if args.profile and setup.server == "tidings":
+                args.profile.mkdir(parents=True, exist_ok=True)
+                profile = args.profile / f"{name.strip()}.raw"
+            result = storm(setup, args.clients, args.timeout, profile)
         except BenchError as error:
             result = {"setup": name.strip(), "error": str(error)}
         print(json.dumps(result), flush=True)

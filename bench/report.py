@@ -74,6 +74,8 @@ def rows(document: dict[str, Any]) -> list[tuple[str, list[str]]]:
         table.append((label, [_cell(pick(server), render) for server in servers.values()]))
 
     def pair(r: dict[str, Any]) -> str:
+        if r.get("behind_messages"):
+            return "behind †"
         return _pair(r["p50_ms"], r["p99_ms"])
 
     for size in settings["sizes"]:
@@ -156,6 +158,10 @@ def notes(document: dict[str, Any]) -> str:
     lines.append(
         "‡ the load generator's core was ≥90% busy: that number is (close to) the generator's ceiling, "
         "not the server's."
+    )
+    lines.append(
+        "† behind: the server had not delivered the equal-load phase's messages a minute after it "
+        "(15 s with --quick): it cannot keep up with that rate."
     )
     suspect = []
     for key, server in document["servers"].items():

@@ -373,6 +373,7 @@ def measure_fanout(
             "equalRate": None if rates is None else rates.get("polling" if transport == "polling" else tag),
             "equalShare": EQUAL_LOAD_SHARE if rates is None else None,
             "concurrency": 100,
+            "drainTimeout": 15 if s.quick else 60,
             "deadline": 240,
         }
         result = runner.generate("fanout", options, f"{spec.key}-{transport}-{tag}")
@@ -516,7 +517,12 @@ def summary(result: dict[str, Any]) -> str:
                     if latency.get("load")
                     else f"{latency['deliveries_per_s_asked']:,}/s"
                 )
-                parts.append(f"at {at}: p50 {latency['p50_ms']} ms, p99 {latency['p99_ms']} ms")
+                if latency.get("behind_messages"):
+                    parts.append(
+                        f"at {at}: behind, {latency['behind_messages']:,} messages not delivered in time"
+                    )
+                else:
+                    parts.append(f"at {at}: p50 {latency['p50_ms']} ms, p99 {latency['p99_ms']} ms")
         return "; ".join(parts)
     if "kib_per_connection" in result:
         return f"{result['kib_per_connection']} KiB per connection ({result['connections']:,} connections)"

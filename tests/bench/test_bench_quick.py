@@ -31,6 +31,13 @@ def require_peers() -> None:
         missing("matplotlib", "install the bench extra: pip install -e '.[bench]'")
 
 
+def measured_or_behind(latency: dict[str, object]) -> bool:
+    """Percentiles, or a server too slow for the equal-load rate (python-socketio at Node's): behind."""
+    if latency.get("behind_messages"):
+        return latency["p50_ms"] is None
+    return latency["samples"] > 0 and latency["p50_ms"] <= latency["p99_ms"]  # type: ignore[operator]
+
+
 @pytest.mark.timeout(200)  # above the run's own 150 s, so that a slow run fails with its output
 def test_quick_suite_measures_every_server(tmp_path: Path) -> None:
     require_peers()
@@ -61,8 +68,9 @@ def test_quick_suite_measures_every_server(tmp_path: Path) -> None:
             assert "error" not in result, (name, result)
             assert result["subscribers"] == int(size)
             assert result["peak"]["deliveries_per_s"] > 0
-            for latency in (result["latency"], result["equal_load"]):
-                assert latency["samples"] > 0 and latency["p50_ms"] <= latency["p99_ms"], (name, latency)
+            latency = result["latency"]
+            assert latency["samples"] > 0 and latency["p50_ms"] <= latency["p99_ms"], (name, latency)
+            assert measured_or_behind(result["equal_load"]), (name, result["equal_load"])
             asked = result["equal_load"]["deliveries_per_s_asked"]
             assert asked == round(equal["deliveries_per_s"][size]), (name, asked)
         polling = server["polling"]
@@ -74,7 +82,7 @@ def test_quick_suite_measures_every_server(tmp_path: Path) -> None:
             assert polling["subscribers"] == document["settings"]["polling_clients"]
             assert polling["peak"]["deliveries_per_s"] > 0
             latency = polling["equal_load"]
-            assert latency["samples"] > 0 and latency["p50_ms"] <= latency["p99_ms"], (name, latency)
+            assert measured_or_behind(latency), (name, latency)
             assert latency["deliveries_per_s_asked"] == round(equal["deliveries_per_s"]["polling"])
         idle = server["idle_memory"]
         assert "error" not in idle, (name, idle)
