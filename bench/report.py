@@ -161,7 +161,7 @@ def notes(document: dict[str, Any]) -> str:
     )
     lines.append(
         "† behind: the server had not delivered the equal-load phase's messages a minute after it "
-        "(15 s with --quick): it cannot keep up with that rate."
+        "(5 s with --quick): it cannot keep up with that rate."
     )
     suspect = []
     for key, server in document["servers"].items():

@@ -373,7 +373,7 @@ def measure_fanout(
             "equalRate": None if rates is None else rates.get("polling" if transport == "polling" else tag),
             "equalShare": EQUAL_LOAD_SHARE if rates is None else None,
             "concurrency": 100,
-            "drainTimeout": 15 if s.quick else 60,
+            "behindTimeout": 5 if s.quick else 60,
             "deadline": 240,
         }
         result = runner.generate("fanout", options, f"{spec.key}-{transport}-{tag}")

@@ -623,8 +623,8 @@ async function fanout(o) {
       seq++;
       publisher.send(`42["publish","${publishedMessage(seq)}"]`);
     };
-    const drain = async (what) => {
-      await waitFor(() => minDone() >= seq || lost() > 0, o.drainTimeout * 1000, what);
+    const drain = async (what, seconds = o.drainTimeout) => {
+      await waitFor(() => minDone() >= seq || lost() > 0, seconds * 1000, what);
       if (lost() > 0) throw new Error(`the server closed ${lost()} subscriber connections`);
     };
 
@@ -662,7 +662,7 @@ async function fanout(o) {
 
     // A latency phase: open loop at `deliveries` per second, evenly spread, for `o.latency` seconds;
     // every delivery's latency recorded. At the equal-load rate a server slower than the reference may
-    // not deliver it all within `drainTimeout` (`mayFallBehind`): then it has no percentiles, only the
+    // not deliver it all within `behindTimeout` (`mayFallBehind`): then it has no percentiles, only the
     // messages still on their way (`behind_messages`).
     const latencyAt = async (deliveries, mayFallBehind = false) => {
       const rate = Math.max(1, deliveries / connected); // messages per second
@@ -689,7 +689,7 @@ async function fanout(o) {
       });
       let behind = 0;
       try {
-        await drain("the latency phase's messages to arrive");
+        await drain("the latency phase's messages to arrive", mayFallBehind ? o.behindTimeout : o.drainTimeout);
       } catch (error) {
         if (!mayFallBehind || lost() > 0) throw error;
         behind = seq - minDone();
@@ -872,6 +872,7 @@ const DEFAULTS = {
   concurrency: 100,
   connectTimeout: 120,
   drainTimeout: 60,
+  behindTimeout: 60,
   warmup: 1,
   resettle: 0.3,
   gain: 0.05,
