@@ -171,22 +171,13 @@ async def measure(connections: int, rounds: int) -> list[float]:
     return costs
 
 
-def instructions(connections: int) -> float:
-    """Instructions per connection: two runs under cachegrind, without and with the connections."""
+def instructions(script: str, arguments: list[str], count: int) -> float:
+    """Instructions per unit of `script`'s work: two runs of `script ARGUMENTS COUNT` under cachegrind,
+    with COUNT 0 (the set-up alone) and with `count`; their difference divided by `count`."""
 
     def total(count: int) -> int:
-        command = [
-            "valgrind",
-            "--tool=cachegrind",
-            "--cache-sim=no",
-            "--cachegrind-out-file=/dev/null",
-            sys.executable,
-            __file__,
-            "--connections",
-            str(count),
-            "--rounds",
-            "1",
-        ]
+        command = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
+        command += [sys.executable, script, *arguments, str(count)]
         env = {**os.environ, "PYTHONHASHSEED": "0"}
         run = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
         found = re.search(r"I\s+refs:\s+([\d,]+)", run.stderr)
@@ -194,7 +185,7 @@ def instructions(connections: int) -> float:
             raise RuntimeError(f"no instruction count in valgrind's output:\n{run.stderr[-2000:]}")
         return int(found.group(1).replace(",", ""))
 
-    return (total(connections) - total(0)) / connections
+    return (total(count) - total(0)) / count
 
 
 def main() -> None:
@@ -211,7 +202,8 @@ def main() -> None:
     source = Path(tidings.__file__).resolve().parent.parent
     if options.instructions:
         count = max(options.connections, 1)
-        print(f"{source}: {instructions(count):,.0f} instructions per connection ({count} connections)")
+        per_connection = instructions(__file__, ["--rounds", "1", "--connections"], count)
+        print(f"{source}: {per_connection:,.0f} instructions per connection ({count} connections)")
         return
     import uvloop
 

@@ -51,6 +51,19 @@ def _cell(result: dict[str, Any] | None, render: Any) -> str:
     return text + (" ‡" if cpu is not None and cpu >= GENERATOR_BOUND else "")
 
 
+def _equal_rate(document: dict[str, Any], key: str) -> str:
+    rate = document["equal_load"]["deliveries_per_s"].get(key)
+    return "-" if rate is None else f"{rate:,.0f}/s"
+
+
+def _part(result: dict[str, Any] | None, step: str) -> dict[str, Any] | None:
+    """A result's `peak`, `latency` or `equal_load` part (None if it has none); an error or a skip as is."""
+    if result is None or "error" in result or "skipped" in result:
+        return result
+    part: dict[str, Any] | None = result.get(step)
+    return part
+
+
 def rows(document: dict[str, Any]) -> list[tuple[str, list[str]]]:
     servers = document["servers"]
     settings = document["settings"]
@@ -61,6 +74,11 @@ def rows(document: dict[str, Any]) -> list[tuple[str, list[str]]]:
         cells = [_cell(pick(server), render) for server in servers.values()]
         if any(cell != "-" for cell in cells):  # else not measured in this run (--measures)
             table.append((label, cells))
+
+    def pair(r: dict[str, Any]) -> str:
+        if r.get("behind_messages"):
+            return "behind †"
+        return _pair(r["p50_ms"], r["p99_ms"])
 
     for size in settings["sizes"]:
         key = str(size)
@@ -76,7 +94,12 @@ def rows(document: dict[str, Any]) -> list[tuple[str, list[str]]]:
         label = f"fan-out to {size:,}:"
         add(f"{label} deliveries/s (peak)", peak, lambda r: _count(r["deliveries_per_s"]))
         at = f"{settings['latency_rate']:,.0f}/s" if settings.get("latency_rate") else f"{load} of peak"
-        add(f"{label} p50 / p99 ms at {at}", latency, lambda r: _pair(r["p50_ms"], r["p99_ms"]))
+        add(f"{label} p50 / p99 ms at {at}", latency, pair)
+        add(
+            f"{label} p50 / p99 ms at {_equal_rate(document, key)} (equal load)",
+            lambda server, key=key: _part(server["fanout"].get(key), "equal_load"),
+            pair,
+        )
         add(
             f"{label} server / generator CPU at peak",
             peak,
@@ -93,8 +116,24 @@ def rows(document: dict[str, Any]) -> list[tuple[str, list[str]]]:
         lambda server: server["connection_rate"],
         lambda r: _count(r["connections_per_s"]),
     )
+    polling = f"long-polling, {settings['polling_clients']:,} clients:"
+    add(
+        f"{polling} deliveries/s (peak)",
+        lambda server: _part(server["polling"], "peak"),
+        lambda r: _count(r["deliveries_per_s"]),
+    )
+    add(
+        f"{polling} p50 / p99 ms at {_equal_rate(document, 'polling')} (equal load)",
+        lambda server: _part(server["polling"], "equal_load"),
+        pair,
+    )
+    add(
+        f"{polling} server / generator CPU at peak",
+        lambda server: _part(server["polling"], "peak"),
+        lambda r: f"{r['server_cpu']:.2f} / {r['generator_cpu']:.2f}",
+    )
     echo = f"echo, {settings['echo_clients']} clients:"
-    add(f"{echo} p50 / p99 ms", lambda server: server["echo"], lambda r: _pair(r["p50_ms"], r["p99_ms"]))
+    add(f"{echo} p50 / p99 ms", lambda server: server["echo"], pair)
     add(f"{echo} round trips/s", lambda server: server["echo"], lambda r: _count(r["round_trips_per_s"]))
     echo_def = f"echo, def handler, {settings['echo_clients']} clients:"
     add(f"{echo_def} p50 / p99 ms", _echo_def, lambda r: _pair(r["p50_ms"], r["p99_ms"]))
@@ -129,6 +168,10 @@ def notes(document: dict[str, Any]) -> str:
         "‡ the load generator's core was ≥90% busy: that number is (close to) the generator's ceiling, "
         "not the server's."
     )
+    lines.append(
+        "† behind: the server had not delivered the equal-load phase's messages a minute after it "
+        "(5 s with --quick): it cannot keep up with that rate."
+    )
     suspect = []
     for key, server in document["servers"].items():
         measured = [
@@ -136,10 +179,12 @@ def notes(document: dict[str, Any]) -> str:
             ("echo", server["echo"]),
             ("echo, def handler", _echo_def(server)),
         ]
-        for size, result in server["fanout"].items():
+        fanouts = [(f"fan-out to {size}", result) for size, result in server["fanout"].items()]
+        for label, result in [*fanouts, ("long-polling", server.get("polling") or {})]:
             measured += [
-                (f"fan-out to {size}", result.get("peak")),
-                (f"latency {size}", result.get("latency")),
+                (label, result.get("peak")),
+                (f"{label}: latency", result.get("latency")),
+                (f"{label}: latency at equal load", result.get("equal_load")),
             ]
         for label, result in measured:
             if isinstance(result, dict) and result.get("other_cpu", 0) >= BACKGROUND:
@@ -243,6 +288,38 @@ def chart(document: dict[str, Any], path: Path) -> str | None:
             list(echoes),
             echo_rate,
             False,
+        )
+    )
+
+    panels.append(
+        (
+            "fan-out: p99 latency ms at equal load (log scale), by subscribers",
+            [f"{size} at {_equal_rate(document, size)}" for size in sizes],
+            lambda s, g: (
+                part(s["fanout"].get(g.split()[0]), "equal_load"),
+                part(s["fanout"].get(g.split()[0]), "equal_load", "p99_ms"),
+            ),
+            True,
+        )
+    )
+    polling = f"{settings.get('polling_clients', 0):,} long-polling clients"
+    panels.append(
+        (
+            "long-polling fan-out: deliveries/s at peak",
+            [polling],
+            lambda s, g: (part(s.get("polling"), "peak"), part(s.get("polling"), "peak", "deliveries_per_s")),
+            False,
+        )
+    )
+    panels.append(
+        (
+            f"long-polling: latency ms at {_equal_rate(document, 'polling')} (equal load, log scale)",
+            ["p50", "p99"],
+            lambda s, g: (
+                part(s.get("polling"), "equal_load"),
+                part(s.get("polling"), "equal_load", f"{g}_ms"),
+            ),
+            True,
         )
     )
 

@@ -46,7 +46,12 @@ PYTHON_PACKAGES = (
 
 #: `echo` and `echo_def` are named after the event the load generator emits: the apps answer the
 #: first with an `async def` handler, the second with a `def` one.
-MEASURES = ("fanout", "idle_memory", "connection_rate", "echo", "echo_def")
+MEASURES = ("fanout", "idle_memory", "connection_rate", "echo", "echo_def", "polling")
+#: Latency at equal load: every server's fan-out (and long-polling fan-out) gets a latency phase at one
+#: common rate, this share of the reference server's peak there. The reference is the server tidings is
+#: held against, Node socket.io, or the first server of the run without it; it is measured first.
+EQUAL_LOAD_SHARE = 0.5
+EQUAL_LOAD_REFERENCE = "node-socket.io"
 
 
 class BenchError(Exception):
@@ -64,6 +69,10 @@ class ServerSpec:
     needs_node: bool = False
     #: What it can be measured on; the others are recorded as skipped.
     measures: tuple[str, ...] = MEASURES
+
+
+#: The limit servers speak WebSocket only.
+WEBSOCKET_MEASURES = tuple(measure for measure in MEASURES if measure != "polling")
 
 
 def _python(*args: str) -> Callable[[int | str], list[str]]:
@@ -97,13 +106,17 @@ SERVERS: dict[str, ServerSpec] = {
             needs_node=True,
         ),
         ServerSpec(
-            "limit", "limit (bare uvloop, pre-built frames)", _python("bench/apps/limit_server.py", "{port}")
+            "limit",
+            "limit (bare uvloop, pre-built frames)",
+            _python("bench/apps/limit_server.py", "{port}"),
+            measures=WEBSOCKET_MEASURES,
         ),
         # Not in the default set: the limit without coalescing, one write per message and socket.
         ServerSpec(
             "limit-per-frame",
             "limit, one write per frame",
             _python("bench/apps/limit_server.py", "{port}", "--per-frame"),
+            measures=WEBSOCKET_MEASURES,
         ),
         # Not in the default set: uvicorn + websockets under an ASGI app that does nothing.
         ServerSpec(
@@ -132,6 +145,8 @@ class Settings:
     latency: float
     load: float
     idle_connections: int
+    #: Long-polling clients of the one room of the `polling` measure.
+    polling_clients: int
     echo_clients: int
     connect_concurrency: int
     quiet_wait: float
@@ -161,6 +176,7 @@ class Settings:
                 latency=0.7,
                 load=0.5,
                 idle_connections=1000,
+                polling_clients=100,
                 echo_clients=100,
                 connect_concurrency=50,
                 quiet_wait=0.0,
@@ -176,6 +192,7 @@ class Settings:
             latency=2.0,
             load=0.5,
             idle_connections=10_000,
+            polling_clients=1000,
             echo_clients=100,
             connect_concurrency=50,
             quiet_wait=30.0,
@@ -331,24 +348,39 @@ def rss_kib(pid: int) -> int:
 # -- the measures ---------------------------------------------------------------------------------
 
 
-def measure_fanout(runner: Runner, spec: ServerSpec, subscribers: int) -> dict[str, Any]:
+def measure_fanout(
+    runner: Runner,
+    spec: ServerSpec,
+    subscribers: int,
+    rates: dict[str, float] | None,
+    transport: str = "websocket",
+) -> dict[str, Any]:
+    """Fan-out to one room of `subscribers` on `transport` (the publisher is on a WebSocket): the peak,
+    the latency at a share of it (WebSocket only), and the latency at equal load: at the rate `rates`
+    holds for it, or, for the reference server (`rates` None), at EQUAL_LOAD_SHARE of its own peak.
+    No rate in `rates` (the reference failed there): no equal-load phase."""
     s = runner.settings
-    with runner.server(spec, f"fanout-{subscribers}") as (port, pid):
+    tag = str(subscribers)
+    with runner.server(spec, f"{transport}-{tag}") as (port, pid):
         before = runner.wait_quiet()
         options = {
             "url": f"http://127.0.0.1:{port}",
             "serverPid": pid,
             "subscribers": subscribers,
+            "transport": transport,
             "windows": s.windows(subscribers),
             "warmup": s.warmup,
             "measure": s.measure,
             "latency": s.latency,
-            "load": s.load,
-            "latencyRate": s.latency_rate,
+            "load": s.load if transport == "websocket" else 0,
+            "latencyRate": s.latency_rate if transport == "websocket" else None,
+            "equalRate": None if rates is None else rates.get("polling" if transport == "polling" else tag),
+            "equalShare": EQUAL_LOAD_SHARE if rates is None else None,
             "concurrency": 100,
+            "behindTimeout": 5 if s.quick else 60,
             "deadline": 240,
         }
-        result = runner.generate("fanout", options, f"{spec.key}-fanout-{subscribers}")
+        result = runner.generate("fanout", options, f"{spec.key}-{transport}-{tag}")
     result["background_before"] = before
     return result
 
@@ -449,7 +481,7 @@ def measure_echo(runner: Runner, spec: ServerSpec, measure: str) -> dict[str, An
 
 def interference(result: dict[str, Any]) -> float:
     """The most CPU other processes took while `result` was measured, in cores."""
-    parts = [result, result.get("peak") or {}, result.get("latency") or {}]
+    parts = [result, result.get("peak") or {}, result.get("latency") or {}, result.get("equal_load") or {}]
     return max(float(part.get("other_cpu") or 0.0) for part in parts)
 
 
@@ -478,12 +510,25 @@ def attempt(runner: Runner, label: str, take: Callable[[], dict[str, Any]]) -> d
 
 def summary(result: dict[str, Any]) -> str:
     if "peak" in result:
-        peak, latency = result["peak"], result["latency"]
-        return (
+        peak = result["peak"]
+        parts = [
             f"{peak['deliveries_per_s']:,} deliveries/s (window {peak['window']}, server CPU "
-            f"{peak['server_cpu']}, generator CPU {peak['generator_cpu']}); at {latency['load']:.0%}: "
-            f"p50 {latency['p50_ms']} ms, p99 {latency['p99_ms']} ms"
-        )
+            f"{peak['server_cpu']}, generator CPU {peak['generator_cpu']})"
+        ]
+        for latency in (result["latency"], result["equal_load"]):
+            if latency:
+                at = (
+                    f"{latency['load']:.0%}"
+                    if latency.get("load")
+                    else f"{latency['deliveries_per_s_asked']:,}/s"
+                )
+                if latency.get("behind_messages"):
+                    parts.append(
+                        f"at {at}: behind, {latency['behind_messages']:,} messages not delivered in time"
+                    )
+                else:
+                    parts.append(f"at {at}: p50 {latency['p50_ms']} ms, p99 {latency['p99_ms']} ms")
+        return "; ".join(parts)
     if "kib_per_connection" in result:
         return f"{result['kib_per_connection']} KiB per connection ({result['connections']:,} connections)"
     if "connections_per_s" in result:
@@ -497,7 +542,9 @@ def summary(result: dict[str, Any]) -> str:
     )
 
 
-def run_server(runner: Runner, spec: ServerSpec) -> dict[str, Any]:
+def run_server(runner: Runner, spec: ServerSpec, rates: dict[str, float] | None) -> dict[str, Any]:
+    """Every measure of one server. `rates`: the equal-load rates (deliveries/s by size, and
+    "polling"); None for the reference server, whose own peaks set them."""
     print(f"{spec.label}:", flush=True)
 
     def take(measure: str, label: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -509,7 +556,9 @@ def run_server(runner: Runner, spec: ServerSpec) -> dict[str, Any]:
 
     fanout = {
         str(size): take(
-            "fanout", f"fan-out to {size:,}", lambda size=size: measure_fanout(runner, spec, size)
+            "fanout",
+            f"fan-out to {size:,}",
+            lambda size=size: measure_fanout(runner, spec, size, rates),
         )
         for size in (runner.settings.sizes if "fanout" in runner.settings.measures else ())
     }
@@ -523,6 +572,24 @@ def run_server(runner: Runner, spec: ServerSpec) -> dict[str, Any]:
         ),
         "echo": take("echo", "echo", lambda: measure_echo(runner, spec, "echo")),
         "echo_def": take("echo_def", "echo, def handler", lambda: measure_echo(runner, spec, "echo_def")),
+        "polling": take(
+            "polling",
+            f"long-polling, {runner.settings.polling_clients:,} clients",
+            lambda: measure_fanout(runner, spec, runner.settings.polling_clients, rates, "polling"),
+        ),
+    }
+
+
+def equal_load_rates(reference: dict[str, Any]) -> dict[str, float]:
+    """The rates the reference server's run set: EQUAL_LOAD_SHARE of its peak at each size, and on
+    long-polling. At half its capacity the reference runs unsaturated; a server slower than it queues,
+    and its latency says so. A size where the reference failed has no rate (its phase is skipped)."""
+    measured = {str(size): result for size, result in reference["fanout"].items()}
+    measured["polling"] = reference["polling"]
+    return {
+        key: float(result["equal_load"]["deliveries_per_s_asked"])
+        for key, result in measured.items()
+        if (result.get("equal_load") or {}).get("deliveries_per_s_asked")
     }
 
 
@@ -661,9 +728,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench: {mode} mode; {pinning}; open files limit {files}", flush=True)
     logs = Path(tempfile.mkdtemp(prefix="tidings-bench-"))
     runner = Runner(settings, logs)
-    results: dict[str, Any] = {}
+    reference = EQUAL_LOAD_REFERENCE if EQUAL_LOAD_REFERENCE in servers else servers[0]
+    measured = {reference: run_server(runner, SERVERS[reference], None)}
+    rates = equal_load_rates(measured[reference])
     for key in servers:
-        results[key] = run_server(runner, SERVERS[key])
+        if key != reference:
+            measured[key] = run_server(runner, SERVERS[key], rates)
+    results = {key: measured[key] for key in servers}
     document = {
         "suite": "tidings benchmark suite",
         "mode": mode,
@@ -682,10 +753,12 @@ def main(argv: list[str] | None = None) -> int:
             "latency_rate": settings.latency_rate,
             "payload_bytes": 100,
             "idle_connections": settings.idle_connections,
+            "polling_clients": settings.polling_clients,
             "echo_clients": settings.echo_clients,
             "connect_concurrency": settings.connect_concurrency,
             "connections_per_generator_process": settings.per_process,
         },
+        "equal_load": {"reference": reference, "share": EQUAL_LOAD_SHARE, "deliveries_per_s": rates},
         "background_cpu_before_measures": {"max": max(runner.background, default=0.0)},
         "servers": results,
     }

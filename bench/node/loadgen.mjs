@@ -5,6 +5,10 @@
 // Usage: node loadgen.mjs MODE 'OPTIONS-JSON'. Prints JSON lines on stdout; the last is the result.
 //   fanout    N subscribers in one room and one publisher; the peak deliveries/s (the best of a few
 //             windows of messages in flight), then p50/p99 publish->delivery latency at a fraction of it
+//             or at a given rate (`latencyRate`), and at the run's common rate (`equalRate`, or
+//             `equalShare` of its own peak) for latency at equal load. With
+//             `transport: "polling"` the subscribers are Engine.IO long-polling clients (the
+//             publisher stays on a WebSocket)
 //   idle      N connected clients; prints {"event":"ready"} and holds them until "stop" on stdin
 //   connrate  new connections/s (WebSocket handshake + Engine.IO open + namespace connect), each closed
 //             again at once; bare TCP clients with pre-built frames, cheaper than `ws` per connection
@@ -16,6 +20,7 @@
 // Every phase is bounded in time; a watchdog ends the process at `deadline` seconds whatever happens.
 import { fork } from "node:child_process";
 import { readFileSync } from "node:fs";
+import { Agent, request as httpRequest } from "node:http";
 import { connect as tcpConnect } from "node:net";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
@@ -27,6 +32,7 @@ const CONNECT_TIMEOUT_MS = 30_000;
 const ROOM = "room";
 const PAYLOAD_BYTES = 100;
 const CHAR_0 = 48;
+const CHAR_1 = 49;
 const CHAR_2 = 50;
 const CHAR_3 = 51;
 const CHAR_4 = 52;
@@ -36,6 +42,7 @@ const nowUs = () => Number(process.hrtime.bigint()) / 1000; // CLOCK_MONOTONIC: 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const emit = (line) => process.stdout.write(JSON.stringify(line) + "\n");
 const endpointOf = (url) => url.replace(/^http/, "ws") + "/socket.io/?EIO=4&transport=websocket";
+const RECORD_SEPARATOR = 0x1e; // between the packets of one long-polling payload (EIO v4)
 
 async function waitFor(condition, timeoutMs, what) {
   const deadline = Date.now() + timeoutMs;
@@ -178,6 +185,111 @@ function connectClient(endpoint, { subscribe = false, onEvent = null, onAck = nu
       if (!ready && !closing) fail(new Error("closed before connecting"));
       else if (ready && !closing && onLost !== null) onLost();
     });
+  });
+}
+
+// -- one raw Socket.IO client on HTTP long-polling (Engine.IO v4) ---------------------------------
+// A GET loop takes the server's packets (one response holds all that were waiting, split by 0x1e);
+// a POST carries the client's, one POST in flight at a time as the protocol asks. `agent` is a
+// keep-alive agent shared by a group's clients, so each client reuses its connections. The same
+// callbacks as connectClient; the result's terminate() stops the client (the agent's destroy()
+// closes its connections).
+function httpCall(agent, url, method, query, body) {
+  return new Promise((resolve, reject) => {
+    const { hostname, port } = new URL(url);
+    const headers = body === undefined ? {} : { "content-type": "text/plain;charset=UTF-8", "content-length": Buffer.byteLength(body) };
+    const req = httpRequest({ agent, hostname, port, method, path: `/socket.io/?EIO=4&transport=polling${query}`, headers }, (res) => {
+      const chunks = [];
+      res.on("data", (chunk) => chunks.push(chunk));
+      res.on("end", () => {
+        const data = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
+        if (res.statusCode === 200) resolve(data);
+        else reject(new Error(`${method} answered ${res.statusCode}: ${data.subarray(0, 80).toString()}`));
+      });
+      res.on("error", reject);
+    });
+    req.on("error", reject);
+    req.end(body);
+  });
+}
+
+function connectPolling(url, agent, { subscribe = false, onEvent = null, onLost = null } = {}) {
+  return new Promise((resolve, reject) => {
+    let sid = null;
+    let ready = false;
+    let closing = false;
+    let outbox = [];
+    let posting = false;
+    const client = {
+      terminate() {
+        closing = true;
+      },
+    };
+    const timer = setTimeout(() => fail(new Error("connect timed out")), CONNECT_TIMEOUT_MS);
+    function fail(error) {
+      if (closing) return;
+      clearTimeout(timer);
+      closing = true;
+      if (!ready) reject(error);
+      else if (onLost !== null) onLost();
+    }
+    function done() {
+      ready = true;
+      clearTimeout(timer);
+      resolve(client);
+    }
+    function send(packet) {
+      outbox.push(packet);
+      if (!posting) post();
+    }
+    function post() {
+      posting = true;
+      const body = outbox.join("\x1e");
+      outbox = [];
+      httpCall(agent, url, "POST", `&sid=${sid}`, body).then(() => {
+        posting = false;
+        if (outbox.length && !closing) post();
+      }, fail);
+    }
+    function packet(data) {
+      const first = data[0];
+      if (first === CHAR_4) {
+        const second = data[1];
+        if (second === CHAR_2) {
+          if (onEvent !== null) onEvent(data);
+        } else if (second === CHAR_3) {
+          if (!ready) done(); // the subscribe ack
+        } else if (second === CHAR_0) {
+          if (subscribe) send(`421["subscribe","${ROOM}"]`);
+          else done();
+        } else if (second === CHAR_4) {
+          fail(new Error(`connect refused: ${data.toString()}`));
+        }
+      } else if (first === CHAR_2) {
+        send("3"); // Engine.IO ping -> pong
+      } else if (first === CHAR_1) {
+        fail(new Error("the server closed the session"));
+      }
+    }
+    async function poll() {
+      while (!closing) {
+        const data = await httpCall(agent, url, "GET", `&sid=${sid}`);
+        let start = 0;
+        for (let end = data.indexOf(RECORD_SEPARATOR); end >= 0; end = data.indexOf(RECORD_SEPARATOR, start)) {
+          packet(data.subarray(start, end));
+          start = end + 1;
+        }
+        packet(data.subarray(start));
+      }
+    }
+    httpCall(agent, url, "GET", "")
+      .then((data) => {
+        if (data[0] !== CHAR_0) throw new Error(`no open packet: ${data.subarray(0, 80).toString()}`);
+        sid = JSON.parse(data.subarray(1).toString()).sid;
+        send("40"); // connect namespace "/"
+        return poll();
+      })
+      .catch((error) => fail(error));
   });
 }
 
@@ -401,6 +513,7 @@ class ClientGroup {
   constructor(report) {
     this.report = report;
     this.sockets = [];
+    this.agent = null; // the keep-alive agent of long-polling clients
     this.counts = new Int32Array(RING); // deliveries of each in-flight message (by sequence number)
     this.done = 0; // every message up to this one reached every client of the group
     this.delivered = 0;
@@ -410,15 +523,20 @@ class ClientGroup {
     this.reportPending = false;
   }
 
-  async start({ endpoint, count, subscribe, concurrency, localAddress }) {
-    const onEvent = subscribe ? (buffer, start) => this.delivery(buffer, start) : null;
+  async start({ url, transport, count, subscribe, concurrency, localAddress }) {
+    // Raw WebSocket clients hand over a chunk and where the packet starts in it; polling ones a packet.
+    const onEvent = subscribe ? (buffer, start = 0) => this.delivery(buffer, start) : null;
     const onLost = () => {
       this.lost++;
       this.report({ type: "lost", lost: this.lost });
     };
-    const result = await connectMany(count, concurrency, () =>
-      rawClient(endpoint, { subscribe, onEvent, onLost, localAddress }),
-    );
+    const callbacks = { subscribe, onEvent, onLost };
+    if (transport === "polling") this.agent = new Agent({ keepAlive: true, maxSockets: Infinity });
+    const open =
+      transport === "polling"
+        ? () => connectPolling(url, this.agent, callbacks)
+        : () => rawClient(endpointOf(url), { ...callbacks, localAddress });
+    const result = await connectMany(count, concurrency, open);
     this.sockets = result.sockets;
     this.report({ type: "ready", connected: result.sockets.length, failed: result.failed, error: result.lastError });
   }
@@ -462,6 +580,7 @@ class ClientGroup {
       case "close":
         for (const ws of this.sockets) ws.terminate();
         this.sockets = [];
+        this.agent?.destroy();
         this.report({ type: "closed" });
         break;
     }
@@ -538,7 +657,8 @@ function startGroups(options, count, subscribe) {
     const share = Math.floor(count / processes) + (i < count % processes ? 1 : 0);
     const worker = new Worker(processes === 1);
     const localAddress = addresses.length > 0 ? addresses[i % addresses.length] : undefined;
-    worker.post({ type: "start", endpoint: endpointOf(options.url), count: share, subscribe, concurrency: options.concurrency, localAddress });
+    const { url, transport, concurrency } = options;
+    worker.post({ type: "start", url, transport, count: share, subscribe, concurrency, localAddress });
     workers.push(worker);
   }
   return workers;
@@ -624,8 +744,8 @@ async function fanout(o) {
       seq++;
       publisher.send(`42["publish","${publishedMessage(seq)}"]`);
     };
-    const drain = async (what) => {
-      await waitFor(() => minDone() >= seq || lost() > 0, o.drainTimeout * 1000, what);
+    const drain = async (what, seconds = o.drainTimeout) => {
+      await waitFor(() => minDone() >= seq || lost() > 0, seconds * 1000, what);
       if (lost() > 0) throw new Error(`the server closed ${lost()} subscriber connections`);
     };
 
@@ -655,51 +775,77 @@ async function fanout(o) {
       await drain(`the messages of window ${size} to arrive`);
       if (index > 0 && result.deliveries_per_s < best * (1 + o.gain)) break;
     }
-    const peak = sweep.reduce((best, result) => (result.deliveries_per_s > best.deliveries_per_s ? result : best));
-    if (peak.deliveries_per_s <= 0) throw new Error("no deliveries in the peak phase");
+    // No windows: no peak phase.
+    const peak = sweep.length
+      ? sweep.reduce((best, result) => (result.deliveries_per_s > best.deliveries_per_s ? result : best))
+      : null;
+    if (peak !== null && peak.deliveries_per_s <= 0) throw new Error("no deliveries in the peak phase");
 
-    // Latency: open loop at `load` of the peak (or at `latencyRate` deliveries/s, the same for every
-    // server, when given), evenly spread; every delivery's latency recorded.
-    const deliveries = o.latencyRate ? o.latencyRate : o.load * peak.deliveries_per_s;
-    const rate = Math.max(1, deliveries / connected); // messages per second
-    for (const worker of workers) worker.post({ type: "record", on: true });
-    await sleep(20); // a child applies "record" before the first message reaches it
-    const latencyStart = await snapshot();
-    const started = nowUs();
-    let sent = 0;
-    await new Promise((resolve) => {
-      const tick = () => {
-        const elapsed = (nowUs() - started) / 1e6;
-        if (elapsed >= o.latency) return resolve();
-        const due = Math.floor(elapsed * rate) + 1;
-        while (sent < due) {
-          publish();
-          sent++;
-        }
-        setTimeout(tick, 1);
+    // A latency phase: open loop at `deliveries` per second, evenly spread, for `o.latency` seconds;
+    // every delivery's latency recorded. At the equal-load rate a server slower than the reference may
+    // not deliver it all within `behindTimeout` (`mayFallBehind`): then it has no percentiles, only the
+    // messages still on their way (`behind_messages`).
+    const latencyAt = async (deliveries, mayFallBehind = false) => {
+      const rate = Math.max(1, deliveries / connected); // messages per second
+      for (const worker of workers) {
+        worker.histogram = null;
+        worker.post({ type: "record", on: true });
+      }
+      await sleep(20); // a child applies "record" before the first message reaches it
+      const latencyStart = await snapshot();
+      const started = nowUs();
+      let sent = 0;
+      await new Promise((resolve) => {
+        const tick = () => {
+          const elapsed = (nowUs() - started) / 1e6;
+          if (elapsed >= o.latency) return resolve();
+          const due = Math.floor(elapsed * rate) + 1;
+          while (sent < due) {
+            publish();
+            sent++;
+          }
+          setTimeout(tick, 1);
+        };
+        tick();
+      });
+      let behind = 0;
+      try {
+        await drain("the latency phase's messages to arrive", mayFallBehind ? o.behindTimeout : o.drainTimeout);
+      } catch (error) {
+        if (!mayFallBehind || lost() > 0) throw error;
+        behind = seq - minDone();
+      }
+      const latencyEnd = await snapshot();
+      for (const worker of workers) worker.post({ type: "histogram" });
+      await waitFor(() => workers.every((w) => w.histogram !== null), 10_000, "latency histograms");
+      const histogram = new Histogram();
+      for (const worker of workers) histogram.merge(worker.histogram);
+      const percentiles = behind ? { samples: histogram.n, p50_ms: null, p99_ms: null, behind_messages: behind } : histogram.summary();
+      return {
+        deliveries_per_s_asked: Math.round(deliveries),
+        messages_per_s: round(rate, 1),
+        messages: sent,
+        ...rates(latencyStart, latencyEnd),
+        ...percentiles,
       };
-      tick();
-    });
-    await drain("the latency phase's messages to arrive");
-    const latencyEnd = await snapshot();
-    for (const worker of workers) worker.post({ type: "histogram" });
-    await waitFor(() => workers.every((w) => w.histogram !== null), 10_000, "latency histograms");
-    const histogram = new Histogram();
-    for (const worker of workers) histogram.merge(worker.histogram);
+    };
+    // At `load` of the peak (or at `latencyRate` deliveries/s when given); then, with `equalRate`
+    // (deliveries/s) or `equalShare` (of the peak), at the rate every server of the run gets.
+    const ownRate = o.latencyRate || (peak !== null ? o.load * peak.deliveries_per_s : 0);
+    const latency = ownRate > 0 ? { load: o.latencyRate ? null : o.load, ...(await latencyAt(ownRate)) } : null;
+    const equalRate = o.equalRate || (o.equalShare && peak !== null ? o.equalShare * peak.deliveries_per_s : 0);
+    const equalLoad = equalRate > 0 ? await latencyAt(equalRate, true) : null;
+    if (peak === null && latency === null && equalLoad === null) throw new Error("nothing to measure");
     publisher.terminate();
     return {
       mode: "fanout",
+      transport: o.transport,
       subscribers: connected,
       processes: workers.length,
       peak,
       sweep,
-      latency: {
-        load: o.load,
-        messages_per_s: round(rate, 1),
-        messages: sent,
-        ...rates(latencyStart, latencyEnd),
-        ...histogram.summary(),
-      },
+      latency,
+      equal_load: equalLoad,
     };
   } finally {
     await stopGroups(workers).catch(() => {});
@@ -950,6 +1096,7 @@ const DEFAULTS = {
   concurrency: 100,
   connectTimeout: 120,
   drainTimeout: 60,
+  behindTimeout: 60,
   warmup: 1,
   resettle: 0.3,
   gain: 0.05,
@@ -957,6 +1104,7 @@ const DEFAULTS = {
   latency: 3,
   load: 0.5,
   windows: [20],
+  transport: "websocket",
   hold: 300,
   clients: 100,
   event: "echo",

@@ -36,7 +36,8 @@ def test_headers_are_case_insensitive_and_joined() -> None:
     assert headers["x-forwarded-for"] == headers["X-FORWARDED-FOR"] == "10.0.0.1"
     assert headers["Accept"] == "text/html, application/json"
     assert "Cookie" in headers
-    assert headers.get("missing") is None
+    assert headers.get("missing") is None and headers.get("missing", "") == ""
+    assert headers.get("X-Forwarded-For") == "10.0.0.1"
 
 
 def test_cookies() -> None:

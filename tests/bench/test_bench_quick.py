@@ -21,13 +21,21 @@ from tests.peers import missing, node_packages
 ROOT = Path(__file__).resolve().parents[2]
 BENCH_NODE = ROOT / "bench" / "node"
 SERVERS = {"tidings", "python-socketio", "node-socket.io", "limit"}
-MEASURES = {"fanout", "idle_memory", "connection_rate", "echo", "echo_def"}
+MEASURES = {"fanout", "idle_memory", "connection_rate", "echo", "echo_def", "polling"}
+WEBSOCKET_ONLY = {"limit"}  # serves no long-polling
 
 
 def require_peers() -> None:
     node_packages(BENCH_NODE, "socket.io", "ws")
     if importlib.util.find_spec("matplotlib") is None:
         missing("matplotlib", "install the bench extra: pip install -e '.[bench]'")
+
+
+def measured_or_behind(latency: dict[str, object]) -> bool:
+    """Percentiles, or a server too slow for the equal-load rate (python-socketio at Node's): behind."""
+    if latency.get("behind_messages"):
+        return latency["p50_ms"] is None
+    return latency["samples"] > 0 and latency["p50_ms"] <= latency["p99_ms"]  # type: ignore[operator]
 
 
 @pytest.mark.timeout(200)  # above the run's own 150 s, so that a slow run fails with its output
@@ -45,6 +53,13 @@ def test_quick_suite_measures_every_server(tmp_path: Path) -> None:
     assert document["mode"] == "quick"
     assert document["machine"]["nproc"] >= 1 and document["machine"]["node"].startswith("v")
     assert set(document["servers"]) == SERVERS
+    # Latency at equal load: one rate per size (and one for long-polling), from Node socket.io's peaks.
+    equal = document["equal_load"]
+    assert equal["reference"] == "node-socket.io"
+    assert set(equal["deliveries_per_s"]) == {
+        *(str(size) for size in document["settings"]["sizes"]),
+        "polling",
+    }
     for name, server in document["servers"].items():
         assert set(server) >= MEASURES, name
         fanout = server["fanout"]
@@ -55,6 +70,20 @@ def test_quick_suite_measures_every_server(tmp_path: Path) -> None:
             assert result["peak"]["deliveries_per_s"] > 0
             latency = result["latency"]
             assert latency["samples"] > 0 and latency["p50_ms"] <= latency["p99_ms"], (name, latency)
+            assert measured_or_behind(result["equal_load"]), (name, result["equal_load"])
+            asked = result["equal_load"]["deliveries_per_s_asked"]
+            assert asked == round(equal["deliveries_per_s"][size]), (name, asked)
+        polling = server["polling"]
+        if name in WEBSOCKET_ONLY:
+            assert "skipped" in polling, (name, polling)
+        else:
+            assert "error" not in polling, (name, polling)
+            assert polling["transport"] == "polling"
+            assert polling["subscribers"] == document["settings"]["polling_clients"]
+            assert polling["peak"]["deliveries_per_s"] > 0
+            latency = polling["equal_load"]
+            assert measured_or_behind(latency), (name, latency)
+            assert latency["deliveries_per_s_asked"] == round(equal["deliveries_per_s"]["polling"])
         idle = server["idle_memory"]
         assert "error" not in idle, (name, idle)
         assert idle["connections"] == document["settings"]["idle_connections"]

@@ -176,6 +176,26 @@ async def test_idle_and_slowloris_connections_are_closed_after_header_timeout() 
     assert "(header_timeout)" in log(server)
 
 
+def test_the_next_request_head_on_a_kept_alive_connection_has_header_timeout_too() -> None:
+    """A kept-alive connection (a long-poll's) keeps one head timer across its requests: the timer set
+    at the connection's start fires while this second head dribbles in, and must wait for that head's
+    own deadline, then close."""
+    with tidings_process(LIMITED) as server, tcp(server) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.settimeout(10)
+        answer = b""
+        while not answer.endswith(b"\r\n0\r\n\r\n"):  # the whole (chunked) page; the connection stays open
+            chunk = sock.recv(65536)
+            assert chunk, "the server closed the kept-alive connection"
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200 ")
+        time.sleep(1.5)  # the next head begins half-way through the first timer's 3 s
+        head = b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: 1\r\n" * 10
+        sent = dribble([sock], head, 0.5)  # 70 s for the whole head
+        assert sent < len(head), "slowloris on a kept-alive connection was never dropped"
+    assert "(header_timeout)" in log(server)
+
+
 async def test_a_request_head_past_max_request_head_gets_431() -> None:
     with tidings_process(APP) as server, tcp(server) as sock:
         with contextlib.suppress(ConnectionError):  # the server may answer before it has all

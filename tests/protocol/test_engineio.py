@@ -6,6 +6,7 @@ Spec: https://socket.io/docs/v4/engine-io-protocol/
 from __future__ import annotations
 
 import contextlib
+from urllib.parse import parse_qs
 
 import orjson
 import pytest
@@ -179,10 +180,19 @@ def test_error_bodies(code: eio.ErrorCode, body: dict[str, object]) -> None:
         ("EIO=4&transport=websocket", eio.RequestInfo("websocket", None)),
         ("transport=polling&t=NxYz&EIO=4&sid=abc-_1", eio.RequestInfo("polling", "abc-_1")),
         (b"EIO=4&transport=websocket&sid=a%2Bb", eio.RequestInfo("websocket", "a+b")),
+        ("EIO=4&transport=polling&sid=", eio.RequestInfo("polling", None)),  # blank: no sid
+        ("EIO=4&sid&transport=polling&sid=x&sid=y", eio.RequestInfo("polling", "x")),  # the first
+        ("%45IO=4&transport=poll%69ng&sid=a+b", eio.RequestInfo("polling", "a b")),
     ],
 )
 def test_parse_query(query: str | bytes, info: eio.RequestInfo) -> None:
     assert eio.parse_query(query) == info
+
+
+@given(st.text(alphabet="ab=&%+;2E8fx\xff ", max_size=30) | st.text(max_size=30))
+@settings(max_examples=500)
+def test_first_values_are_parse_qs_first_items(query: str) -> None:
+    assert eio.first_values(query) == {name: values[0] for name, values in parse_qs(query).items()}
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,11 @@ class Headers(Mapping[str, str]):
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and key.lower() in self._headers
 
+    def get(self, key: str, default: Any = None) -> Any:
+        # Mapping's get goes through __getitem__ and a KeyError for every header not sent: the
+        # Engine.IO endpoint asks for Origin on every request, and most have none.
+        return self._headers.get(key.lower(), default)
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._headers)
 

@@ -81,7 +81,7 @@ class Session(eio.Session):
         self.address = address  # what the per-address limits count it under (None: not counted)
         self.data: Any = None  # the Socket.IO layer's per-session state
         self.outbox = Outbox(engine.settings.max_buffer, self._write_failed)
-        self._poll: asyncio.Future[None] | None = None
+        self._poll: asyncio.Future[bool] | None = None  # True: the client went away
         self._posting = False  # a polling POST is being handled
         self._handle: asyncio.TimerHandle | None = None  # the one timer (heartbeat, upgrade)
         self._held: asyncio.Future[None] | None = None  # set while reading is held (hold_reading)
@@ -101,7 +101,7 @@ class Session(eio.Session):
             return
         poll = self._poll  # _wake_poll, inline: this runs once per recipient of every broadcast
         if poll is not None and not poll.done():
-            poll.set_result(None)
+            poll.set_result(False)
 
     def send_many(self, packets: list[str | bytes]) -> None:
         """Queue packets that belong together (a binary packet and its attachments)."""
@@ -114,7 +114,7 @@ class Session(eio.Session):
 
     def _wake_poll(self) -> None:
         if self._poll is not None and not self._poll.done():
-            self._poll.set_result(None)
+            self._poll.set_result(False)
 
     def _write_failed(self) -> None:
         self.close("transport error")

@@ -34,6 +34,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from tidings.protocol.websocket import http_response
 from tidings.server.limits import Throttled, uncount
+from tidings.server.response_writes import JoinedWrites
 from tidings.settings import Settings
 
 logger = logging.getLogger("tidings")
@@ -189,6 +190,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.settings = settings
         self.guard = guard_of(server_state, settings, config.forwarded_allow_ips)
         self.slot: Slot | None = None
+        # The head being waited for: its number (counted from 1; None while no head is due), its
+        # deadline, and the one timer that watches the deadlines (see _expect_head).
+        self.head: int | None = None
+        self.heads = 0
+        self.head_deadline = 0.0
         self.head_timer: asyncio.TimerHandle | None = None
         self.head_size = 0
         self.linger: Linger | None = None
@@ -204,7 +210,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
-        self._head_received()
+        self._stop_head_timer()
         if self.linger is not None:
             self.linger.cancel()
             self.linger = None
@@ -215,17 +221,39 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # -- the request head ---------------------------------------------------------------------------
 
     def _expect_head(self) -> None:
-        if self.head_timer is None:
+        # A kept-alive connection (a long-poll's) begins requests by the thousand: a timer each, made
+        # and cancelled, cost more than the rest of the guard. The one timer stays when a head comes
+        # in time; when it fires before the deadline of the head due then, it is set again for the rest.
+        if self.head is None:
+            self.heads += 1
+            self.head = self.heads
             self.head_size = 0
-            self.head_timer = self.loop.call_later(self.settings.header_timeout, self._head_timed_out)
+            self.head_deadline = self.loop.time() + self.settings.header_timeout
+            if self.head_timer is None:
+                self.head_timer = self.loop.call_later(self.settings.header_timeout, self._head_due)
 
     def _head_received(self) -> None:
+        self.head = None
+
+    def _stop_head_timer(self) -> None:
+        """The connection is lost, or another protocol takes it: no head is due here any more."""
+        self.head = None
         if self.head_timer is not None:
             self.head_timer.cancel()
             self.head_timer = None
 
-    def _head_timed_out(self) -> None:
+    def _head_due(self) -> None:
         self.head_timer = None
+        if self.head is None:
+            return
+        left = self.head_deadline - self.loop.time()
+        if left > 0:
+            self.head_timer = self.loop.call_later(left, self._head_due)
+            return
+        self._head_timed_out()
+
+    def _head_timed_out(self) -> None:
+        self.head = None
         self.guard.head_timeouts(self.client[0] if self.client else None, self.settings.header_timeout)
         self.transport.close()
         self._linger()
@@ -236,12 +264,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._head_received()
+        before = self.cycle
         super().on_headers_complete()
+        if self.cycle is not before:  # a request for the app (not an upgrade): its response in one write
+            self.cycle.transport = JoinedWrites(self.transport, self.loop)  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        head = self.head_timer  # a request head begun before this data
+        if self.cycle is not None:  # what the app wrote goes before anything said about this data
+            self.cycle.transport.flush()  # type: ignore[attr-defined]
+        head = self.head  # a request head begun before this data
         super().data_received(data)
-        if head is not None and head is self.head_timer:  # and not complete after it
+        if head is not None and head == self.head:  # and not complete after it
             # Every byte of it so far: the parser and uvicorn keep them all until the head ends. (The
             # data that begins a head is not counted: it may hold the end of the request before.)
             self.head_size += len(data)
@@ -249,7 +282,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self._refuse_head()
 
     def _refuse_head(self) -> None:
-        self._head_received()
+        self._stop_head_timer()
         body = b"Request Header Fields Too Large"
         headers = [*self.server_state.default_headers, (b"content-type", b"text/plain; charset=utf-8")]
         self.transport.write(http_response(431, body.decode(), headers, body))
@@ -263,6 +296,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # -- the upgrade: the WebSocket protocol takes the connection, and its slot -----------------------
 
     def handle_websocket_upgrade(self) -> None:
+        self._stop_head_timer()
         super().handle_websocket_upgrade()
         slot, self.slot = self.slot, None
         if slot is not None:

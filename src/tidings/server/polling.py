@@ -8,6 +8,7 @@ owns the sessions. This module owns a session's ``_poll`` (the pending GET) and 
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import TYPE_CHECKING
 
 from tidings.api.request import Headers
@@ -80,16 +81,18 @@ async def _get(session: Session, receive: Receive, send: Send, cors: Cors) -> No
         return
     if not session.outbox and (session.state is State.OPEN or session.state is State.PROBING):
         loop = asyncio.get_running_loop()
-        poll = session._poll = loop.create_future()
+        poll = session._poll = loop.create_future()  # its result: whether the client went away
         # A client that drops the request (page closed, network change) must not take queued
         # packets with it: wait for its disconnect too, and then leave the queue for the next GET.
+        # (A callback, not asyncio.wait: this runs for every poll, and wait() costs several times more.)
         gone = loop.create_task(_wait_for_disconnect(receive))
+        gone.add_done_callback(functools.partial(_went_away, poll))
         try:
-            await asyncio.wait((poll, gone), return_when=asyncio.FIRST_COMPLETED)
+            went_away = await poll
         finally:
             session._poll = None
             gone.cancel()
-        if not poll.done():
+        if went_away:
             return
     # While an upgrade is under way, the poll is answered with a NOOP so that the client can
     # pause polling; queued packets wait for the WebSocket (EIO §"Upgrade"). With nothing queued
@@ -138,6 +141,11 @@ async def _take_post(engine: Engine, session: Session, receive: Receive, send: S
         return
     await session.readable()  # the client's next POST waits for its handlers to catch up
     await respond(send, 200, b"ok", b"text/html", cors)
+
+
+def _went_away(poll: asyncio.Future[bool], _: object) -> None:
+    if not poll.done():
+        poll.set_result(True)
 
 
 async def _wait_for_disconnect(receive: Receive) -> None:

@@ -14,7 +14,7 @@ import base64
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
-from urllib.parse import parse_qs
+from urllib.parse import unquote_plus
 
 import orjson
 
@@ -163,11 +163,23 @@ def parse_query(query_string: bytes | str) -> RequestInfo:
     """Check ``EIO``, ``transport`` and ``sid`` of a request's query string."""
     if isinstance(query_string, bytes):
         query_string = query_string.decode("latin-1")
-    query = parse_qs(query_string)
-    if query.get("EIO", [None])[0] != PROTOCOL_VERSION:
+    query = first_values(query_string)
+    if query.get("EIO") != PROTOCOL_VERSION:
         raise RequestError(ErrorCode.UNSUPPORTED_PROTOCOL_VERSION)
-    transport = query.get("transport", [None])[0]
+    transport = query.get("transport")
     if transport not in TRANSPORTS:
         raise RequestError(ErrorCode.UNKNOWN_TRANSPORT)
-    sid = query.get("sid", [None])[0]
-    return RequestInfo(transport=transport, sid=sid)
+    return RequestInfo(transport=transport, sid=query.get("sid"))
+
+
+def first_values(query_string: str) -> dict[str, str]:
+    """The first non-empty value of each name in a query string, as ``urllib.parse.parse_qs`` gives
+    them (its first list items), without its cost: a long-polling client sends one on every request."""
+    values: dict[str, str] = {}
+    for pair in query_string.split("&"):
+        name, _, value = pair.partition("=")
+        if "%" in pair or "+" in pair:
+            name, value = unquote_plus(name), unquote_plus(value)
+        if value and name not in values:
+            values[name] = value
+    return values
