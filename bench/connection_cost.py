@@ -139,9 +139,10 @@ def protocol_factory() -> Any:
     return functools.partial(config.http_protocol_class, config=config, server_state=state, app_state={})
 
 
-async def one_connection(make_protocol: Any, loop: asyncio.AbstractEventLoop) -> None:
-    transport = MemoryTransport(loop)
-    transport.protocol = make_protocol(_loop=loop)
+async def open_session(make_protocol: Any, transport: MemoryTransport) -> None:
+    """A client's start on ``transport``: the WebSocket upgrade, the Engine.IO open and the namespace
+    CONNECT, each answered."""
+    transport.protocol = make_protocol(_loop=transport.loop)
     transport.protocol.connection_made(transport)
     opened = transport.expect(b'0{"sid"')
     transport.protocol.data_received(HEAD)
@@ -149,6 +150,11 @@ async def one_connection(make_protocol: Any, loop: asyncio.AbstractEventLoop) ->
     connected = transport.expect(b'40{"sid"')
     transport.protocol.data_received(CONNECT)
     await connected
+
+
+async def one_connection(make_protocol: Any, loop: asyncio.AbstractEventLoop) -> None:
+    transport = MemoryTransport(loop)
+    await open_session(make_protocol, transport)
     closed = transport.expect(b"")
     transport.protocol.data_received(CLOSE)
     await closed

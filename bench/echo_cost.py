@@ -25,10 +25,7 @@ import argparse
 import asyncio
 import gc
 import logging
-import os
-import re
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,7 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.connection_cost import CONNECT, HEAD, MemoryTransport, protocol_factory  # noqa: E402
+from bench.connection_cost import MemoryTransport, open_session, protocol_factory  # noqa: E402
+from bench.connection_cost import instructions as connection_instructions  # noqa: E402
 
 EVENTS = {"async": "echo", "def": "echo_def"}
 PAYLOAD = "x" * 100
@@ -45,14 +43,7 @@ WARMUP = 500
 
 async def connect(loop: asyncio.AbstractEventLoop) -> MemoryTransport:
     transport = MemoryTransport(loop)
-    transport.protocol = protocol_factory()(_loop=loop)
-    transport.protocol.connection_made(transport)
-    opened = transport.expect(b'0{"sid"')
-    transport.protocol.data_received(HEAD)
-    await opened
-    connected = transport.expect(b'40{"sid"')
-    transport.protocol.data_received(CONNECT)
-    await connected
+    await open_session(protocol_factory(), transport)
     return transport
 
 
@@ -91,30 +82,7 @@ async def measure(handler: str, events: int, rounds: int) -> list[float]:
 
 def instructions(handler: str, events: int) -> float:
     """Instructions per round trip: two runs under cachegrind, without and with the events."""
-
-    def total(count: int) -> int:
-        command = [
-            "valgrind",
-            "--tool=cachegrind",
-            "--cache-sim=no",
-            "--cachegrind-out-file=/dev/null",
-            sys.executable,
-            __file__,
-            "--handler",
-            handler,
-            "--events",
-            str(count),
-            "--rounds",
-            "1",
-        ]
-        env = {**os.environ, "PYTHONHASHSEED": "0"}
-        run = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
-        found = re.search(r"I\s+refs:\s+([\d,]+)", run.stderr)
-        if found is None:
-            raise RuntimeError(f"no instruction count in valgrind's output:\n{run.stderr[-2000:]}")
-        return int(found.group(1).replace(",", ""))
-
-    return (total(events) - total(0)) / events
+    return connection_instructions(__file__, ["--handler", handler, "--rounds", "1", "--events"], events)
 
 
 def main() -> None:

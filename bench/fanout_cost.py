@@ -27,10 +27,7 @@ import argparse
 import asyncio
 import gc
 import logging
-import os
-import re
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,10 +36,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.connection_cost import HEAD, MemoryTransport, client_frame, protocol_factory  # noqa: E402
+from bench.connection_cost import MemoryTransport, client_frame, open_session, protocol_factory  # noqa: E402
+from bench.connection_cost import instructions as connection_instructions  # noqa: E402
 
 SUBSCRIBE = client_frame(0x1, b'421["subscribe","room"]')
-CONNECT = client_frame(0x1, b"40")
 PADDING = "x" * 73
 WARMUP_BURSTS = 5
 
@@ -91,14 +88,7 @@ def publish_frame(seq: int) -> bytes:
 
 
 async def connect(make_protocol: Any, transport: MemoryTransport, subscribe: bool) -> None:
-    transport.protocol = make_protocol(_loop=transport.loop)
-    transport.protocol.connection_made(transport)
-    opened = transport.expect(b'0{"sid"')
-    transport.protocol.data_received(HEAD)
-    await opened
-    connected = transport.expect(b'40{"sid"')
-    transport.protocol.data_received(CONNECT)
-    await connected
+    await open_session(make_protocol, transport)
     if subscribe:
         joined = transport.expect(b"431[")
         transport.protocol.data_received(SUBSCRIBE)
@@ -141,33 +131,9 @@ async def measure(subscribers: int, messages: int, burst: int, rounds: int) -> l
 
 def instructions(subscribers: int, messages: int, burst: int) -> float:
     """Instructions per delivery: two runs under cachegrind, without and with the messages."""
-
-    def total(count: int) -> int:
-        command = [
-            "valgrind",
-            "--tool=cachegrind",
-            "--cache-sim=no",
-            "--cachegrind-out-file=/dev/null",
-            sys.executable,
-            __file__,
-            "--subscribers",
-            str(subscribers),
-            "--messages",
-            str(count),
-            "--burst",
-            str(burst),
-            "--rounds",
-            "1",
-        ]
-        env = {**os.environ, "PYTHONHASHSEED": "0"}
-        run = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
-        found = re.search(r"I\s+refs:\s+([\d,]+)", run.stderr)
-        if found is None:
-            raise RuntimeError(f"no instruction count in valgrind's output:\n{run.stderr[-2000:]}")
-        return int(found.group(1).replace(",", ""))
-
+    arguments = ["--subscribers", str(subscribers), "--burst", str(burst), "--rounds", "1", "--messages"]
     deliveries = max(1, messages // burst) * burst * subscribers
-    return (total(messages) - total(0)) / deliveries
+    return connection_instructions(__file__, arguments, messages) * messages / deliveries
 
 
 def main() -> None:
