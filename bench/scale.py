@@ -41,13 +41,11 @@ import argparse
 import datetime
 import json
 import math
-import queue
 import resource
 import socket
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -59,6 +57,7 @@ from bench.suite import (  # noqa: E402  (the repository root is put on the path
     RESULTS,
     SERVERS,
     BenchError,
+    GeneratorMessages,
     Runner,
     Settings,
     check_peers,
@@ -126,31 +125,11 @@ def scale_run(runner: Runner, key: str, options: dict[str, Any], settle: float) 
         before = rss_kib(pid)
         run = {"url": f"http://127.0.0.1:{port}", "serverPid": pid, **options}
         process = runner.generator("scale", run, f"{key}-scale")
-        lines: queue.Queue[str | None] = queue.Queue()
-
-        def read() -> None:
-            assert process.stdout is not None
-            for line in process.stdout:
-                lines.put(line)
-            lines.put(None)
+        messages = GeneratorMessages(process, runner.logs / f"loadgen-{key}-scale.log")
 
         def next_message(what: str) -> dict[str, Any]:
-            while True:
-                try:
-                    line = lines.get(timeout=run["deadline"])
-                except queue.Empty:
-                    raise BenchError(f"no {what} from the load generator in time") from None
-                if line is None:
-                    log = (runner.logs / f"loadgen-{key}-scale.log").read_text(errors="replace")[-2000:]
-                    raise BenchError(f"the load generator ended before {what}; its log ends:\n{log}")
-                if line.startswith("{"):
-                    message: dict[str, Any] = json.loads(line)
-                    if "error" in message:
-                        raise BenchError(f"load generator: {message['error']}")
-                    return message
+            return messages.next(run["deadline"], what)
 
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
         try:
             started = time.monotonic()
             ready = next_message("ready")
@@ -164,7 +143,7 @@ def scale_run(runner: Runner, key: str, options: dict[str, Any], settle: float) 
             process.wait(30)
         finally:
             stop(process)
-            reader.join(5)
+            messages.join(5)
     connected = ready["connected"]
     result.update(
         connect_s=round(connect_s, 1),

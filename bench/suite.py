@@ -385,35 +385,54 @@ def measure_fanout(
     return result
 
 
+class GeneratorMessages:
+    """The JSON lines a running load generator prints, read by a thread so that a wait for the next
+    one can time out."""
+
+    def __init__(self, process: subprocess.Popen[str], log: Path) -> None:
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._log = log
+        self._reader = threading.Thread(target=self._read, args=(process,), daemon=True)
+        self._reader.start()
+
+    def _read(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def next(self, timeout: float, what: str) -> dict[str, Any]:
+        """The next message; :class:`BenchError` if none comes within ``timeout`` seconds, if the
+        generator ends first (with its log's end), or if the message is an error."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                raise BenchError(f"no {what} from the load generator in time") from None
+            if line is None:
+                raise BenchError(f"the load generator ended before {what}; its log ends:\n{tail(self._log)}")
+            if line.startswith("{"):
+                message: dict[str, Any] = json.loads(line)
+                if "error" in message:
+                    raise BenchError(f"load generator: {message['error']}")
+                return message
+
+    def join(self, timeout: float) -> None:
+        self._reader.join(timeout)
+
+
 def hold_idle(runner: Runner, port: int, pid: int, connections: int, tag: str, settle: float) -> int:
     """Connect `connections` idle clients, wait `settle` seconds, return the server's RSS, disconnect."""
     options = {"url": f"http://127.0.0.1:{port}", "serverPid": pid, "connections": connections}
     options.update(concurrency=100, hold=120, deadline=200)
     process = runner.generator("idle", options, tag)
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def read() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines.put(line)
-        lines.put(None)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    messages = GeneratorMessages(process, runner.logs / f"loadgen-{tag}.log")
     try:
         deadline = time.monotonic() + 150
-        while True:
-            try:
-                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                raise BenchError(f"{connections} idle clients did not connect in time") from None
-            if line is None:
-                raise BenchError(f"load generator: {last_result('', runner.logs / f'loadgen-{tag}.log')}")
-            message = json.loads(line)
-            if "error" in message:
-                raise BenchError(f"load generator: {message['error']}")
-            if message.get("event") == "ready":
-                break
+        message: dict[str, Any] = {}
+        while message.get("event") != "ready":
+            message = messages.next(deadline - time.monotonic(), f"{connections} idle clients ready")
         time.sleep(settle)
         rss = rss_kib(pid)
         assert process.stdin is not None
@@ -423,7 +442,7 @@ def hold_idle(runner: Runner, port: int, pid: int, connections: int, tag: str, s
         return rss
     finally:
         stop(process)
-        reader.join(5)
+        messages.join(5)
 
 
 def measure_idle(runner: Runner, spec: ServerSpec) -> dict[str, Any]:
