@@ -19,6 +19,35 @@ from tests.serving import TidingsProcess
 BIG = "x" * 16_000
 
 
+async def flood_while_blocked(client: Client, publisher: tidings.Publisher, history: str, plain: str) -> None:
+    """Block ``client``'s node for 4 s and publish 19 MB to ``plain`` meanwhile (less than Redis' own
+    limit, 32 MB; far more than the node's and the sockets' buffers), a numbered message to
+    ``history`` every 40. Once the node has shed its connection, nobody takes them (NoSocket)."""
+    await client.emit("block", 4)
+    for n in range(1200):
+        with contextlib.suppress(tidings.NoSocket):
+            await publisher.abroadcast_channel([n, BIG], plain)
+        if n % 40 == 0:
+            with contextlib.suppress(tidings.NoSocket):
+                await publisher.abroadcast_channel(n // 40, history)
+
+
+async def caught_up_and_lagged(client: Client, history: str, plain: str) -> None:
+    """What ``client`` gets after the flood: every message of ``history``, in order and once (its
+    node caught up from the stream), one ``lagging`` for ``plain``, and not all of ``plain``."""
+    got: dict[str, list[object]] = {history: [], plain: [], "lagging": []}
+    while not got["lagging"] or len(got[history]) < 30:
+        event = await client.event()
+        if event[0] == "lagging":
+            got["lagging"].append(event[1:])
+        else:
+            assert event[0] == "message", event
+            got[event[2]].append(event[1])
+    assert got[history] == list(range(30))  # caught up: in order, none lost, none twice
+    assert got["lagging"] == [[plain]]
+    assert len(got[plain]) < 1200  # the backlog was dropped
+
+
 async def test_a_blocked_node_sheds_its_backlog_its_history_channels_recover_the_others_lag(
     own_redis: OwnRedis,
 ) -> None:
@@ -31,27 +60,8 @@ async def test_a_blocked_node_sheds_its_backlog_its_history_channels_recover_the
         await client.subscribe(plain)
         assert await client.call("counts") == [0, 0]
         async with tidings.Publisher(own_redis.url, "lag:") as publisher:
-            await client.emit("block", 4)
-            # 19 MB: less than Redis' own limit (32 MB), far more than the node's and the sockets'
-            # buffers. Once the node has shed its connection, nobody takes them (NoSocket).
-            for n in range(1200):
-                with contextlib.suppress(tidings.NoSocket):
-                    await publisher.abroadcast_channel([n, BIG], plain)
-                if n % 40 == 0:
-                    with contextlib.suppress(tidings.NoSocket):
-                        await publisher.abroadcast_channel(n // 40, history)
-
-        got: dict[str, list[object]] = {history: [], plain: [], "lagging": []}
-        while not got["lagging"] or len(got[history]) < 30:
-            event = await client.event()
-            if event[0] == "lagging":
-                got["lagging"].append(event[1:])
-            else:
-                assert event[0] == "message", event
-                got[event[2]].append(event[1])
-        assert got[history] == list(range(30))  # caught up: in order, none lost, none twice
-        assert got["lagging"] == [[plain]]
-        assert len(got[plain]) < 1200  # the backlog was dropped
+            await flood_while_blocked(client, publisher, history, plain)
+        await caught_up_and_lagged(client, history, plain)
         assert await client.call("counts") == [1, 1]
         samples = parse(httpx.get(node.url + "/metrics", timeout=10).text)
         assert series(samples, "tidings_broker_sheds_total") == {"": 1}

@@ -24,6 +24,7 @@ import tidings
 from tests.brokers.clients import Client, notice, told
 from tests.brokers.cluster import APP, Cluster, broker_args, running_nodes, until
 from tests.brokers.test_http_api import KEY, api
+from tests.brokers.test_lagging import caught_up_and_lagged, flood_while_blocked
 from tests.brokers.test_outage import clients, messages, subscribe
 from tests.brokers.test_presence_leave import joined, member, view
 from tests.brokers.test_recovery import process
@@ -272,23 +273,8 @@ async def test_a_blocked_node_sheds_the_backlog_of_its_connection_to_a_master(cl
         await client.subscribe(history)
         await client.subscribe(plain)
         async with tidings.Publisher(cluster.url, PREFIX) as publisher:
-            await client.emit("block", 4)
-            for n in range(1200):  # 19 MB: less than Redis' own limit (32 MB)
-                with contextlib.suppress(tidings.NoSocket):
-                    await publisher.abroadcast_channel([n, "x" * 16_000], plain)
-                if n % 40 == 0:
-                    with contextlib.suppress(tidings.NoSocket):
-                        await publisher.abroadcast_channel(n // 40, history)
-        got: dict[str, list[object]] = {history: [], plain: [], "lagging": []}
-        while not got["lagging"] or len(got[history]) < 30:
-            event = await client.event()
-            if event[0] == "lagging":
-                got["lagging"].append(event[1:])
-            else:
-                got[event[2]].append(event[1])
-        assert got[history] == list(range(30))  # caught up: in order, none lost, none twice
-        assert got["lagging"] == [[plain]]
-        assert len(got[plain]) < 1200  # the backlog was dropped
+            await flood_while_blocked(client, publisher, history, plain)
+        await caught_up_and_lagged(client, history, plain)
         assert await client.call("counts") == [1, 1]
         await client.close()
 
