@@ -11,10 +11,10 @@ import tidings
 from tidings.brokers import MemoryBroker
 from tidings.channels import check_session_id
 from tidings.hub import Hub
-from tidings.message import Outgoing
+from tidings.message import Burst, Outgoing, Subscriber
 
 
-class Recorder:
+class Recorder(Subscriber):
     """A subscriber that keeps what it is handed, in the wire form "text"."""
 
     def __init__(self, session_id: str) -> None:
@@ -80,6 +80,45 @@ def test_a_delivery_that_drops_a_member_does_not_break_the_fan_out() -> None:
     assert hub.publish(Outgoing("x", "room")) == 3
     assert members[1].got == ["x@room"]
     assert list(hub.channels["room"]) == [members[1]]
+
+
+class BurstTaker(Recorder):
+    """A subscriber that takes bursts (as a WebSocket session does): what it is written, write by write."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(session_id)
+        self.writes: list[bytes] = []
+
+    def take_burst(self, burst: Burst) -> bool:
+        burst.join(self, self, "text", lambda outgoing, _: f"{outgoing.message}|".encode(), "")
+        return True
+
+    def write_burst(self, data: bytes) -> None:
+        self.writes.append(data)
+
+
+async def test_a_channels_publishes_of_one_iteration_reach_a_burst_taker_in_one_write() -> None:
+    hub = Hub()
+    hub.bind_loop()
+    taker, follower = BurstTaker("t"), Recorder("f")
+    for member in (taker, follower):
+        hub.join(member, "/")
+        hub.subscribe(member, "room")
+    assert [hub.publish(Outgoing(n, "room")) for n in range(3)] == [2, 2, 2]
+    assert follower.got == ["0@room", "1@room", "2@room"]  # handed each as it comes
+    assert taker.writes == []  # nothing before the end of the loop iteration
+    await asyncio.sleep(0)
+    assert taker.writes == [b"0|1|2|"]
+    assert taker.got == []
+    assert (hub.broadcasts, hub.deliveries) == (3, 6)
+
+    late = Recorder("late")
+    hub.publish(Outgoing(3, "room"))
+    hub.subscribe(late, "room")  # a new member: the next publish makes a new burst
+    hub.publish(Outgoing(4, "room"))
+    await asyncio.sleep(0)
+    assert taker.writes[1:] == [b"3|", b"4|"]
+    assert late.got == ["4@room"]
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ from tidings.brokers.base import Broker
 from tidings.brokers.memory import MemoryBroker
 from tidings.channels import MAX_CHANNEL_LENGTH, ChannelOptions, PresenceBatching, newer
 from tidings.errors import NoSocket
-from tidings.message import Outgoing, Position, Recovery, Subscriber
+from tidings.message import Burst, Outgoing, Position, Recovery, Subscriber
 from tidings.settings import LOOP_CALL_TIMEOUT, Settings
 
 T = TypeVar("T")
@@ -98,6 +98,9 @@ class Hub:
         self.broker.attach(self)
         #: Subscribers recovering a channel's history, by channel (see :class:`CatchUp`).
         self.catching_up: dict[str, dict[Subscriber, CatchUp]] = {}
+        #: Each channel's burst of this loop iteration: its publishes so far (see :meth:`publish`).
+        #: A change of its members ends it early, so that a burst's recipients never change.
+        self._bursts: dict[str, Burst] = {}
         #: True once the broker has started (and until it stops).
         self.started = False
         #: The server's ``max_channel_length``: what out-of-band sends check channel names against.
@@ -260,6 +263,7 @@ class Hub:
             members = self.channels[channel] = {}
             self.broker.first_joined("channel", channel)
         members[subscriber] = None
+        self._bursts.pop(channel, None)
         if self.options.any and self.options.presence(channel):
             self._announce(subscriber, channel, True)
         if self.observer is not None:
@@ -276,6 +280,7 @@ class Hub:
 
     def _remove(self, subscriber: Subscriber, channel: str) -> None:
         members = self.channels.get(channel)
+        self._bursts.pop(channel, None)
         if members is not None:
             members.pop(subscriber, None)
             if not members:
@@ -307,6 +312,7 @@ class Hub:
     def begin_catch_up(self, subscriber: Subscriber, channel: str) -> None:
         """Hold ``channel``'s live messages to ``subscriber`` until :meth:`end_catch_up`."""
         self.catching_up.setdefault(channel, {})[subscriber] = CatchUp()
+        self._bursts.pop(channel, None)
 
     def end_catch_up(self, subscriber: Subscriber, channel: str, recovery: Recovery | None) -> list[Outgoing]:
         """What to hand ``subscriber`` now, in order: the recovered messages, then the live ones held
@@ -336,13 +342,50 @@ class Hub:
 
     def publish(self, outgoing: Outgoing, exclude: Subscriber | None = None) -> int:
         """Hand ``outgoing`` to every member of its channel but ``exclude``; returns how many."""
-        assert outgoing.channel is not None
-        members: Iterable[Subscriber] | None = self.channels.get(outgoing.channel)
+        channel = outgoing.channel
+        assert channel is not None
+        members: Iterable[Subscriber] | None = self.channels.get(channel)
         if self.catching_up and outgoing.position is not None and members:
-            waiting = self.catching_up.get(outgoing.channel)
+            waiting = self.catching_up.get(channel)
             if waiting:
                 members = [m for m in members if m not in waiting or self._caught_up(waiting, m, outgoing)]
-        return self._fan_out(members, outgoing, exclude)
+                return self._fan_out(members, outgoing, exclude)
+        if not members or outgoing.audience is not None or self.loop is None:
+            return self._fan_out(members, outgoing, exclude)
+        burst = self._bursts.get(channel)
+        if burst is None or burst.exclude is not exclude:
+            return self._start_burst(channel, members, outgoing, exclude)
+        self.broadcasts += 1
+        reached = burst.add(outgoing)
+        self.deliveries += reached
+        return reached
+
+    def _start_burst(
+        self, channel: str, members: Iterable[Subscriber], outgoing: Outgoing, exclude: Subscriber | None
+    ) -> int:
+        """Fan ``outgoing`` out as the first message of ``channel``'s burst in this loop iteration:
+        the channel's next publishes of the iteration only add to it (see :class:`Burst`)."""
+        assert self.loop is not None
+        burst = self._bursts[channel] = Burst(exclude)
+        self.loop.call_soon(self._end_burst, channel, burst)
+        burst.outgoings.append(outgoing)
+        followers = burst.followers
+        # A delivery can close a session whose send buffer is full, which takes it out of
+        # ``members`` while we iterate: iterate over a copy.
+        recipients = [member for member in members if member is not exclude]
+        for member in recipients:
+            if not member.take_burst(burst):
+                followers.append(member)
+                member.deliver(outgoing)
+        burst.recipients = len(recipients)
+        self.broadcasts += 1
+        self.deliveries += len(recipients)
+        return len(recipients)
+
+    def _end_burst(self, channel: str, burst: Burst) -> None:
+        if self._bursts.get(channel) is burst:
+            del self._bursts[channel]
+        burst.close()
 
     def _caught_up(self, waiting: dict[Subscriber, CatchUp], member: Subscriber, outgoing: Outgoing) -> bool:
         if not waiting[member].take(outgoing):

@@ -133,6 +133,87 @@ class Subscriber(Protocol):
 
     def deliver(self, outgoing: Outgoing) -> None: ...
 
+    def take_burst(self, burst: Burst) -> bool:
+        """Take ``burst``'s messages in one write at the end of the loop iteration (True), or each
+        as it comes through :meth:`deliver` (False: it cannot, or is in another burst already).
+
+        By default False: a subscriber that derives from this class is handed each message."""
+        return False
+
+
+class BurstSink(Protocol):
+    """A connection that took a :class:`Burst`: its messages are written to it in one piece."""
+
+    def write_burst(self, data: bytes) -> None:
+        """Write ``data``, the frames of the burst's messages, after what was queued before."""
+
+
+#: Encodes a message as the frames of one wire form: ``encode(outgoing, namespace)``.
+FrameEncoder = Callable[["Outgoing", str], bytes]
+
+
+class Burst:
+    """The messages one fan-out makes in one loop iteration (a channel's publishes), and their
+    recipients: a broadcast then costs one call per recipient per iteration, not per message.
+
+    Recipients that can (WebSocket connections) :meth:`join` it with a wire form; at the end of the
+    iteration (:meth:`close`) the burst encodes its messages once per form and each of them gets
+    them in one write. The others are ``followers``: the hub delivers each message to them as it
+    comes. A recipient that has to be sent anything else first :meth:`leave` s: it gets what the
+    burst holds so far, then follows, so each connection's frames stay in the order they were sent.
+    """
+
+    __slots__ = ("_groups", "exclude", "followers", "outgoings", "recipients")
+
+    def __init__(self, exclude: Subscriber | None) -> None:
+        #: The subscriber the burst's messages are not for (the sender of a broadcast).
+        self.exclude = exclude
+        self.outgoings: list[Outgoing] = []
+        self.followers: list[Subscriber] = []
+        #: How many subscribers each message reaches.
+        self.recipients = 0
+        # By wire form: its encoder, its namespace, and the sinks that joined with it.
+        self._groups: dict[Hashable, tuple[FrameEncoder, str, dict[BurstSink, Subscriber]]] = {}
+
+    def join(
+        self, member: Subscriber, sink: BurstSink, form: Hashable, encode: FrameEncoder, namespace: str
+    ) -> None:
+        """``member`` gets the burst's messages through ``sink``, encoded by ``encode``."""
+        group = self._groups.get(form)
+        if group is None:
+            group = self._groups[form] = (encode, namespace, {})
+        group[2][sink] = member
+
+    def add(self, outgoing: Outgoing) -> int:
+        """One more message for the same recipients; returns how many it reaches."""
+        self.outgoings.append(outgoing)
+        if self.followers:
+            # A copy: one who leaves while this runs got ``outgoing`` with what it was handed.
+            for member in tuple(self.followers):
+                member.deliver(outgoing)
+        return self.recipients
+
+    def leave(self, sink: BurstSink, form: Hashable) -> bytes:
+        """Take ``sink`` out (it has to be sent something else): the frames of the messages so far,
+        for it to queue; its subscriber is handed the next ones as they come."""
+        group = self._groups.get(form)
+        member = group[2].pop(sink, None) if group is not None else None
+        if group is None or member is None:
+            return b""
+        self.followers.append(member)
+        return self._frames(group[0], group[1])
+
+    def close(self) -> None:
+        """Write the messages to every sink that is still in (the end of the loop iteration)."""
+        groups, self._groups = self._groups, {}
+        for encode, namespace, sinks in groups.values():
+            data = self._frames(encode, namespace)
+            for sink in sinks:
+                sink.write_burst(data)
+
+    def _frames(self, encode: FrameEncoder, namespace: str) -> bytes:
+        return b"".join([encode(outgoing, namespace) for outgoing in self.outgoings])
+
 
 @dataclass
 class Recovery:
@@ -212,3 +293,10 @@ def frame_for(data: str | bytes | bytearray | memoryview) -> bytes:
         return ws.binary_frame(bytes(data))
     _last = (data, frame)
     return frame
+
+
+def socketio_frames(outgoing: Outgoing, namespace: str) -> bytes:
+    """``outgoing`` as the WebSocket frames of its Socket.IO packets in ``namespace`` (a
+    :class:`Burst`'s encoder): the packets are :func:`socketio_packets`, cached as every socket's."""
+    packets = outgoing.encoded(wire_form(namespace), socketio_packets, namespace)
+    return b"".join([frame_for(packet) for packet in packets])

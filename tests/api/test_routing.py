@@ -17,10 +17,10 @@ from tidings.brokers import Broker, Count, MemoryBroker
 from tidings.channels import split_targets
 from tidings.errors import NoSocket
 from tidings.hub import Hub
-from tidings.message import Outgoing, socketio_packets, wire_form
+from tidings.message import Outgoing, Subscriber, socketio_packets, wire_form
 
 
-class Member:
+class Member(Subscriber):
     """A subscriber of namespace ``namespace`` that keeps the Socket.IO packets it is handed."""
 
     def __init__(self, session_id: str, namespace: str = "/") -> None:

@@ -7,7 +7,7 @@ from tidings.api.routing import Send, route
 from tidings.brokers.memory.sessions import MemorySessions, new_offset
 from tidings.channels import HistoryRule, KeptSession, RecoveryRule
 from tidings.hub import Hub
-from tidings.message import Audience, Outgoing, Position
+from tidings.message import Audience, Outgoing, Position, Subscriber
 from tidings.settings import Settings
 
 SESSION = KeptSession("sid-1", "/", ("room",), {"user": "ada"}, {"name": "Ada"})
@@ -99,7 +99,7 @@ def test_kept_sessions_are_at_most_max_sessions_and_taken_once() -> None:
     assert sessions.take("c", offset) is None
 
 
-class Member:
+class Member(Subscriber):
     session_id = "member-1"
 
     def __init__(self) -> None:

@@ -13,10 +13,10 @@ from tests.serving import ThreadedServer
 from tidings.brokers import Kind, MemoryBroker, broker_from
 from tidings.brokers.redis import RedisBroker
 from tidings.hub import Hub
-from tidings.message import Outgoing
+from tidings.message import Outgoing, Subscriber
 
 
-class Member:
+class Member(Subscriber):
     def __init__(self, session_id: str) -> None:
         self.session_id = session_id
         self.subscriptions: dict[str, None] = {}

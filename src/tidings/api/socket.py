@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Hashable, Iterable
 from typing import Any, Protocol
 
 from tidings.api.handlers import MESSAGE, Handler
@@ -13,7 +13,15 @@ from tidings.api.request import Request
 from tidings.api.routing import Send, emit, route
 from tidings.channels import Targets, check_channel_name, new_pid, require
 from tidings.hub import Hub
-from tidings.message import Outgoing, socketio_packets, wire_form
+from tidings.message import (
+    Burst,
+    FrameEncoder,
+    Outgoing,
+    Subscriber,
+    socketio_frames,
+    socketio_packets,
+    wire_form,
+)
 from tidings.protocol.socketio import AckCallback, BaseSocket, SocketState
 from tidings.settings import Settings
 
@@ -28,6 +36,10 @@ class Outbound(Protocol):
     def send(self, packet: str | bytes) -> None: ...
 
     def send_many(self, packets: list[str | bytes]) -> None: ...
+
+    def take_burst(
+        self, burst: Burst, member: Subscriber, form: Hashable, encode: FrameEncoder, namespace: str
+    ) -> bool: ...
 
 
 class SocketConnection(Protocol):
@@ -257,6 +269,12 @@ class Socket(BaseSocket):
             session.send(packets[0])
         else:
             session.send_many(packets)
+
+    def take_burst(self, burst: Burst) -> bool:
+        """Take a channel's messages of this loop iteration in one write (WebSocket sessions)."""
+        if self._state is not _CONNECTED:
+            return False
+        return self.connection.session.take_burst(burst, self, self._form, socketio_frames, self.namespace)
 
     def packets(self, outgoing: Outgoing) -> list[str | bytes]:
         """A hub message as this socket's packets (encoded once for every socket of its namespace)."""

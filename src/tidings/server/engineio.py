@@ -15,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Hashable
 from typing import Any, Protocol
 
 import orjson
 
 from tidings.api.request import Headers
+from tidings.message import Burst, FrameEncoder, Subscriber
 from tidings.protocol import ProtocolError
 from tidings.protocol import engineio as eio
 from tidings.protocol import websocket as ws
@@ -111,6 +113,24 @@ class Session(eio.Session):
             self.close("send buffer full", ws.POLICY_VIOLATION)
             return
         self._wake_poll()
+
+    def take_burst(
+        self, burst: Burst, member: Subscriber, form: Hashable, encode: FrameEncoder, namespace: str
+    ) -> bool:
+        """Join ``burst`` for ``member`` (see :meth:`Subscriber.take_burst`): only a WebSocket whose
+        frames go straight to its transport can, and only one burst at a time."""
+        direct = self.outbox.direct
+        if self.state is _CLOSED or direct is None or not direct.enter_burst(burst, self, form):
+            return False
+        burst.join(member, self, form, encode, namespace)
+        return True
+
+    def write_burst(self, data: bytes) -> None:
+        """The frames of a burst this session took (a :class:`BurstSink`)."""
+        direct = self._direct
+        assert direct is not None, "a burst on a session without a direct send"
+        if not direct.write_burst(data, self.outbox.limit) and self.state is not _CLOSED:
+            self.close("send buffer full", ws.POLICY_VIOLATION)
 
     def _wake_poll(self) -> None:
         if self._poll is not None and not self._poll.done():

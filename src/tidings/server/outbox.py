@@ -15,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Hashable, Iterable, MutableMapping
 from typing import Any, Protocol
+
+from tidings.message import Burst, BurstSink
 
 logger = logging.getLogger("tidings.outbox")
 
@@ -31,6 +33,13 @@ class DirectSend(Protocol):
 
     def send_frame(self, data: str | bytes, limit: int) -> bool:
         """Queue one frame; False (nothing queued) if the unsent bytes would pass ``limit``."""
+
+    def enter_burst(self, burst: Burst, sink: BurstSink, form: Hashable) -> bool:
+        """Mark the connection as in ``burst`` for ``sink`` (False: it is in one already, or
+        closing): a frame sent before the burst is written takes it out (:meth:`Burst.leave`)."""
+
+    def write_burst(self, data: bytes, limit: int) -> bool:
+        """Queue a burst's frames (the connection is out of it then); False as :meth:`send_frame`."""
 
     async def wait_writable(self) -> None:
         """Return once the transport takes writes again."""

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from tidings.api.request import Request
 from tidings.channels import check_subscription
 from tidings.hub import Hub
-from tidings.message import RAW, Outgoing, raw_frame
+from tidings.message import RAW, Burst, Outgoing, raw_frame
 from tidings.protocol.websocket import (
     GOING_AWAY,
     MESSAGE_TOO_BIG,
@@ -151,6 +151,11 @@ class AsyncWebSocket:
             return
         if not self._outbox.put(frame):
             self.close_soon(POLICY_VIOLATION, "send buffer full")
+
+    def take_burst(self, burst: Burst) -> bool:
+        """No: a message that JSON cannot carry as a plain frame is skipped with an error logged,
+        one by one in :meth:`deliver`; a burst encodes its messages together."""
+        return False
 
     # -- the connection --------------------------------------------------------------------------
 

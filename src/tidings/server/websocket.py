@@ -46,9 +46,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from collections.abc import Hashable
 from typing import Any
 
-from tidings.message import frame_for
+from tidings.message import Burst, BurstSink, frame_for
 from tidings.protocol import websocket as ws
 from tidings.protocol.websocket import State
 from tidings.server.asgi_websocket import TEXT_PLAIN, AsgiWebSocket
@@ -114,6 +115,7 @@ class FastWebSocketProtocol(AsgiWebSocket, asyncio.Protocol):
     """One WebSocket connection under uvicorn: its transport, its writes and its timers."""
 
     __slots__ = (
+        "_burst",
         "_drain",
         "_flusher",
         "_linger",
@@ -148,6 +150,8 @@ class FastWebSocketProtocol(AsgiWebSocket, asyncio.Protocol):
         # Released when the connection is lost: its count against max_connections_per_address.
         self.connection_slot: Slot | None = None
         self._flusher = _flusher(self.loop)
+        # The burst this connection is in, with its sink and wire form (see enter_burst).
+        self._burst: tuple[Burst, BurstSink, Hashable] | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------
 
@@ -161,6 +165,7 @@ class FastWebSocketProtocol(AsgiWebSocket, asyncio.Protocol):
             self.end()
         self._pending = []
         self._pending_size = 0
+        self._burst = None
         if self._linger is not None:
             self._linger.cancel()
             self._linger = None
@@ -263,6 +268,8 @@ class FastWebSocketProtocol(AsgiWebSocket, asyncio.Protocol):
         """
         if self.state is not _OPEN:
             return True
+        if self._burst is not None:
+            self._leave_burst()
         frame = frame_for(data)
         size = self._pending_size + len(frame)
         if size > limit or (self._paused and size + self.transport.get_write_buffer_size() > limit):
@@ -272,6 +279,40 @@ class FastWebSocketProtocol(AsgiWebSocket, asyncio.Protocol):
         self._pending.append(frame)
         self._pending_size = size
         return True
+
+    def enter_burst(self, burst: Burst, sink: BurstSink, form: Hashable) -> bool:
+        """Take part in ``burst`` (see :class:`~tidings.message.Burst`): its frames come in one
+        :meth:`write_burst`, unless a frame is sent here before, which takes the connection out."""
+        if self.state is not _OPEN or self._burst is not None:
+            return False
+        self._burst = (burst, sink, form)
+        return True
+
+    def write_burst(self, data: bytes, limit: int) -> bool:
+        """Write a burst's frames after what is pending; False, and nothing written, as
+        :meth:`send_frame`."""
+        self._burst = None
+        if self.state is not _OPEN:
+            return True
+        size = self._pending_size + len(data)
+        if size > limit or (self._paused and size + self.transport.get_write_buffer_size() > limit):
+            return False
+        if self._pending:  # queued before the burst began: goes first, with the loop's flush
+            self._pending.append(data)
+            self._pending_size = size
+        else:
+            self._flusher.written += len(data)
+            self.transport.write(data)
+        return True
+
+    def _leave_burst(self) -> None:
+        """A frame is about to be queued: first what the burst holds for this connection so far."""
+        assert self._burst is not None
+        burst, sink, form = self._burst
+        self._burst = None
+        frames = burst.leave(sink, form)
+        if frames:
+            self._push(frames)
 
     def close(self, code: int = ws.NORMAL_CLOSURE, reason: str = "") -> None:
         """Send a close frame after what is pending (as ``websocket.close``, but synchronous)."""
@@ -294,12 +335,16 @@ class FastWebSocketProtocol(AsgiWebSocket, asyncio.Protocol):
     # -- writing ----------------------------------------------------------------------------------------
 
     def _push(self, frame: bytes) -> None:
+        if self._burst is not None:
+            self._leave_burst()
         if not self._pending:
             self._flusher.add(self)
         self._pending.append(frame)
         self._pending_size += len(frame)
 
     def _push_data(self, data: str | bytes) -> None:
+        if self._burst is not None:
+            self._leave_burst()
         frame = frame_for(data)
         if not self._pending:
             self._flusher.add(self)
@@ -317,6 +362,8 @@ class FastWebSocketProtocol(AsgiWebSocket, asyncio.Protocol):
 
     def _write_now(self, data: bytes) -> None:
         """Write ``data`` after what is pending, without waiting for the loop iteration's flush."""
+        if self._burst is not None:
+            self._leave_burst()
         self._flush()
         self._flusher.written += len(data)
         self.transport.write(data)
