@@ -7,6 +7,8 @@ broadcast to any number of sockets costs one encode per wire form, not one per r
 Its wire forms: :func:`socketio_packets` (the Engine.IO packets of a Socket.IO EVENT, cached per
 namespace under :func:`wire_form`) and :func:`raw_frame` (a plain WebSocket's payload, under
 :data:`RAW`); :func:`frame_for` frames a payload for the WebSocket once for all its recipients.
+A :class:`Burst` is a channel's messages of one loop iteration, written to each WebSocket that
+takes it (:meth:`Subscriber.take_burst`) in one piece.
 
 A message of a channel with history has a :class:`Position` in it; :class:`Recovery` is what a
 history holds after a position. An emit's message has an :class:`Audience`: whom it reaches. With
