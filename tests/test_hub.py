@@ -120,6 +120,11 @@ async def test_a_channels_publishes_of_one_iteration_reach_a_burst_taker_in_one_
     assert taker.writes[1:] == [b"3|", b"4|"]
     assert late.got == ["4@room"]
 
+    assert [hub.broadcast(Outgoing(n), "/") for n in (5, 6)] == [2, 2]  # a group's burst
+    await asyncio.sleep(0)
+    assert taker.writes[3:] == [b"5|6|"]
+    assert follower.got[-2:] == ["5@None", "6@None"]
+
 
 @pytest.mark.parametrize(
     "send",

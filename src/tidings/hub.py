@@ -20,7 +20,7 @@ import concurrent.futures
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any, Protocol, TypeVar
 
 import orjson
@@ -98,9 +98,10 @@ class Hub:
         self.broker.attach(self)
         #: Subscribers recovering a channel's history, by channel (see :class:`CatchUp`).
         self.catching_up: dict[str, dict[Subscriber, CatchUp]] = {}
-        #: Each channel's burst of this loop iteration: its publishes so far (see :meth:`publish`).
-        #: A change of its members ends it early, so that a burst's recipients never change.
-        self._bursts: dict[str, Burst] = {}
+        #: The burst of this loop iteration of each channel (by name) and group (by
+        #: :func:`_group_key`): its messages so far (see :class:`Burst`). A change of its members
+        #: ends it early, so that a burst's recipients never change.
+        self._bursts: dict[Hashable, Burst] = {}
         #: True once the broker has started (and until it stops).
         self.started = False
         #: The server's ``max_channel_length``: what out-of-band sends check channel names against.
@@ -237,11 +238,13 @@ class Hub:
             members = self.groups[group] = {}
             self.broker.first_joined("group", group)
         members[subscriber.session_id] = subscriber
+        self._bursts.pop(_group_key(group), None)
 
     def leave(self, subscriber: Subscriber, group: str) -> list[str]:
         """Take a subscriber out of everything; returns the channels it was in, in join order."""
         self.sessions.pop(subscriber.session_id, None)
         members = self.groups.get(group)
+        self._bursts.pop(_group_key(group), None)
         if members is not None:
             members.pop(subscriber.session_id, None)
             if not members:
@@ -350,24 +353,25 @@ class Hub:
             if waiting:
                 members = [m for m in members if m not in waiting or self._caught_up(waiting, m, outgoing)]
                 return self._fan_out(members, outgoing, exclude)
-        if not members or outgoing.audience is not None or self.loop is None:
+        if not members or outgoing.audience is not None:
             return self._fan_out(members, outgoing, exclude)
-        burst = self._bursts.get(channel)
-        if burst is None or burst.exclude is not exclude:
-            return self._start_burst(channel, members, outgoing, exclude)
-        self.broadcasts += 1
-        reached = burst.add(outgoing)
-        self.deliveries += reached
-        return reached
+        return self._fan_out_in_burst(channel, members, outgoing, exclude)
 
-    def _start_burst(
-        self, channel: str, members: Iterable[Subscriber], outgoing: Outgoing, exclude: Subscriber | None
+    def _fan_out_in_burst(
+        self, key: Hashable, members: Iterable[Subscriber], outgoing: Outgoing, exclude: Subscriber | None
     ) -> int:
-        """Fan ``outgoing`` out as the first message of ``channel``'s burst in this loop iteration:
-        the channel's next publishes of the iteration only add to it (see :class:`Burst`)."""
-        assert self.loop is not None
-        burst = self._bursts[channel] = Burst(exclude)
-        self.loop.call_soon(self._end_burst, channel, burst)
+        """Fan ``outgoing`` out in the burst of ``key`` (a channel, or a group's key) of this loop
+        iteration: the first message starts it, the next ones are only added (see :class:`Burst`)."""
+        if self.loop is None:  # no loop to end a burst
+            return self._fan_out(members, outgoing, exclude)
+        self.broadcasts += 1
+        burst = self._bursts.get(key)
+        if burst is not None and burst.exclude is exclude:
+            reached = burst.add(outgoing)
+            self.deliveries += reached
+            return reached
+        burst = self._bursts[key] = Burst(exclude)
+        self.loop.call_soon(self._end_burst, key, burst)
         burst.outgoings.append(outgoing)
         followers = burst.followers
         # A delivery can close a session whose send buffer is full, which takes it out of
@@ -378,13 +382,12 @@ class Hub:
                 followers.append(member)
                 member.deliver(outgoing)
         burst.recipients = len(recipients)
-        self.broadcasts += 1
         self.deliveries += len(recipients)
         return len(recipients)
 
-    def _end_burst(self, channel: str, burst: Burst) -> None:
-        if self._bursts.get(channel) is burst:
-            del self._bursts[channel]
+    def _end_burst(self, key: Hashable, burst: Burst) -> None:
+        if self._bursts.get(key) is burst:
+            del self._bursts[key]
         burst.close()
 
     def _caught_up(self, waiting: dict[Subscriber, CatchUp], member: Subscriber, outgoing: Outgoing) -> bool:
@@ -397,7 +400,9 @@ class Hub:
     def broadcast(self, outgoing: Outgoing, group: str, exclude: Subscriber | None = None) -> int:
         """Hand ``outgoing`` to every subscriber of ``group`` but ``exclude``; returns how many."""
         members = self.groups.get(group)
-        return self._fan_out(members.values() if members else None, outgoing, exclude)
+        if not members or outgoing.audience is not None:
+            return self._fan_out(members.values() if members else None, outgoing, exclude)
+        return self._fan_out_in_burst(_group_key(group), members.values(), outgoing, exclude)
 
     def send(self, outgoing: Outgoing, session_id: str) -> int:
         """Hand ``outgoing`` to one subscriber; returns 1, or 0 if there is none by that id (or its
@@ -459,6 +464,11 @@ class Hub:
             member.deliver(outgoing)
         self.deliveries += len(recipients)
         return len(recipients)
+
+
+def _group_key(group: str) -> tuple[str, str]:
+    """A group's key among the bursts, apart from every channel's (a channel's key is its name)."""
+    return ("group", group)
 
 
 def _json_able_info(subscriber: Subscriber) -> Any:

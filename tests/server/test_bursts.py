@@ -65,6 +65,32 @@ async def test_each_connection_gets_its_messages_in_the_order_they_were_sent(ser
         await client.close()
 
 
+async def test_broadcasts_to_everyone_and_a_channels_publishes_keep_their_order(
+    server: TidingsProcess,
+) -> None:
+    """A namespace's broadcasts make a burst too (of the group): interleaved with a channel's."""
+    member = await subscribed(server, "d")
+    other = await RawClient.connect(server.url)
+    steps = [
+        ["publish", 1, "d"],
+        ["broadcast", 2],
+        ["publish", 3, "d"],
+        ["broadcast", 4],
+        ["publish", 5, "d"],
+    ]
+    await other.emit("script", steps, ack_id=3)
+    assert [await other.receive() for _ in range(3)] == ['42["message",2]', '42["message",4]', '433["done"]']
+    assert await events(member, 5) == [
+        ["message", 1, "d"],
+        ["message", 2],
+        ["message", 3, "d"],
+        ["message", 4],
+        ["message", 5, "d"],
+    ]
+    await member.close()
+    await other.close()
+
+
 async def test_a_member_gets_what_was_published_while_it_was_in_the_channel(server: TidingsProcess) -> None:
     """Joining and leaving within one iteration: the burst of the channel's earlier publishes is not
     the later ones'; the ack of the event comes after the messages published before it."""

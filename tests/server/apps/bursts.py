@@ -15,6 +15,8 @@ async def script(request, socket, context, steps):
         if step == "publish":
             message, channel = args
             tidings.broadcast_channel(message, channel)
+        elif step == "broadcast":
+            tidings.broadcast(args[0])
         elif step == "send":
             session_id, message = args
             tidings.send(session_id, message)
