@@ -126,6 +126,37 @@ async def test_a_channels_publishes_of_one_iteration_reach_a_burst_taker_in_one_
     assert follower.got[-2:] == ["5@None", "6@None"]
 
 
+async def test_a_burst_encodes_each_message_once_for_its_form_whoever_leaves_it() -> None:
+    hub = Hub()
+    hub.bind_loop()
+    encoded: list[object] = []
+    bursts: list[Burst] = []
+
+    def encode(outgoing: Outgoing, namespace: str) -> bytes:
+        encoded.append(outgoing.message)
+        return f"{outgoing.message}|".encode()
+
+    class Taker(BurstTaker):
+        def take_burst(self, burst: Burst) -> bool:
+            burst.join(self, self, "text", encode, "")
+            bursts.append(burst)
+            return True
+
+    stays, leaves = Taker("stays"), Taker("leaves")
+    for member in (stays, leaves):
+        hub.join(member, "/")
+        hub.subscribe(member, "room")
+    hub.publish(Outgoing(0, "room"))
+    hub.publish(Outgoing(1, "room"))
+    assert bursts[0].leave(leaves, "text") == b"0|1|"  # what a send to it first does
+    assert bursts[0].leave(leaves, "text") == b""  # out already
+    hub.publish(Outgoing(2, "room"))
+    await asyncio.sleep(0)
+    assert stays.writes == [b"0|1|2|"]
+    assert (leaves.writes, leaves.got) == ([], ["2@room"])
+    assert encoded == [0, 1, 2]
+
+
 @pytest.mark.parametrize(
     "send",
     [

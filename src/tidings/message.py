@@ -154,6 +154,26 @@ class BurstSink(Protocol):
 FrameEncoder = Callable[["Outgoing", str], bytes]
 
 
+class _BurstGroup:
+    """A burst's recipients of one wire form: how the messages are encoded for them, and the frames
+    of the messages encoded so far (each message is encoded once, whoever leaves when)."""
+
+    __slots__ = ("encode", "frames", "namespace", "sinks")
+
+    def __init__(self, encode: FrameEncoder, namespace: str) -> None:
+        self.encode = encode
+        self.namespace = namespace
+        self.sinks: dict[BurstSink, Subscriber] = {}
+        self.frames: list[bytes] = []
+
+    def data(self, outgoings: list[Outgoing]) -> bytes:
+        """The frames of ``outgoings`` (the burst's, of which the first ones were encoded before)."""
+        frames, encode, namespace = self.frames, self.encode, self.namespace
+        for outgoing in outgoings[len(frames) :]:
+            frames.append(encode(outgoing, namespace))
+        return b"".join(frames)
+
+
 class Burst:
     """The messages one fan-out makes in one loop iteration (a channel's publishes), and their
     recipients: a broadcast then costs one call per recipient per iteration, not per message.
@@ -174,8 +194,7 @@ class Burst:
         self.followers: list[Subscriber] = []
         #: How many subscribers each message reaches.
         self.recipients = 0
-        # By wire form: its encoder, its namespace, and the sinks that joined with it.
-        self._groups: dict[Hashable, tuple[FrameEncoder, str, dict[BurstSink, Subscriber]]] = {}
+        self._groups: dict[Hashable, _BurstGroup] = {}  # by wire form
 
     def join(
         self, member: Subscriber, sink: BurstSink, form: Hashable, encode: FrameEncoder, namespace: str
@@ -183,8 +202,8 @@ class Burst:
         """``member`` gets the burst's messages through ``sink``, encoded by ``encode``."""
         group = self._groups.get(form)
         if group is None:
-            group = self._groups[form] = (encode, namespace, {})
-        group[2][sink] = member
+            group = self._groups[form] = _BurstGroup(encode, namespace)
+        group.sinks[sink] = member
 
     def add(self, outgoing: Outgoing) -> int:
         """One more message for the same recipients; returns how many it reaches."""
@@ -199,22 +218,19 @@ class Burst:
         """Take ``sink`` out (it has to be sent something else): the frames of the messages so far,
         for it to queue; its subscriber is handed the next ones as they come."""
         group = self._groups.get(form)
-        member = group[2].pop(sink, None) if group is not None else None
+        member = group.sinks.pop(sink, None) if group is not None else None
         if group is None or member is None:
             return b""
         self.followers.append(member)
-        return self._frames(group[0], group[1])
+        return group.data(self.outgoings)
 
     def close(self) -> None:
         """Write the messages to every sink that is still in (the end of the loop iteration)."""
         groups, self._groups = self._groups, {}
-        for encode, namespace, sinks in groups.values():
-            data = self._frames(encode, namespace)
-            for sink in sinks:
+        for group in groups.values():
+            data = group.data(self.outgoings)
+            for sink in group.sinks:
                 sink.write_burst(data)
-
-    def _frames(self, encode: FrameEncoder, namespace: str) -> bytes:
-        return b"".join([encode(outgoing, namespace) for outgoing in self.outgoings])
 
 
 @dataclass
