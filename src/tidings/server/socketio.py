@@ -57,6 +57,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("tidings.socketio")
 
+# Read once for the paths that run once per client event: on Python 3.11, reading an Enum member off
+# its class costs ~70 ns.
+_CONNECTED = SocketState.CONNECTED
+
 #: The name the metrics count events under once ``metrics_event_names`` names are counted.
 OTHER = "other"
 #: The client's requests to tidings' channels (with ``presence``, when it is on): not the app's own events.
@@ -450,7 +454,7 @@ class SocketIO:
                 logger.debug("no handler for event %r in %s", event, socket.namespace)
                 return
             result = await self.runner.run_answering(socket, calls, socket.channels)
-        if packet.id is not None and socket._state is SocketState.CONNECTED:
+        if packet.id is not None and socket._state is _CONNECTED:
             socket.connection.session.send_many(_ack_packets(socket.namespace, packet.id, result, event))
 
     # -- fan-out ---------------------------------------------------------------------------------
@@ -503,7 +507,7 @@ class EventInThread(ThreadJob):
         answered, packets = result
         self.io.runner.count(answered)
         socket = self.socket
-        if packets is not None and socket._state is SocketState.CONNECTED:
+        if packets is not None and socket._state is _CONNECTED:
             socket.connection.session.send_many(packets)
 
 
