@@ -44,6 +44,7 @@ BINARY_TYPES = (PacketType.BINARY_EVENT, PacketType.BINARY_ACK)
 # its class costs ~70 ns.
 _EVENT_TYPES = (PacketType.EVENT, PacketType.BINARY_EVENT)
 _MAX_ACK_ID_DIGITS = 15  # more than any client counts to; keeps int() cheap
+_DIGITS = "0123456789"  # of an ack id: ASCII only, as int() would take other digits too
 _MAX_NAMESPACE_LENGTH = 256
 _BINARY = (bytes, bytearray, memoryview)
 
@@ -200,15 +201,15 @@ def decode_text(text: str) -> tuple[Packet, int]:
         i = stop + 1
         if len(namespace) > _MAX_NAMESPACE_LENGTH:
             raise ProtocolError("namespace too long")
-    start = i
-    while i < end and "0" <= text[i] <= "9":
-        i += 1
+    rest = text[i:]
+    payload = rest.lstrip(_DIGITS)  # the JSON data after the ack id: one C call, not a loop per digit
     ack_id = None
-    if i > start:
-        if i - start > _MAX_ACK_ID_DIGITS:
+    if len(payload) < len(rest):
+        digits = rest[: len(rest) - len(payload)]
+        if len(digits) > _MAX_ACK_ID_DIGITS:
             raise ProtocolError("ack id too long")
-        ack_id = int(text[start:i])
-    data = loads(text[i:]) if i < end else None
+        ack_id = int(digits)
+    data = loads(payload) if payload else None
     packet = Packet(packet_type, namespace, data, ack_id)
     _check_payload(packet)
     return packet, attachments
