@@ -16,7 +16,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from tidings.server.threads import HandlerThreads
 from tidings.settings import Settings
@@ -177,9 +177,9 @@ class JobQueue:
         if self._worker is None:  # finish may have scheduled a job and started it
             self._next()
 
-    def _take(self, jobs: deque[tuple[Job, int]]) -> Job:
+    def _take(self, jobs: deque[tuple[Job, int]]) -> None:
         """Take the next job off the queue; let the session read again once it is short enough."""
-        job, size = jobs.popleft()
+        _, size = jobs.popleft()
         self._pending_bytes -= size
         settings = self._settings
         if (
@@ -189,13 +189,15 @@ class JobQueue:
         ):
             self._holding = False
             self.session.release_reading()
-        return job
 
     async def _work(self, jobs: deque[tuple[Job, int]]) -> None:
         ran = 0
         try:
-            while jobs and not isinstance(jobs[0][0], ThreadJob):
-                job = cast(AsyncJob, self._take(jobs))
+            while jobs:
+                job = jobs[0][0]
+                if isinstance(job, ThreadJob):
+                    break
+                self._take(jobs)
                 try:
                     await job()
                 except Exception:  # handlers' own errors are caught inside jobs; this is a bug

@@ -16,6 +16,7 @@ there, and the loop only sends the ack. The channel events (``message``, ``subsc
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, cast
@@ -222,7 +223,7 @@ class SocketIO:
             if calls is not None:
                 connection.schedule(EventInThread(self, socket, packet, calls), size)
             else:
-                connection.schedule(lambda: self._run_event(socket, packet), size)
+                connection.schedule(functools.partial(self._run_event, socket, packet), size)
         elif isinstance(received, sio.ConnectRequest):
             self._connect(connection, received)
         elif isinstance(received, sio.AckReceived):
