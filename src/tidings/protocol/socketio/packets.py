@@ -236,7 +236,8 @@ def _check_faithful(text: str, data: Any) -> None:
     examined.
     """
     shape = text.encode().translate(_SHAPES)
-    if shape.count(b"[") > MAX_DEPTH and _too_deep(data):
+    # More than MAX_DEPTH brackets take more than MAX_DEPTH bytes: most events are shorter, uncounted.
+    if len(shape) > MAX_DEPTH and shape.count(b"[") > MAX_DEPTH and _too_deep(data):
         raise ProtocolError(f"JSON nested deeper than {MAX_DEPTH} levels")
     if _LONG_DIGIT_RUN in shape:
         # Exact integers this time; raises for the first too big. What orjson took, the laxer
