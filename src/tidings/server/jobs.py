@@ -13,6 +13,7 @@ The queue is bounded (the session stops reading the client past ``max_pending_ev
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -157,7 +158,8 @@ class JobQueue:
             self._running.add(marker)
             job.start()
             assert self._pool is not None, "a ThreadJob on a queue without threads"
-            self._pool.threads.submit(job.run, lambda result, error: self._ran(job, marker, result, error))
+            # A partial, not a lambda: the closure's cells would be made at every call of _next.
+            self._pool.threads.submit(job.run, functools.partial(self._ran, job, marker))
         else:
             self._worker = asyncio.get_running_loop().create_task(self._work(jobs))
             self._running.add(self._worker)
