@@ -414,16 +414,20 @@ class SocketIO:
             or not handlers.all_def(namespace, ERROR)
         ):
             return None
-        own = event not in LIFECYCLE and event != ANY and handlers.get(namespace, event)
+        own = [] if event in LIFECYCLE or event == ANY else handlers.get(namespace, event)
         if not handlers.all_def(namespace, event if own else ANY):  # else the catch-all's
             return None
-        return self._calls(namespace, event, data[1:]) or None
+        return self._calls(namespace, event, data[1:], own) or None
 
-    def _calls(self, namespace: str, event: str, args: list[Any]) -> Sequence[tuple[Handler, Sequence[Any]]]:
-        """The handlers of one of the app's own events with their arguments, or the catch-all's."""
-        handlers = [] if event in LIFECYCLE or event == ANY else self.handlers.get(namespace, event)
-        if handlers:
-            return [(handler, args) for handler in handlers]
+    def _calls(
+        self, namespace: str, event: str, args: list[Any], own: list[Handler] | None = None
+    ) -> Sequence[tuple[Handler, Sequence[Any]]]:
+        """The handlers of one of the app's own events with their arguments, or the catch-all's;
+        ``own``: the event's own handlers, if the caller has looked them up already."""
+        if own is None:
+            own = [] if event in LIFECYCLE or event == ANY else self.handlers.get(namespace, event)
+        if own:
+            return [(handler, args) for handler in own]
         return self.handlers.catch_all(namespace, event, args)
 
     def _event_received(self, socket: Socket, packet: sio.Packet) -> None:
