@@ -215,8 +215,12 @@ class FastWebSocketProtocol(AsgiWebSocket, asyncio.Protocol):
             if type(event) is ws.Message:
                 if self.state is _CLOSING:
                     continue  # the app is past websocket.close: what still comes is dropped
-                if self._on_message is not None:
-                    self._call(self._on_message, event.data)
+                on_message = self._on_message
+                if on_message is not None:
+                    try:  # _call's, without a frame of its own: this runs once per message
+                        on_message(event.data)
+                    except Exception:
+                        self._callback_failed()
                 elif isinstance(event.data, str):
                     self._deliver({"type": "websocket.receive", "text": event.data})
                 else:
