@@ -516,19 +516,17 @@ class EventInThread(ThreadJob):
             socket.connection.session.send_many(packets)
 
 
-def _ack_args(result: Any) -> list[Any]:
-    if result is None:
-        return []
-    if isinstance(result, tuple):
-        return list(result)
-    return [result]
-
-
 def _ack_packets(namespace: str, ack_id: int, result: Any, event: str) -> list[str | bytes]:
-    """The ack of ``event`` answering with ``result``; if JSON cannot hold that, an error answer in
-    the shape of :func:`answer`'s, so that the client is not left waiting."""
+    """The ack of ``event`` answering with ``result`` (a tuple: its items; None: none); if JSON cannot
+    hold that, an error answer in the shape of :func:`answer`'s, so that the client is not left waiting."""
+    if result is None:
+        args = []
+    elif isinstance(result, tuple):
+        args = list(result)
+    else:
+        args = [result]
     try:
-        return sio.ack(namespace, ack_id, _ack_args(result))
+        return sio.ack(namespace, ack_id, args)
     except TypeError as error:
         logger.error("handler for %r returned an ack that JSON cannot hold: %s", event, error)
         return sio.ack(namespace, ack_id, [answer("the answer cannot be sent as JSON")])

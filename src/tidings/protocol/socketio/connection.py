@@ -23,10 +23,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
+import orjson
+
 from tidings.errors import IllegalTransition, ProtocolError
 from tidings.protocol import engineio as eio
 from tidings.protocol.socketio.decoder import Decoder
-from tidings.protocol.socketio.packets import Packet, PacketType, check_event, dumps, encode
+from tidings.protocol.socketio.packets import Packet, PacketType, check_event, encode
 from tidings.protocol.states import StateEnum
 
 
@@ -272,7 +274,7 @@ def namespace_disconnect(namespace: str) -> list[str | bytes]:
 def ack(namespace: str, ack_id: int, args: list[Any]) -> list[str | bytes]:
     """The ACK of the client's event ``ack_id`` with ``args``. ``TypeError`` for args JSON cannot hold."""
     try:
-        payload = dumps(args)
+        payload = orjson.dumps(args).decode()  # dumps', without its call
     except TypeError:  # bytes among the args (a BINARY_ACK), or what JSON cannot hold: encode's
         return messages(Packet(PacketType.ACK, namespace, args, ack_id))
     # What encode and messages make of an ACK without attachments, without the Packet: one per
