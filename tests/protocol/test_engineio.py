@@ -10,7 +10,7 @@ from urllib.parse import parse_qs
 
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tidings.protocol import ProtocolError
@@ -46,6 +46,24 @@ def test_binary_frame_is_a_message_without_type_prefix() -> None:
     assert eio.decode_packet(b"\x01\x02\x03") == Packet(PacketType.MESSAGE, b"\x01\x02\x03")
     assert eio.decode_packet(b"4") == Packet(PacketType.MESSAGE, b"4")
     assert eio.decode_packet(b"") == Packet(PacketType.MESSAGE, b"")
+
+
+@given(st.one_of(st.text(max_size=8), st.binary(max_size=8)))
+@example("4hello")
+@example("4")
+@example("2")
+@example("")
+@example("٤x")
+@example(b"4x")
+def test_message_data_is_what_decode_packet_carries_for_a_message(raw: str | bytes) -> None:
+    # The WebSocket path's shortcut for MESSAGE packets: the same data, and None for the others
+    # (decode_packet then decodes them, or refuses them).
+    try:
+        packet: Packet | None = eio.decode_packet(raw)
+    except ProtocolError:
+        packet = None
+    expected = packet.data if packet is not None and packet.type is PacketType.MESSAGE else None
+    assert eio.message_data(raw) == expected
 
 
 def test_encoded_control_packets() -> None:

@@ -278,8 +278,12 @@ class AsgiWebSocket(ServerConnection, abc.ABC):
         try:
             on_message(data)
         except Exception:
-            logger.exception("Exception in a WebSocket message callback")
-            self._fail_connection(ws.INTERNAL_ERROR, "")
+            self._callback_failed()
+
+    def _callback_failed(self) -> None:
+        """The message callback raised (a bug): log it and close the connection."""
+        logger.exception("Exception in a WebSocket message callback")
+        self._fail_connection(ws.INTERNAL_ERROR, "")
 
     def _call_close(self, code: int, reason: str) -> None:
         on_close = self._on_close

@@ -415,7 +415,11 @@ class Engine:
             session.close("message too big", ws.MESSAGE_TOO_BIG)
             return
         try:
-            session.take(eio.decode_packet(data))
+            message = eio.message_data(data)
+            if message is not None:  # what session.take does with a MESSAGE, without the Packet
+                self.handler.message_received(session, message)
+            else:
+                session.take(eio.decode_packet(data))
         except ProtocolError as error:
             logger.info("session %s: protocol error: %s", session.sid, error, extra=context(session.sid))
             session.close(str(error), ws.PROTOCOL_ERROR)

@@ -13,10 +13,11 @@ The queue is bounded (the session stops reading the client past ``max_pending_ev
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from tidings.server.threads import HandlerThreads
 from tidings.settings import Settings
@@ -38,6 +39,10 @@ class ThreadJob:
 
     def finish(self, result: Any) -> None:
         """On the event loop, with what :meth:`run` returned; not called if ``run`` raised."""
+
+    def cancel(self) -> None:
+        """The job is its connection's :class:`Running` entry while it is in a thread, which cannot be
+        stopped: the job ends when its handlers return."""
 
 
 AsyncJob = Callable[[], Awaitable[None]]
@@ -68,15 +73,6 @@ class Running(Protocol):
     cancels it (a thread's work runs on, unwaited)."""
 
     def cancel(self) -> Any: ...
-
-
-class _InThread:
-    """The :class:`Running` entry of a connection whose job is in a handler thread."""
-
-    __slots__ = ()
-
-    def cancel(self) -> None:
-        """A thread cannot be stopped: the job ends when its handlers return."""
 
 
 class JobQueue:
@@ -113,8 +109,8 @@ class JobQueue:
         self._jobs: deque[tuple[Job, int]] | None = None
         self._pending_bytes = 0  # of the jobs queued
         self._holding = False  # the session takes no messages until the queue is half as long
-        # The worker task, or the marker of a job in a handler thread; None: idle.
-        self._worker: asyncio.Task[None] | _InThread | None = None
+        # The worker task, or the job in a handler thread; None: idle.
+        self._worker: asyncio.Task[None] | ThreadJob | None = None
 
     @property
     def idle(self) -> bool:
@@ -153,17 +149,18 @@ class JobQueue:
         job = jobs[0][0]
         if isinstance(job, ThreadJob):
             self._take(jobs)
-            marker = self._worker = _InThread()
-            self._running.add(marker)
+            self._worker = job
+            self._running.add(job)
             job.start()
             assert self._pool is not None, "a ThreadJob on a queue without threads"
-            self._pool.threads.submit(job.run, lambda result, error: self._ran(job, marker, result, error))
+            # A partial, not a lambda: the closure's cells would be made at every call of _next.
+            self._pool.threads.submit(job.run, functools.partial(self._ran, job))
         else:
             self._worker = asyncio.get_running_loop().create_task(self._work(jobs))
             self._running.add(self._worker)
 
-    def _ran(self, job: ThreadJob, marker: _InThread, result: Any, error: BaseException | None) -> None:
-        self._running.discard(marker)
+    def _ran(self, job: ThreadJob, result: Any, error: BaseException | None) -> None:
+        self._running.discard(job)
         self._worker = None
         if isinstance(error, asyncio.CancelledError):  # the pool was shut down: so is the server
             self._jobs = None  # the jobs left are dropped, as a cancelled worker task drops them
@@ -177,9 +174,9 @@ class JobQueue:
         if self._worker is None:  # finish may have scheduled a job and started it
             self._next()
 
-    def _take(self, jobs: deque[tuple[Job, int]]) -> Job:
+    def _take(self, jobs: deque[tuple[Job, int]]) -> None:
         """Take the next job off the queue; let the session read again once it is short enough."""
-        job, size = jobs.popleft()
+        _, size = jobs.popleft()
         self._pending_bytes -= size
         settings = self._settings
         if (
@@ -189,13 +186,15 @@ class JobQueue:
         ):
             self._holding = False
             self.session.release_reading()
-        return job
 
     async def _work(self, jobs: deque[tuple[Job, int]]) -> None:
         ran = 0
         try:
-            while jobs and not isinstance(jobs[0][0], ThreadJob):
-                job = cast(AsyncJob, self._take(jobs))
+            while jobs:
+                job = jobs[0][0]
+                if isinstance(job, ThreadJob):
+                    break
+                self._take(jobs)
                 try:
                     await job()
                 except Exception:  # handlers' own errors are caught inside jobs; this is a bug

@@ -56,34 +56,14 @@ class HandlerRunner:
         return await self.threads.call(handler.func, *args)
 
     async def run(
-        self,
-        socket: Socket,
-        handler: Handler,
-        args: Iterable[Any],
-        channels: Collection[str],
-        refusable: bool = False,
+        self, socket: Socket, handler: Handler, args: Iterable[Any], channels: Collection[str]
     ) -> Any:
         """Run one handler as ``func(request, socket, context, *args)``.
 
-        An exception is logged with its traceback and handed to the ``error`` handlers that match
-        ``channels``; the connection goes on and the result is None. If ``refusable``, a
-        :class:`Refuse` is raised on instead: the handler refused what the client asked for.
+        An exception (a :class:`Refuse` too) is logged with its traceback and handed to the ``error``
+        handlers that match ``channels``; the connection goes on and the result is None.
         """
-        started = time.perf_counter()
-        try:
-            if handler.is_async:  # invoke's, without a coroutine of its own
-                return await handler.func(socket.request, socket, socket.context, *args)
-            return await self.threads.call(handler.func, socket.request, socket, socket.context, *args)
-        except Exception as error:
-            if refusable and isinstance(error, Refuse):
-                raise
-            name = handler.name
-            logger.exception("handler %s raised", name, extra=_context(socket, channels))
-            self.errors[name] = self.errors.get(name, 0) + 1
-            await self.run_error_handlers(socket, error, channels)
-            return None
-        finally:
-            self.took(handler, time.perf_counter() - started)
+        return await self.run_answering(socket, ((handler, args),), channels, refusable=False)
 
     def took(self, handler: Handler, seconds: float) -> None:
         """Count a handler's run in its duration histogram (event loop thread)."""
@@ -104,17 +84,36 @@ class HandlerRunner:
                     )
 
     async def run_answering(
-        self, socket: Socket, calls: Iterable[tuple[Handler, Iterable[Any]]], channels: Collection[str]
+        self,
+        socket: Socket,
+        calls: Iterable[tuple[Handler, Iterable[Any]]],
+        channels: Collection[str],
+        refusable: bool = True,
     ) -> Any:
         """Run the handlers of one client event with their arguments, in order, for its ack: the first
         result that is not None, or the refusal of a handler that raised :class:`Refuse` (the
-        handlers after it do not run)."""
+        handlers after it do not run) if ``refusable``. Each runs as :meth:`run` runs one, in this
+        coroutine: one per client event, not one more per handler."""
         result = None
         for handler, args in calls:
+            started = time.perf_counter()
             try:
-                value = await self.run(socket, handler, args, channels, refusable=True)
-            except Refuse as refused:
-                return answer(refused.reason)
+                if handler.is_async:  # invoke's, without a coroutine of its own
+                    value = await handler.func(socket.request, socket, socket.context, *args)
+                else:
+                    value = await self.threads.call(
+                        handler.func, socket.request, socket, socket.context, *args
+                    )
+            except Exception as error:
+                if refusable and isinstance(error, Refuse):
+                    return answer(error.reason)
+                name = handler.name
+                logger.exception("handler %s raised", name, extra=_context(socket, channels))
+                self.errors[name] = self.errors.get(name, 0) + 1
+                await self.run_error_handlers(socket, error, channels)
+                value = None
+            finally:
+                self.took(handler, time.perf_counter() - started)
             if result is None:
                 result = value
         return result

@@ -24,6 +24,7 @@ from tidings.protocol.engineio.packets import (
     encode_payload,
     first_values,
     message,
+    message_data,
     open_packet,
     parse_query,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "encode_payload",
     "first_values",
     "message",
+    "message_data",
     "open_packet",
     "parse_query",
 ]

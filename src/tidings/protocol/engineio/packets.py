@@ -103,6 +103,16 @@ def decode_packet(raw: str | bytes) -> Packet:
     return Packet(packet_type, raw[1:])
 
 
+def message_data(raw: str | bytes) -> str | bytes | None:
+    """The data of ``raw``, as received on a WebSocket, if it is a MESSAGE packet (what
+    :func:`decode_packet` would carry in its :class:`Packet`); None for any other packet, or for
+    no packet at all, which :func:`decode_packet` then takes. Every client event passes here: it
+    builds no :class:`Packet` for it."""
+    if isinstance(raw, bytes):
+        return raw
+    return raw[1:] if raw[:1] == "4" else None
+
+
 def decode_payload(body: str) -> list[Packet]:
     """Decode an HTTP long-polling request body (EIO §"HTTP long-polling", "Sending data").
 

@@ -50,6 +50,10 @@ class State(StateEnum):
     CLOSED = "closed"  # the TCP connection is closing or gone: nothing more is read or sent
 
 
+# Read once for receive_data, which runs once per read: on Python 3.11, reading an Enum member off its
+# class costs ~70 ns.
+_CLOSED = State.CLOSED
+
 #: Every legal move; :meth:`ServerConnection._move` raises
 #: :class:`~tidings.errors.IllegalTransition` for any other.
 TRANSITIONS: dict[State, frozenset[State]] = {
@@ -159,7 +163,7 @@ class ServerConnection:
 
         Nothing once CLOSED.
         """
-        if self.state is State.CLOSED:
+        if self.state is _CLOSED:
             return ()
         try:
             return self.parser.receive(data)

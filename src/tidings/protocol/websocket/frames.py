@@ -54,6 +54,7 @@ INTERNAL_ERROR = 1011
 SERVICE_RESTART = 1012
 
 _MAX_CONTROL = 125  # §5.5: control frame payloads
+_DATA_OPCODES = (TEXT, BINARY)  # of a message's first frame; built once, not at each frame
 _PACK_16 = struct.Struct("!BBH").pack
 _PACK_64 = struct.Struct("!BBQ").pack
 
@@ -107,24 +108,24 @@ def pong_frame(payload: bytes) -> bytes:
 # -- client frames -------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class Message:
     """A whole data message: ``str`` for text, ``bytes`` for binary."""
 
     data: str | bytes
 
 
-@dataclass
+@dataclass(slots=True)
 class Ping:
     payload: bytes
 
 
-@dataclass
+@dataclass(slots=True)
 class Pong:
     payload: bytes
 
 
-@dataclass
+@dataclass(slots=True)
 class Close:
     """The client's close frame; ``code`` is 1005 when it carried none (§7.1.5)."""
 
@@ -145,7 +146,7 @@ def _valid_close_code(code: int) -> bool:
 def unmask(payload: bytes, mask: bytes) -> bytes:
     """XOR ``payload`` with the 4-byte masking key (§5.3)."""
     if _c_apply_mask is not None:
-        return bytes(_c_apply_mask(payload, mask))
+        return _c_apply_mask(payload, mask)  # bytes, whatever buffer it is given
     length = len(payload)
     if not length:
         return b""
@@ -262,13 +263,13 @@ class Parser:
             if length > _MAX_CONTROL:
                 raise WebSocketError(PROTOCOL_ERROR, "control frame too long")
             return
-        if opcode not in (CONTINUATION, TEXT, BINARY):
+        if opcode > BINARY:  # not CONTINUATION (0), TEXT (1) or BINARY (2)
             raise WebSocketError(PROTOCOL_ERROR, f"reserved opcode {opcode:#x}")
         if self.max_size is not None and self._fragments_size + length > self.max_size:
             raise WebSocketError(MESSAGE_TOO_BIG, "message too big")
 
     def _frame(self, fin: int, opcode: int, payload: bytes) -> Event | None:
-        if opcode in (TEXT, BINARY):
+        if opcode in _DATA_OPCODES:
             if self._opcode is not None:
                 raise WebSocketError(PROTOCOL_ERROR, "new message inside a fragmented one")  # §5.4
             if fin:
