@@ -374,9 +374,7 @@ class Hub:
         self.loop.call_soon(self._end_burst, key, burst)
         burst.outgoings.append(outgoing)
         followers = burst.followers
-        # A delivery can close a session whose send buffer is full, which takes it out of
-        # ``members`` while we iterate: iterate over a copy.
-        recipients = [member for member in members if member is not exclude]
+        recipients = _recipients(members, outgoing, exclude)
         for member in recipients:
             if not member.take_burst(burst):
                 followers.append(member)
@@ -453,17 +451,22 @@ class Hub:
         self.broadcasts += 1
         if not members:
             return 0
-        # A delivery can close a session whose send buffer is full, which takes it out of ``members``
-        # while we iterate: iterate over a copy.
-        if outgoing.audience is None:
-            recipients = [member for member in members if member is not exclude]
-        else:
-            excludes = outgoing.audience.excludes
-            recipients = [member for member in members if member is not exclude and not excludes(member)]
+        recipients = _recipients(members, outgoing, exclude)
         for member in recipients:
             member.deliver(outgoing)
         self.deliveries += len(recipients)
         return len(recipients)
+
+
+def _recipients(
+    members: Iterable[Subscriber], outgoing: Outgoing, exclude: Subscriber | None
+) -> list[Subscriber]:
+    """Whom ``outgoing`` reaches among ``members``: a copy, since a delivery can close a session
+    whose send buffer is full, which takes it out of ``members`` while the fan-out iterates."""
+    if outgoing.audience is None:
+        return [member for member in members if member is not exclude]
+    excludes = outgoing.audience.excludes
+    return [member for member in members if member is not exclude and not excludes(member)]
 
 
 def _group_key(group: str) -> tuple[str, str]:

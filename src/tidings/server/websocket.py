@@ -349,13 +349,7 @@ class FastWebSocketProtocol(AsgiWebSocket, asyncio.Protocol):
         self._pending_size += len(frame)
 
     def _push_data(self, data: str | bytes) -> None:
-        if self._burst is not None:
-            self._leave_burst()
-        frame = frame_for(data)
-        if not self._pending:
-            self._flusher.add(self)
-        self._pending.append(frame)
-        self._pending_size += len(frame)
+        self._push(frame_for(data))
 
     def _flush(self) -> None:
         pending = self._pending
